@@ -1,0 +1,144 @@
+/* config: every setting of mailport, from one table.
+ *
+ * Each setting has an environment variable SMTPD_<NAME>, a flag --<name> (written
+ * "--name value" or "--name=value"; a flag wins over the environment) and may be
+ * given as SMTPD_<NAME>_FILE=<path> (value read from the file, one trailing newline
+ * stripped; giving both SMTPD_<NAME> and SMTPD_<NAME>_FILE is an error). --help,
+ * the README's settings table and the parser all come from the same table
+ * (config_settings[]), so they cannot drift. See ../shared/SPEC.md section 1. */
+#ifndef MAILPORT_CONFIG_H
+#define MAILPORT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum config_deliver { CONFIG_DELIVER_MAILDIR, CONFIG_DELIVER_DISCARD };
+enum config_bare_lf { CONFIG_BARE_LF_NORMALIZE, CONFIG_BARE_LF_REJECT };
+enum config_mode { CONFIG_MODE_OFF, CONFIG_MODE_OPTIONAL, CONFIG_MODE_REQUIRED };
+enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
+enum config_log_level { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
+enum config_webhook_format { CONFIG_WEBHOOK_JSON, CONFIG_WEBHOOK_RAW };
+
+/* What the command line asked for besides running the service. */
+enum config_action {
+	CONFIG_ACTION_RUN,
+	CONFIG_ACTION_HELP,
+	CONFIG_ACTION_VERSION,
+	CONFIG_ACTION_CHECK,       /* --check-config */
+	CONFIG_ACTION_HEALTHCHECK, /* --healthcheck */
+};
+
+/* The resolved configuration. Strings are owned (malloc'ed) and freed by
+ * config_free(); a string setting left empty is "" (never NULL) unless noted. */
+struct config {
+	enum config_action action;
+
+	/* SPEC 2: endpoints. Kept as text; endpoint_load() turns them into listeners. */
+	char *hosts; /* default "127.0.0.1" */
+	char *ports; /* default "2525" */
+
+	/* SPEC 3 */
+	char *http;       /* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080" or "off" */
+	char *http_token; /* "" = no token */
+
+	/* SPEC 4 */
+	char *hostname; /* default: gethostname() */
+	uint64_t max_message_size;
+	uint64_t max_recipients;
+	uint64_t max_connections;
+	uint64_t max_connections_per_client;
+	uint64_t command_timeout; /* seconds */
+	uint64_t data_timeout;    /* seconds */
+	uint64_t greet_delay;     /* seconds */
+	enum config_bare_lf bare_lf;
+
+	/* SPEC 5 */
+	char *spool; /* default "./spool" */
+	enum config_deliver deliver;
+	char *filter;            /* "" = none */
+	uint64_t filter_timeout; /* seconds */
+	char *webhook_url;       /* "" = none */
+	enum config_webhook_format webhook_format;
+	char *webhook_secret;
+	uint64_t webhook_timeout;
+	bool webhook_keep;
+	uint64_t webhook_retry_min;
+	uint64_t webhook_retry_max;
+	uint64_t webhook_max_age;
+	uint64_t webhook_concurrency;
+	bool webhook_sync;
+
+	/* SPEC 6 */
+	enum config_mode tls;
+	char *tls_cert;
+	char *tls_key;
+	char *tls_ports; /* comma-separated port list, "" = none */
+	char *tls_ciphers;
+	char *tls_min_version; /* "TLSv1.2" or "TLSv1.3" */
+	enum config_mode auth;
+	char *auth_users_file;
+	bool auth_insecure;
+
+	/* SPEC 7 */
+	uint64_t shutdown_grace; /* seconds */
+	char *proxy_ports;       /* comma-separated port list */
+	char *proxy_trusted;     /* CIDR list */
+	enum config_log_format log_format;
+	enum config_log_level log_level;
+};
+
+enum config_kind {
+	CONFIG_STRING,
+	CONFIG_BOOL,     /* 1/true/yes/on, 0/false/no/off, any case */
+	CONFIG_SIZE,     /* bytes, or K/M/G suffix (powers of 1024) */
+	CONFIG_DURATION, /* seconds, or s/m/h suffix */
+	CONFIG_COUNT,    /* unsigned integer */
+	CONFIG_ENUM,     /* one of `choices` */
+};
+
+/* One row of the settings table. */
+struct config_setting {
+	const char *name;           /* flag name without dashes: "max-message-size" */
+	const char *env;            /* "SMTPD_MAX_MESSAGE_SIZE" */
+	enum config_kind kind;
+	const char *def;            /* embedded (native) default as text; "" = empty */
+	const char *image_def;      /* default in the container image, or NULL if the same */
+	const char *const *choices; /* CONFIG_ENUM: NULL-terminated */
+	const char *help;           /* one sentence */
+	size_t offset;              /* offsetof(struct config, field) */
+	bool implemented;           /* false: a non-default value is refused (exit 2) */
+};
+
+extern const struct config_setting config_settings[];
+extern const size_t config_settings_count;
+
+/* Fill *cfg from argv (argv[0] is the program name) and envp (NULL-terminated
+ * "NAME=value" strings; pass `environ`). Precedence: flag > SMTPD_X > SMTPD_X_FILE
+ * (the last two together are an error) > embedded default. Every value is
+ * validated. Returns 0, or -1 with a one-line message in err that names the
+ * variable (or flag), e.g. `SMTPD_PORTS: "25x" is not a port number (1-65535)`.
+ * Unknown SMTPD_* variables are not errors: for each, warn(ctx, msg) is called
+ * with a one-line message. On error the config is left in a state config_free()
+ * accepts. */
+int config_load(struct config *cfg, int argc, char **argv, char **envp,
+		void (*warn)(void *ctx, const char *msg), void *warn_ctx, char *err, size_t errlen);
+
+void config_free(struct config *cfg);
+
+/* --help text: usage line, the actions, then every setting with its flag,
+ * variable, default (and image default) and help sentence. */
+void config_print_help(FILE *out);
+
+/* The README's settings table (Markdown), from the same table: columns
+ * variable, flag, default, image default, description. Printed by the hidden
+ * flag --help-markdown; a test checks README.md contains exactly this. */
+void config_print_markdown(FILE *out);
+
+/* Parse helpers shared with other modules. Return 0 or -1. */
+int config_parse_bool(const char *s, bool *out);
+int config_parse_size(const char *s, uint64_t *out);
+int config_parse_duration(const char *s, uint64_t *out_seconds);
+
+#endif

@@ -1,0 +1,35 @@
+/* httpd: the HTTP side port (SPEC section 3) on libmicrohttpd, JSON by jansson.
+ *
+ * libmicrohttpd answers on its own thread. Everything it reports comes from
+ * stats_snapshot() (consistent, under the stats mutex) and stats_alive() (the
+ * loop's heartbeat), so the HTTP thread never touches loop-owned memory. */
+#ifndef MAILPORT_HTTPD_H
+#define MAILPORT_HTTPD_H
+
+#include <stddef.h>
+
+#include "endpoint.h"
+#include "stats.h"
+
+struct httpd;
+
+struct httpd_options {
+	const struct endpoint *bind; /* address:port to listen on */
+	const char *version;         /* MAILPORT_VERSION */
+	const char *token;           /* SMTPD_HTTP_TOKEN, "" = none (protects /metrics) */
+	struct stats *stats;         /* outlives the httpd */
+};
+
+/* Start listening. Returns 0, or a negative errno with a one-line message in err
+ * ("cannot listen on 127.0.0.1:8080: Address already in use"). */
+int httpd_start(const struct httpd_options *opt, struct httpd **out, char *err, size_t errlen);
+/* Stop answering and free; NULL is a no-op. */
+void httpd_stop(struct httpd *h);
+
+/* --healthcheck: GET /readyz from the service described by the SMTPD_HTTP value
+ * `http` (an ANY address is probed on 127.0.0.1 or ::1), with a short timeout.
+ * Returns 0 when it answered 200, 1 otherwise (and "off" is 1). Blocking; used
+ * only by the separate --healthcheck process. */
+int httpd_healthcheck(const char *http);
+
+#endif

@@ -1,0 +1,141 @@
+/* smtp_proto: the SMTP server protocol as a pure state machine (SPEC section 4).
+ *
+ * Bytes in, replies and events out: no I/O, no libuv, no clock, no filesystem,
+ * so that it can be unit-tested at every split point and fuzzed. The libuv
+ * adapter (session.c) owns the socket, the timers and the storage.
+ *
+ * How the adapter drives it:
+ *   p = smtp_proto_new(&cfg, &sink);
+ *   smtp_proto_greet(p);                      -- queue the 220 greeting
+ *   loop:
+ *     n = smtp_proto_feed(p, data, len);      -- consumes up to len bytes
+ *     write out smtp_proto_output(); smtp_proto_output_consume()
+ *     if smtp_proto_pending(p) != SMTP_WAIT_NONE:
+ *         stop reading, decide (e.g. store the message), then
+ *         smtp_proto_resume(p, code, enhanced, text), and feed the rest (data+n).
+ *     if smtp_proto_closing(p): flush the output, then close.
+ * feed() stops early (returns n < len) when a verdict is pending, when the
+ * session is closing, or when the queued output passed SMTP_PROTO_OUTPUT_HIGH
+ * (a client that pipelines without reading its replies): the adapter keeps the
+ * rest and feeds it again after flushing/resuming. Replies are only appended to
+ * the output; the adapter flushes whenever its input runs dry, which is what
+ * RFC 2920 pipelining asks for. */
+#ifndef MAILPORT_SMTP_PROTO_H
+#define MAILPORT_SMTP_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* RFC 5321 4.5.3.1.4: a command line is at most 512 octets including CRLF. */
+#define SMTP_PROTO_COMMAND_LINE_MAX 512
+/* RFC 5321 4.5.3.1.6: a text line is at most 1000 octets including CRLF. */
+#define SMTP_PROTO_TEXT_LINE_MAX 1000
+/* RFC 5321 4.5.3.1.3: a path is at most 256 octets including the brackets. */
+#define SMTP_PROTO_PATH_MAX 256
+/* feed() stops consuming input while this much output waits to be written. */
+#define SMTP_PROTO_OUTPUT_HIGH 16384
+/* Bad commands tolerated before the session is dropped (421 4.7.0). */
+#define SMTP_PROTO_MAX_ERRORS 20
+
+struct smtp_proto_config {
+	const char *hostname;      /* greeting and EHLO name; copied */
+	uint64_t max_message_size; /* SIZE; bodies over it: read to the end, 552 5.3.4 */
+	unsigned max_recipients;   /* past it: 452 4.5.3, earlier recipients kept */
+	bool bare_lf_reject;       /* SMTPD_BARE_LF=reject: 550 5.5.2 at end of data */
+};
+
+/* Things that happen, for the adapter's logs and counters. Informational only:
+ * the adapter cannot change the reply from inside the callback. */
+enum smtp_event_type {
+	SMTP_EV_HELO,      /* arg: the HELO/EHLO name */
+	SMTP_EV_MAIL,      /* arg: reverse path (without brackets, may be "") */
+	SMTP_EV_RCPT,      /* arg: forward path accepted */
+	SMTP_EV_DATA,      /* DATA accepted (354 sent) or first BDAT chunk */
+	SMTP_EV_RSET,      /* transaction reset (RSET, new EHLO, after a message) */
+	SMTP_EV_REJECTED,  /* a message refused at the end of its data by the core
+			      itself (too big, bare LF, line too long); arg: the reply */
+	SMTP_EV_QUIT,      /* QUIT received */
+	SMTP_EV_PROTOCOL,  /* a protocol error reply was sent; arg: the reply */
+	SMTP_EV_TOO_MANY_ERRORS,
+};
+
+struct smtp_event {
+	enum smtp_event_type type;
+	const char *arg; /* valid only during the callback; may be NULL */
+};
+
+struct smtp_proto_sink {
+	void *ctx;
+	/* Message content, dot-unstuffed, every line ending as a single LF, in order,
+	 * called from within feed() for each piece. Returning non-zero (e.g. out of
+	 * memory) makes the core discard the rest of the body and answer
+	 * 452 4.3.1 at its end. May be NULL. */
+	int (*body)(void *ctx, const char *data, size_t len);
+	/* Informational events; may be NULL. */
+	void (*event)(void *ctx, const struct smtp_event *ev);
+};
+
+/* What the core waits for before it consumes more input. */
+enum smtp_wait {
+	SMTP_WAIT_NONE = 0,
+	SMTP_WAIT_EOM, /* a complete message arrived: store it, then resume() with
+			  250 (the transaction ends, the envelope is cleared by resume) or
+			  4xx/5xx */
+};
+
+struct smtp_proto;
+
+/* NULL on out of memory. cfg and sink are copied. */
+struct smtp_proto *smtp_proto_new(const struct smtp_proto_config *cfg,
+				  const struct smtp_proto_sink *sink);
+void smtp_proto_free(struct smtp_proto *p); /* NULL is a no-op */
+
+/* Queue "220 <hostname> ESMTP mailport". Before it, any input is an early
+ * talker: 554 5.5.0 and closing. */
+void smtp_proto_greet(struct smtp_proto *p);
+
+/* Consume input. Returns how many bytes of data were consumed (0..len). */
+size_t smtp_proto_feed(struct smtp_proto *p, const char *data, size_t len);
+
+/* Queued replies. smtp_proto_output returns the number of bytes at *data. */
+size_t smtp_proto_output(const struct smtp_proto *p, const char **data);
+void smtp_proto_output_consume(struct smtp_proto *p, size_t n);
+
+enum smtp_wait smtp_proto_pending(const struct smtp_proto *p);
+/* Answer the pending wait with "code enhanced text" (enhanced may be NULL, text
+ * may contain no CR/LF). */
+void smtp_proto_resume(struct smtp_proto *p, unsigned code, const char *enhanced,
+		       const char *text);
+
+/* True once the session must end: the last reply is queued (221, 421, 554) and
+ * feed() consumes nothing more. Flush the output, then close. */
+bool smtp_proto_closing(const struct smtp_proto *p);
+
+/* Inside DATA/BDAT content: the adapter uses the data timeout instead of the
+ * command timeout. */
+bool smtp_proto_in_data(const struct smtp_proto *p);
+/* A MAIL FROM has been accepted and the transaction is not finished. */
+bool smtp_proto_in_transaction(const struct smtp_proto *p);
+
+/* The adapter's timer fired: queue "421 4.4.2 <hostname> Error: timeout
+ * exceeded" and close. */
+void smtp_proto_timeout(struct smtp_proto *p);
+/* Service shutting down: queue "421 4.3.2 <hostname> Service shutting down"
+ * and close. */
+void smtp_proto_shutdown(struct smtp_proto *p);
+/* Out of memory or another local failure: "421 4.3.0 ..." and close. */
+void smtp_proto_abort(struct smtp_proto *p, const char *text);
+
+/* The envelope of the current transaction (valid while it lasts, i.e. until
+ * resume() after EOM, RSET, or a new HELO/EHLO). Paths without angle brackets. */
+const char *smtp_proto_helo(const struct smtp_proto *p);      /* "" before HELO */
+const char *smtp_proto_mail_from(const struct smtp_proto *p); /* "" = null sender */
+size_t smtp_proto_rcpt_count(const struct smtp_proto *p);
+const char *smtp_proto_rcpt(const struct smtp_proto *p, size_t i);
+bool smtp_proto_esmtp(const struct smtp_proto *p); /* EHLO (not HELO) was used */
+/* Size of the message as received: dot-unstuffed, counting CRLF line ends
+ * (the RFC 1870 measure), i.e. what the client's message is. */
+uint64_t smtp_proto_message_size(const struct smtp_proto *p);
+
+#endif
