@@ -28,6 +28,8 @@ enum config_action {
 	CONFIG_ACTION_VERSION,
 	CONFIG_ACTION_CHECK,       /* --check-config */
 	CONFIG_ACTION_HEALTHCHECK, /* --healthcheck */
+	/* hidden --help-markdown: print config_print_markdown() and exit 0 */
+	CONFIG_ACTION_HELP_MARKDOWN,
 };
 
 /* The resolved configuration. Strings are owned (malloc'ed) and freed by
@@ -98,6 +100,12 @@ enum config_kind {
 	CONFIG_ENUM,     /* one of `choices` */
 };
 
+/* The longest duration accepted (about ten years): a duration converted to
+ * milliseconds and added to a clock can then never overflow 64 bits. */
+#define CONFIG_DURATION_MAX 315360000u
+/* SMTPD_X_FILE contents are capped: a secret or a path, never a data file. */
+#define CONFIG_FILE_MAX ((size_t)1 << 20)
+
 /* One row of the settings table. */
 struct config_setting {
 	const char *name;           /* flag name without dashes: "max-message-size" */
@@ -109,10 +117,26 @@ struct config_setting {
 	const char *help;           /* one sentence */
 	size_t offset;              /* offsetof(struct config, field) */
 	bool implemented;           /* false: a non-default value is refused (exit 2) */
+
+	/* Added fields; zero (the designated-initializer default) means "nothing special". */
+	const char *planned;  /* !implemented: the feature in the refusal, "TLS is planned" */
+	const char *metavar;  /* word shown after the flag in --help; NULL: from the kind */
+	const char *def_text; /* how --help shows an empty default: "the host's name"; NULL: none */
+	uint64_t min;         /* SIZE, DURATION, COUNT: the smallest value accepted */
+	bool secret;          /* never echo the value in an error */
+	/* CONFIG_STRING with `choices`: the value must be one of them (any case) and is
+	 * stored in the table's spelling. CONFIG_STRING without: `check` validates the
+	 * malloc'ed value and may normalise it in place (never longer); it returns 0, or
+	 * -1 with the reason in why (the text after "SMTPD_X: "). NULL: no control
+	 * characters but tab. */
+	int (*check)(char *value, char *why, size_t whylen);
 };
 
 extern const struct config_setting config_settings[];
 extern const size_t config_settings_count;
+
+/* The row whose flag name is `name` ("max-message-size"), or NULL. */
+const struct config_setting *config_setting_find(const char *name);
 
 /* Fill *cfg from argv (argv[0] is the program name) and envp (NULL-terminated
  * "NAME=value" strings; pass `environ`). Precedence: flag > SMTPD_X > SMTPD_X_FILE
@@ -121,7 +145,12 @@ extern const size_t config_settings_count;
  * variable (or flag), e.g. `SMTPD_PORTS: "25x" is not a port number (1-65535)`.
  * Unknown SMTPD_* variables are not errors: for each, warn(ctx, msg) is called
  * with a one-line message. On error the config is left in a state config_free()
- * accepts. */
+ * accepts. *cfg is overwritten, not freed: pass a zeroed or freed config.
+ * An empty value, from a flag, SMTPD_X or SMTPD_X_FILE's path, counts as not
+ * given, so the next source or the default applies (as midi-smtp-server does).
+ * For --help, --version and --help-markdown the environment is not read and
+ * *cfg holds the defaults (hostname ""), so help works whatever the
+ * environment holds; an invalid setting or a conflicting flag is then ignored. */
 int config_load(struct config *cfg, int argc, char **argv, char **envp,
 		void (*warn)(void *ctx, const char *msg), void *warn_ctx, char *err, size_t errlen);
 
@@ -139,6 +168,7 @@ void config_print_markdown(FILE *out);
 /* Parse helpers shared with other modules. Return 0 or -1. */
 int config_parse_bool(const char *s, bool *out);
 int config_parse_size(const char *s, uint64_t *out);
-int config_parse_duration(const char *s, uint64_t *out_seconds);
+int config_parse_duration(const char *s, uint64_t *out_seconds); /* <= CONFIG_DURATION_MAX */
+int config_parse_count(const char *s, uint64_t *out);            /* plain unsigned decimal */
 
 #endif

@@ -80,7 +80,14 @@ enum endpoint_error {
  * the same port, is an error containing "already in use" naming the endpoint.
  * Returns ENDPOINT_OK (out filled; free with endpoint_list_free) or an
  * enum endpoint_error with a one-line message in err naming SMTPD_HOSTS or
- * SMTPD_PORTS, e.g. `SMTPD_PORTS: "25x" is not a port number (1-65535)`. */
+ * SMTPD_PORTS, e.g. `SMTPD_PORTS: "25x" is not a port number (1-65535)`.
+ * Choices beyond SPEC 2: a v4-mapped literal (::ffff:1.2.3.4), a multicast
+ * literal, a link-local literal without a zone and a zone on a non-link-local
+ * address are ECONFIG; a zone naming no interface (by name or index) is
+ * ECONFIG; a port given twice within one port item ("2525:2525") is an
+ * "already in use" ECONFIG naming SMTPD_PORTS; "*" finding no usable address
+ * (or the interface list failing) is ERUNTIME, like a temporary resolver
+ * failure. Resolver answers that are v4-mapped are taken as IPv4. */
 int endpoint_load(const char *hosts, const char *ports, const struct endpoint_env *env,
 		  struct endpoint_list *out, char *err, size_t errlen);
 
@@ -91,11 +98,21 @@ void endpoint_list_free(struct endpoint_list *l);
 const struct endpoint_env *endpoint_system_env(void);
 
 /* Parse one "address:port" text as used by SMTPD_HTTP ("127.0.0.1:8080",
- * "[::1]:8080", "0.0.0.0:8080"); literals only. Returns 0 or -1. */
+ * "[::1]:8080", "0.0.0.0:8080"); literals only, IPv6 always bracketed, and
+ * (having no env) only numeric zones ("[fe80::1%2]:8080"). Returns 0 or -1. */
 int endpoint_parse_hostport(const char *s, struct endpoint *out);
 
 /* Format a socket address the way every log and JSON field shows it: IPv4
- * without a ::ffff: prefix, IPv6 without brackets, zone appended. Returns buf. */
+ * without a ::ffff: prefix, IPv6 without brackets, zone appended as %ifname
+ * (if_indextoname) or %index when the interface is unknown. Always
+ * NUL-terminates (truncating) when len > 0. Returns buf. Lives in
+ * endpoint_sys.c; it is endpoint_format_addr_env(sa, endpoint_system_env(), ...). */
 const char *endpoint_format_addr(const struct sockaddr *sa, char *buf, size_t len);
+
+/* The same, pure: zone names come from env->ifname (env may be NULL: numeric
+ * zones). Used for struct endpoint's address/text, and testable without the
+ * system. */
+const char *endpoint_format_addr_env(const struct sockaddr *sa, const struct endpoint_env *env,
+				     char *buf, size_t len);
 
 #endif

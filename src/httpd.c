@@ -1,1 +1,761 @@
-/* placeholder: being written */
+/* httpd: the HTTP side port (SPEC section 3).
+ *
+ * libmicrohttpd runs one internal epoll thread. Every handler reads the
+ * service's state through stats_snapshot() (one consistent copy per request)
+ * or stats_alive(), plus fields that are constant once httpd_start() returns,
+ * so nothing here races with the SMTP loop. */
+#include "httpd.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "buf.h"
+
+/* A side port for probes and scrapes needs few connections; the limit keeps a
+ * misbehaving scraper from taking file descriptors the SMTP side needs. */
+#define HTTPD_CONNECTION_LIMIT 256
+/* Seconds an idle HTTP connection is kept (keep-alive included). */
+#define HTTPD_CONNECTION_TIMEOUT 30
+#define HTTPD_BACKLOG            64
+/* /metrics grows with the listeners: 3 series of ~120 bytes each. */
+#define HTTPD_METRICS_MAX (4u << 20)
+/* --healthcheck gives up after this long in total (connect, send, read). */
+#define HTTPD_HEALTHCHECK_MS 3000
+
+#define HTTPD_ALLOW      "GET, HEAD"
+#define HTTPD_JSON       "application/json"
+#define HTTPD_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
+
+struct httpd {
+	struct MHD_Daemon *daemon;
+	struct stats *stats;
+	char *version;
+	char *token; /* "" = no token */
+	size_t token_len;
+	uint16_t port;
+	double process_start; /* Unix seconds, for process_start_time_seconds */
+};
+
+typedef enum MHD_Result (*httpd_handler)(struct httpd *h, struct MHD_Connection *conn);
+
+struct httpd_route {
+	const char *path;
+	httpd_handler fn;
+	bool needs_token;
+};
+
+/* Marks "headers seen" in *con_cls; any non-NULL pointer would do. */
+static char httpd_seen;
+
+/* ---- responses ---------------------------------------------------------- */
+
+/* Queue `body` (malloc'ed, ownership taken in every case) with the headers every
+ * answer carries, plus one optional extra header. */
+static enum MHD_Result httpd_send(struct MHD_Connection *conn, unsigned status, const char *type,
+                                  char *body, size_t len, const char *hname, const char *hvalue)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (r == NULL) {
+		free(body);
+		return MHD_NO;
+	}
+	enum MHD_Result ok = MHD_YES;
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type) != MHD_YES ||
+	    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") != MHD_YES ||
+	    (hname && MHD_add_response_header(r, hname, hvalue) != MHD_YES))
+		ok = MHD_NO;
+	if (ok == MHD_YES)
+		ok = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ok;
+}
+
+/* Serialise `v` (reference taken) compactly with a trailing newline. */
+static enum MHD_Result httpd_send_json(struct MHD_Connection *conn, unsigned status, json_t *v,
+                                       const char *hname, const char *hvalue)
+{
+	if (v == NULL)
+		return MHD_NO;
+	char *s = json_dumps(v, JSON_COMPACT);
+	json_decref(v);
+	if (s == NULL)
+		return MHD_NO;
+	size_t len = strlen(s);
+	char *body = malloc(len + 2);
+	if (body == NULL) {
+		free(s);
+		return MHD_NO;
+	}
+	memcpy(body, s, len);
+	body[len] = '\n';
+	body[len + 1] = '\0';
+	free(s);
+	return httpd_send(conn, status, HTTPD_JSON, body, len + 1, hname, hvalue);
+}
+
+static enum MHD_Result httpd_error(struct MHD_Connection *conn, unsigned status, const char *msg,
+                                   const char *hname, const char *hvalue)
+{
+	return httpd_send_json(conn, status, json_pack("{s:s}", "error", msg), hname, hvalue);
+}
+
+/* JSON integers are signed 64-bit; a counter past that is clamped, not wrapped. */
+static json_int_t httpd_int(uint64_t v)
+{
+	return v > (uint64_t)INT64_MAX ? (json_int_t)INT64_MAX : (json_int_t)v;
+}
+
+/* ---- state shared by /status, /readyz and /metrics ----------------------- */
+
+/* Ready means what SPEC 3 says for /readyz, and the loop must be beating too: a
+ * stalled loop accepts no mail. Writes the reasons it is not, "; "-separated. */
+static bool httpd_ready(struct httpd *h, const struct stats_counters *c, char *why, size_t len)
+{
+	bool alive = stats_alive(h->stats);
+	why[0] = '\0';
+	struct {
+		bool bad;
+		const char *text;
+	} checks[] = {
+	    {c->draining, "draining"},
+	    {!alive, "SMTP loop stalled"},
+	    {!c->listeners_bound, "listeners not bound"},
+	    {!c->spool_writable, "spool not writable"},
+	};
+	bool ready = true;
+	size_t used = 0;
+	for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+		if (!checks[i].bad)
+			continue;
+		int n = snprintf(why + used, len - used, "%s%s", ready ? "" : "; ", checks[i].text);
+		if (n > 0 && (size_t)n < len - used)
+			used += (size_t)n;
+		ready = false;
+	}
+	return ready;
+}
+
+static void httpd_rfc3339(time_t t, char *out, size_t len)
+{
+	struct tm tm;
+	if (gmtime_r(&t, &tm) == NULL || strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(out, len, "1970-01-01T00:00:00Z");
+}
+
+static uint64_t httpd_uptime(const struct stats *st)
+{
+	time_t now = time(NULL);
+	return now > st->started_at ? (uint64_t)(now - st->started_at) : 0;
+}
+
+/* ---- handlers ------------------------------------------------------------ */
+
+static json_t *httpd_listeners_json(const struct stats_listener *l, size_t n)
+{
+	json_t *a = json_array();
+	if (a == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_pack("{s:s, s:i, s:s, s:b, s:s, s:s, s:I, s:I, s:I}", "address",
+		                      l[i].address, "port", (int)l[i].port, "family",
+		                      l[i].ipv6 ? "ipv6" : "ipv4", "any", (int)l[i].any, "tls",
+		                      l[i].tls ? l[i].tls : "none", "state",
+		                      l[i].state ? l[i].state : "closed", "connections_active",
+		                      httpd_int(l[i].connections_active), "connections_total",
+		                      httpd_int(l[i].connections_total), "messages_accepted",
+		                      httpd_int(l[i].messages_accepted));
+		if (json_array_append_new(a, o) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+	}
+	return a;
+}
+
+static enum MHD_Result httpd_status(struct httpd *h, struct MHD_Connection *conn)
+{
+	struct stats_counters c;
+	struct stats_listener *l;
+	size_t n;
+	if (stats_snapshot(h->stats, &c, &l, &n) < 0)
+		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
+		                   NULL);
+	char why[128];
+	bool ready = httpd_ready(h, &c, why, sizeof why);
+	char started[32];
+	httpd_rfc3339(h->stats->started_at, started, sizeof started);
+	json_t *listeners = httpd_listeners_json(l, n);
+	free(l);
+	if (listeners == NULL)
+		return MHD_NO;
+	/* "O" takes its own reference, so `listeners` is released the same way
+	 * whether json_pack succeeds or not. */
+	json_t *v =
+	    json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:b, s:O,"
+	              " s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}}",
+	              "service", "mailport", "version", h->version, "hostname", h->stats->hostname,
+	              "started_at", started, "uptime_seconds", httpd_int(httpd_uptime(h->stats)),
+	              "ready", (int)ready, "draining", (int)c.draining, "listeners", listeners,
+	              "connections", "active", httpd_int(c.connections_active), "total",
+	              httpd_int(c.connections_total), "refused", httpd_int(c.connections_refused),
+	              "messages", "accepted", httpd_int(c.messages_accepted), "rejected",
+	              httpd_int(c.messages_rejected), "bytes", httpd_int(c.messages_bytes));
+	json_decref(listeners);
+	return httpd_send_json(conn, MHD_HTTP_OK, v, NULL, NULL);
+}
+
+/* Liveness is the SMTP loop's heartbeat, not this thread's: a loop stuck in a
+ * blocking call must fail the probe so the orchestrator restarts us. */
+static enum MHD_Result httpd_livez(struct httpd *h, struct MHD_Connection *conn)
+{
+	if (stats_alive(h->stats))
+		return httpd_send_json(conn, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"), NULL,
+		                       NULL);
+	uint64_t last = atomic_load(&h->stats->heartbeat_ms);
+	uint64_t now = stats_now_ms();
+	char why[96];
+	snprintf(why, sizeof why, "SMTP loop has not run for %" PRIu64 " ms",
+	         now > last ? now - last : 0);
+	return httpd_send_json(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+	                       json_pack("{s:s, s:s}", "status", "stalled", "reason", why), NULL,
+	                       NULL);
+}
+
+static enum MHD_Result httpd_readyz(struct httpd *h, struct MHD_Connection *conn)
+{
+	struct stats_counters c;
+	struct stats_listener *l;
+	size_t n;
+	if (stats_snapshot(h->stats, &c, &l, &n) < 0)
+		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
+		                   NULL);
+	free(l);
+	char why[128];
+	if (httpd_ready(h, &c, why, sizeof why))
+		return httpd_send_json(conn, MHD_HTTP_OK, json_pack("{s:s}", "status", "ready"),
+		                       NULL, NULL);
+	return httpd_send_json(
+	    conn, MHD_HTTP_SERVICE_UNAVAILABLE,
+	    json_pack("{s:s, s:s}", "status", c.draining ? "draining" : "not ready", "reason", why),
+	    NULL, NULL);
+}
+
+/* Prometheus label values escape backslash, double quote and newline. */
+static void httpd_label(struct buf *b, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			buf_printf(b, "\\%c", *s);
+		else if (*s == '\n')
+			buf_append(b, "\\n", 2);
+		else
+			buf_append(b, s, 1);
+	}
+}
+
+static void httpd_metric_head(struct buf *b, const char *name, const char *type, const char *help)
+{
+	buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void httpd_metric(struct buf *b, const char *name, const char *type, const char *help,
+                         uint64_t v)
+{
+	httpd_metric_head(b, name, type, help);
+	buf_printf(b, "%s %" PRIu64 "\n", name, v);
+}
+
+/* One per-listener series; `field` picks the counter by offset. */
+static void httpd_listener_metric(struct buf *b, const char *name, const char *type,
+                                  const char *help, const struct stats_listener *l, size_t n,
+                                  size_t field)
+{
+	httpd_metric_head(b, name, type, help);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v;
+		memcpy(&v, (const char *)&l[i] + field, sizeof v);
+		buf_printf(b, "%s{address=\"", name);
+		httpd_label(b, l[i].address);
+		buf_printf(b, "\",port=\"%u\"} %" PRIu64 "\n", (unsigned)l[i].port, v);
+	}
+}
+
+static uint64_t httpd_open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (d == NULL)
+		return 0;
+	uint64_t n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n ? n - 1 : 0; /* not counting the directory's own descriptor */
+}
+
+/* The standard process_* gauges of the Prometheus client libraries, from cheap
+ * reads of /proc/self and getrusage(2). */
+static void httpd_process_metrics(struct httpd *h, struct buf *b)
+{
+	unsigned long long vsz = 0, rss = 0;
+	FILE *f = fopen("/proc/self/statm", "re");
+	if (f) {
+		if (fscanf(f, "%llu %llu", &vsz, &rss) != 2)
+			vsz = rss = 0;
+		fclose(f);
+	}
+	long page = sysconf(_SC_PAGESIZE);
+	if (page < 0)
+		page = 4096;
+	httpd_metric(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+	             vsz * (uint64_t)page);
+	httpd_metric(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+	             rss * (uint64_t)page);
+	httpd_metric(b, "process_open_fds", "gauge", "Number of open file descriptors.",
+	             httpd_open_fds());
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		httpd_metric(b, "process_max_fds", "gauge",
+		             "Maximum number of open file descriptors.", (uint64_t)rl.rlim_cur);
+	struct rusage ru;
+	double cpu = 0;
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+		      (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+	httpd_metric_head(b, "process_cpu_seconds_total", "counter",
+	                  "Total user and system CPU time spent in seconds.");
+	buf_printf(b, "process_cpu_seconds_total %.3f\n", cpu);
+	httpd_metric_head(b, "process_start_time_seconds", "gauge",
+	                  "Start time of the process since unix epoch in seconds.");
+	buf_printf(b, "process_start_time_seconds %.2f\n", h->process_start);
+}
+
+static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *conn)
+{
+	struct stats_counters c;
+	struct stats_listener *l;
+	size_t n;
+	if (stats_snapshot(h->stats, &c, &l, &n) < 0)
+		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
+		                   NULL);
+	char why[128];
+	bool ready = httpd_ready(h, &c, why, sizeof why);
+	struct buf b;
+	buf_init(&b, HTTPD_METRICS_MAX);
+
+	httpd_metric_head(&b, "mailport_info", "gauge", "Version of mailport, always 1.");
+	buf_printf(&b, "mailport_info{version=\"");
+	httpd_label(&b, h->version);
+	buf_printf(&b, "\"} 1\n");
+	httpd_metric(&b, "mailport_ready", "gauge", "1 when /readyz answers 200.", ready);
+	httpd_metric(&b, "mailport_draining", "gauge", "1 while shutting down.", c.draining);
+	httpd_metric(&b, "mailport_uptime_seconds", "gauge", "Seconds since mailport started.",
+	             httpd_uptime(h->stats));
+	httpd_metric(&b, "mailport_connections_active", "gauge", "Open SMTP connections.",
+	             c.connections_active);
+	httpd_metric(&b, "mailport_connections_total", "counter", "SMTP connections accepted.",
+	             c.connections_total);
+	httpd_metric(&b, "mailport_connections_refused_total", "counter",
+	             "SMTP connections closed before the greeting by a limit.",
+	             c.connections_refused);
+	httpd_metric(&b, "mailport_messages_accepted_total", "counter",
+	             "Messages accepted (answered 250 at end of data).", c.messages_accepted);
+	httpd_metric(&b, "mailport_messages_rejected_total", "counter",
+	             "Messages refused at the end of their data.", c.messages_rejected);
+	httpd_metric(&b, "mailport_message_bytes_total", "counter", "Bytes of accepted messages.",
+	             c.messages_bytes);
+	httpd_metric(&b, "mailport_store_failures_total", "counter",
+	             "Messages not stored because of a storage error.", c.store_failures);
+	httpd_listener_metric(&b, "mailport_listener_connections_active", "gauge",
+	                      "Open SMTP connections per listener.", l, n,
+	                      offsetof(struct stats_listener, connections_active));
+	httpd_listener_metric(&b, "mailport_listener_connections_total", "counter",
+	                      "SMTP connections accepted per listener.", l, n,
+	                      offsetof(struct stats_listener, connections_total));
+	httpd_listener_metric(&b, "mailport_listener_messages_accepted_total", "counter",
+	                      "Messages accepted per listener.", l, n,
+	                      offsetof(struct stats_listener, messages_accepted));
+	free(l);
+	httpd_process_metrics(h, &b);
+
+	/* A failed append leaves a truncated text, which a scraper would take as
+	 * missing series; answer 500 instead. */
+	if (buf_append(&b, "", 1) < 0) {
+		buf_free(&b);
+		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
+		                   NULL);
+	}
+	size_t len = b.len - 1;
+	return httpd_send(conn, MHD_HTTP_OK, HTTPD_PROMETHEUS, b.data, len, NULL, NULL);
+}
+
+static const struct httpd_route httpd_routes[] = {
+    {"/status", httpd_status, false},  {"/livez", httpd_livez, false},
+    {"/healthz", httpd_livez, false},  {"/readyz", httpd_readyz, false},
+    {"/metrics", httpd_metrics, true},
+};
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+/* Compares in time that depends only on the lengths, so a remote client cannot
+ * find the token byte by byte from response times. */
+static bool httpd_token_equal(const char *want, size_t wlen, const char *got)
+{
+	size_t glen = strlen(got);
+	unsigned char diff = wlen != glen;
+	for (size_t i = 0; i < wlen; i++)
+		diff |= (unsigned char)want[i] ^ (unsigned char)(i < glen ? got[i] : 0);
+	return diff == 0;
+}
+
+/* RFC 6750 section 2.1: "Authorization: Bearer <token>", scheme case-insensitive. */
+static bool httpd_authorized(struct httpd *h, struct MHD_Connection *conn)
+{
+	if (h->token_len == 0)
+		return true;
+	const char *v =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (v == NULL || strncasecmp(v, "Bearer", 6) != 0 || (v[6] != ' ' && v[6] != '\t'))
+		return false;
+	v += 6;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	return httpd_token_equal(h->token, h->token_len, v);
+}
+
+static enum MHD_Result httpd_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls)
+{
+	struct httpd *h = cls;
+	(void)version;
+	(void)upload_data;
+	/* libmicrohttpd 0.9.75 marks a response queued on the first call (headers
+	 * just parsed) "Connection: close"; answering on the second keeps
+	 * keep-alive (TOOLS.md). */
+	if (*con_cls == NULL) {
+		*con_cls = &httpd_seen;
+		return MHD_YES;
+	}
+	/* A body is read and dropped, so the connection stays in step. */
+	if (*upload_data_size != 0) {
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+
+	/* libmicrohttpd has already cut the query string off; be sure anyway. */
+	size_t plen = strcspn(url, "?");
+	const struct httpd_route *route = NULL;
+	for (size_t i = 0; i < sizeof httpd_routes / sizeof httpd_routes[0]; i++) {
+		if (strlen(httpd_routes[i].path) == plen &&
+		    memcmp(httpd_routes[i].path, url, plen) == 0) {
+			route = &httpd_routes[i];
+			break;
+		}
+	}
+	if (route == NULL)
+		return httpd_error(conn, MHD_HTTP_NOT_FOUND, "not found", NULL, NULL);
+	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+		return httpd_error(conn, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed",
+		                   MHD_HTTP_HEADER_ALLOW, HTTPD_ALLOW);
+	if (route->needs_token && !httpd_authorized(h, conn))
+		return httpd_error(conn, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+		                   MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"mailport\"");
+	/* For HEAD, libmicrohttpd sends the headers (Content-Length included) and
+	 * leaves the body out. */
+	return route->fn(h, conn);
+}
+
+/* ---- start / stop -------------------------------------------------------- */
+
+/* Unix time the process started: /proc/self/stat field 22 (clock ticks after
+ * boot) plus btime from /proc/stat. Falls back to `fallback`. */
+static double httpd_process_start(time_t fallback)
+{
+	double start = (double)fallback;
+	char line[1024];
+	unsigned long long ticks = 0, btime = 0;
+	FILE *f = fopen("/proc/self/stat", "re");
+	if (f == NULL)
+		return start;
+	size_t n = fread(line, 1, sizeof line - 1, f);
+	fclose(f);
+	line[n] = '\0';
+	/* The command name (field 2) may hold spaces and parentheses: skip to
+	 * the last ')' and count from field 3. */
+	char *p = strrchr(line, ')');
+	if (p == NULL)
+		return start;
+	p++;
+	for (int field = 3; field < 22 && p; field++)
+		p = strchr(p + 1, ' ');
+	if (p == NULL || sscanf(p, " %llu", &ticks) != 1)
+		return start;
+	f = fopen("/proc/stat", "re");
+	if (f == NULL)
+		return start;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "btime %llu", &btime) == 1)
+			break;
+	fclose(f);
+	long hz = sysconf(_SC_CLK_TCK);
+	if (btime == 0 || hz <= 0)
+		return start;
+	return (double)btime + (double)ticks / (double)hz;
+}
+
+/* Bound here rather than by libmicrohttpd so that a failure reports the real
+ * errno ("Address already in use"), which MHD_start_daemon() does not. */
+static int httpd_listen(const struct endpoint *ep, uint16_t *port)
+{
+	int fd = socket(ep->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+		goto fail;
+	/* "::" serves IPv6 only, like the SMTP listeners (SPEC 2). */
+	if (ep->family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
+		goto fail;
+	if (bind(fd, (const struct sockaddr *)&ep->addr, ep->addrlen) < 0 ||
+	    listen(fd, HTTPD_BACKLOG) < 0)
+		goto fail;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+		goto fail;
+	*port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+	                                       : ((struct sockaddr_in *)&ss)->sin_port);
+	return fd;
+fail:;
+	int e = errno;
+	close(fd);
+	return -e;
+}
+
+int httpd_start(const struct httpd_options *opt, struct httpd **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	struct httpd *h = calloc(1, sizeof *h);
+	if (h == NULL) {
+		snprintf(err, errlen, "HTTP side port: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	h->stats = opt->stats;
+	h->version = strdup(opt->version ? opt->version : "");
+	h->token = strdup(opt->token ? opt->token : "");
+	if (h->version == NULL || h->token == NULL) {
+		httpd_stop(h);
+		snprintf(err, errlen, "HTTP side port: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	h->token_len = strlen(h->token);
+	h->process_start = httpd_process_start(opt->stats->started_at);
+
+	int fd = httpd_listen(opt->bind, &h->port);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot listen on %s: %s", opt->bind->text, strerror(-fd));
+		httpd_stop(h);
+		return fd;
+	}
+	/* No MHD_USE_ERROR_LOG: libmicrohttpd stays silent on stderr. */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
+	if (opt->bind->family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	errno = 0;
+	h->daemon = MHD_start_daemon(
+	    flags, 0, NULL, NULL, httpd_access, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTPD_CONNECTION_LIMIT,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPD_CONNECTION_TIMEOUT, MHD_OPTION_END);
+	if (h->daemon == NULL) {
+		int e = errno ? errno : EIO;
+		close(fd);
+		snprintf(err, errlen, "cannot start the HTTP server on %s: %s", opt->bind->text,
+		         strerror(e));
+		httpd_stop(h);
+		return -e;
+	}
+	*out = h;
+	return 0;
+}
+
+void httpd_stop(struct httpd *h)
+{
+	if (h == NULL)
+		return;
+	/* Joins the thread and closes the listening socket and every connection. */
+	if (h->daemon)
+		MHD_stop_daemon(h->daemon);
+	free(h->version);
+	free(h->token);
+	free(h);
+}
+
+uint16_t httpd_port(const struct httpd *h)
+{
+	return h->port;
+}
+
+/* ---- --healthcheck ------------------------------------------------------- */
+
+/* The SMTPD_HTTP value, parsed by the same endpoint_parse_hostport() that the
+ * service uses, so --healthcheck accepts exactly what the service does. An ANY
+ * address is probed on the loopback of its family: it answers there too, and
+ * nothing else is certain to reach it. Returns 0 or -1. */
+static int httpd_probe_addr(const char *s, struct endpoint *ep)
+{
+	if (endpoint_parse_hostport(s, ep) < 0)
+		return -1;
+	if (!ep->any)
+		return 0;
+	if (ep->family == AF_INET) {
+		struct sockaddr_in sin;
+		memcpy(&sin, &ep->addr, sizeof sin);
+		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		memcpy(&ep->addr, &sin, sizeof sin);
+		snprintf(ep->text, sizeof ep->text, "127.0.0.1:%u", (unsigned)ep->port);
+	} else {
+		struct sockaddr_in6 sin6;
+		memcpy(&sin6, &ep->addr, sizeof sin6);
+		sin6.sin6_addr = in6addr_loopback;
+		memcpy(&ep->addr, &sin6, sizeof sin6);
+		snprintf(ep->text, sizeof ep->text, "[::1]:%u", (unsigned)ep->port);
+	}
+	return 0;
+}
+
+/* Wait for `events` on fd until the deadline. Returns 0 or -ETIMEDOUT / -errno. */
+static int httpd_wait(int fd, short events, uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = stats_now_ms();
+		if (now >= deadline)
+			return -ETIMEDOUT;
+		struct pollfd pfd = {.fd = fd, .events = events};
+		int rc = poll(&pfd, 1, (int)(deadline - now));
+		if (rc > 0)
+			return 0;
+		if (rc == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+/* Connect, send GET /readyz, read the status line. Returns the HTTP
+ * status (100-599), -EPROTO for a reply that is not HTTP, or a negative errno. */
+static int httpd_probe(const struct sockaddr_storage *ss, socklen_t sl)
+{
+	uint64_t deadline = stats_now_ms() + HTTPD_HEALTHCHECK_MS;
+	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int rc = 0;
+	if (connect(fd, (const struct sockaddr *)ss, sl) < 0) {
+		if (errno != EINPROGRESS) {
+			rc = -errno;
+			goto out;
+		}
+		if ((rc = httpd_wait(fd, POLLOUT, deadline)) < 0)
+			goto out;
+		int soerr = 0;
+		socklen_t len = sizeof soerr;
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+			soerr = errno;
+		if (soerr) {
+			rc = -soerr;
+			goto out;
+		}
+	}
+	static const char req[] = "GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n";
+	size_t sent = 0;
+	while (sent < sizeof req - 1) {
+		ssize_t n = send(fd, req + sent, sizeof req - 1 - sent, MSG_NOSIGNAL);
+		if (n > 0) {
+			sent += (size_t)n;
+		} else if (n < 0 && errno == EAGAIN) {
+			if ((rc = httpd_wait(fd, POLLOUT, deadline)) < 0)
+				goto out;
+		} else if (n < 0 && errno != EINTR) {
+			rc = -errno;
+			goto out;
+		}
+	}
+	/* Only the status line matters: "HTTP/1.1 200 OK". */
+	char line[64] = "";
+	size_t got = 0;
+	while (got < sizeof line - 1 && memchr(line, '\n', got) == NULL) {
+		ssize_t n = recv(fd, line + got, sizeof line - 1 - got, 0);
+		if (n > 0) {
+			got += (size_t)n;
+		} else if (n == 0) {
+			break;
+		} else if (errno == EAGAIN) {
+			if ((rc = httpd_wait(fd, POLLIN, deadline)) < 0)
+				goto out;
+		} else if (errno != EINTR) {
+			rc = -errno;
+			goto out;
+		}
+	}
+	line[got] = '\0';
+	if (got < 12 || strncmp(line, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)line[7]) ||
+	    line[8] != ' ' || !isdigit((unsigned char)line[9]) ||
+	    !isdigit((unsigned char)line[10]) || !isdigit((unsigned char)line[11]) ||
+	    (line[12] != ' ' && line[12] != '\r' && line[12] != '\n' && line[12] != '\0')) {
+		rc = -EPROTO;
+		goto out;
+	}
+	rc = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+out:
+	close(fd);
+	return rc;
+}
+
+int httpd_healthcheck(const char *http)
+{
+	if (http == NULL || *http == '\0' || strcasecmp(http, "off") == 0) {
+		fprintf(stderr, "mailport: healthcheck: the HTTP side port is off (SMTPD_HTTP)\n");
+		return 1;
+	}
+	struct endpoint ep;
+	if (httpd_probe_addr(http, &ep) < 0) {
+		fprintf(stderr, "mailport: healthcheck: SMTPD_HTTP: \"%s\" is not address:port\n",
+		        http);
+		return 1;
+	}
+	int rc = httpd_probe(&ep.addr, ep.addrlen);
+	const char *text = ep.text;
+	if (rc == 200)
+		return 0;
+	if (rc == -EPROTO)
+		fprintf(stderr, "mailport: healthcheck: %s: not an HTTP reply\n", text);
+	else if (rc < 0)
+		fprintf(stderr, "mailport: healthcheck: %s: %s\n", text, strerror(-rc));
+	else
+		fprintf(stderr, "mailport: healthcheck: %s: answered %d\n", text, rc);
+	return 1;
+}

@@ -7,6 +7,7 @@
 #define MAILPORT_HTTPD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "endpoint.h"
 #include "stats.h"
@@ -25,6 +26,9 @@ struct httpd_options {
 int httpd_start(const struct httpd_options *opt, struct httpd **out, char *err, size_t errlen);
 /* Stop answering and free; NULL is a no-op. */
 void httpd_stop(struct httpd *h);
+
+/* The port actually bound (the one asked for, or the kernel's pick for port 0). */
+uint16_t httpd_port(const struct httpd *h);
 
 /* --healthcheck: GET /readyz from the service described by the SMTPD_HTTP value
  * `http` (an ANY address is probed on 127.0.0.1 or ::1), with a short timeout.

@@ -1,1 +1,607 @@
-/* placeholder: being written */
+/* session: one SMTP connection, adapting libuv to the pure core (smtp_proto).
+ *
+ * Data flow: libuv reads into s->in; session_pump() feeds it to the core until
+ * the core stops (input used up, a verdict pending, closing, or too much
+ * output queued), then flushes the core's replies in one write: replies are
+ * flushed whenever the input runs dry, as RFC 2920 asks. Reading stops while a
+ * verdict is pending (the message is being stored), while output is queued in
+ * the kernel's place, and while unconsumed input is held (backpressure), so a
+ * session's memory is bounded by configuration, never by what the peer sends.
+ *
+ * Lifetime: one teardown path, session_close(); the memory is released in the
+ * last close callback, and not before a storage job that still points at the
+ * session has come back (s->storing). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "log.h"
+#include "server.h"
+#include "smtp_proto.h"
+#include "spool.h"
+
+/* Bytes read per read call, and the most unconsumed input a session holds. */
+#define SESSION_READ_SIZE 16384
+#define SESSION_INPUT_MAX 65536
+
+struct session_write {
+	uv_write_t req;
+	struct session *s;
+	size_t len;
+	char data[];
+};
+
+struct session {
+	struct server *srv;
+	struct listener *l;
+	struct session *prev, *next;
+	uv_tcp_t tcp;
+	uv_timer_t timer;
+	int handles_open; /* tcp and timer: freed when both are closed */
+
+	struct smtp_proto *proto;
+	struct buf in;   /* received, not yet consumed by the core */
+	struct buf body; /* the message being received, LF line ends */
+
+	char id[16];
+	char client_addr[ENDPOINT_TEXT_MAX];
+	uint16_t client_port;
+	char client_text[ENDPOINT_TEXT_MAX + 8];
+	struct log_ctx log;
+
+	size_t writes_pending; /* bytes handed to uv_write, not yet written */
+	bool reading;
+	bool closing;  /* session_close called */
+	bool storing;  /* a spool job points at this session */
+	bool greeted;
+	bool draining; /* tell 421 at the end of the transaction */
+};
+
+/* A storage job on the thread pool. */
+struct session_store {
+	uv_work_t req;
+	struct session *s;
+	struct spool_envelope env;
+	char id[SPOOL_ID_MAX];
+	const char **rcpt;
+	int rc;
+};
+
+static void session_pump(struct session *s);
+static void session_close(struct session *s);
+static void session_update_reading(struct session *s);
+
+struct session *session_next(struct session *s)
+{
+	return s->next;
+}
+
+static void session_on_handle_closed(uv_handle_t *h)
+{
+	struct session *s = h->data;
+	if (--s->handles_open > 0 || s->storing)
+		return;
+	smtp_proto_free(s->proto);
+	buf_free(&s->in);
+	buf_free(&s->body);
+	struct server *srv = s->srv;
+	free(s);
+	server_session_gone(srv);
+}
+
+/* The one teardown path. Safe to call more than once. */
+static void session_close(struct session *s)
+{
+	if (s->closing)
+		return;
+	s->closing = true;
+	log_event(CONFIG_LOG_INFO, &s->log, "disconnect", NULL);
+	struct server *srv = s->srv;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		srv->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->prev = s->next = NULL;
+
+	stats_lock(&srv->stats);
+	srv->stats.c.connections_active--;
+	srv->stats.listeners[s->l->index].connections_active--;
+	stats_unlock(&srv->stats);
+
+	uv_close((uv_handle_t *)&s->timer, session_on_handle_closed);
+	uv_close((uv_handle_t *)&s->tcp, session_on_handle_closed);
+}
+
+static void session_on_timeout(uv_timer_t *t)
+{
+	struct session *s = t->data;
+	log_event(CONFIG_LOG_INFO, &s->log, "timeout", NULL);
+	smtp_proto_timeout(s->proto);
+	session_pump(s);
+}
+
+static void session_arm_timer(struct session *s)
+{
+	const struct config *cfg = s->srv->cfg;
+	uint64_t secs = smtp_proto_in_data(s->proto) ? cfg->data_timeout : cfg->command_timeout;
+	uv_timer_start(&s->timer, session_on_timeout, secs * 1000, 0);
+}
+
+static void session_on_write(uv_write_t *req, int status)
+{
+	struct session_write *w = (struct session_write *)req;
+	struct session *s = w->s;
+	s->writes_pending -= w->len;
+	free(w);
+	if (s->closing)
+		return;
+	if (status < 0) {
+		session_close(s);
+		return;
+	}
+	session_pump(s);
+}
+
+/* Write the core's queued replies: first straight to the socket, and only what
+ * the kernel would not take right away is copied into a write request. */
+static void session_flush(struct session *s)
+{
+	const char *data;
+	size_t len = smtp_proto_output(s->proto, &data);
+	if (len == 0 || s->closing)
+		return;
+	size_t done = 0;
+	if (s->writes_pending == 0) {
+		uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+		int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+		if (n > 0)
+			done = (size_t)n;
+		else if (n < 0 && n != UV_EAGAIN) {
+			smtp_proto_output_consume(s->proto, len);
+			session_close(s);
+			return;
+		}
+	}
+	if (done < len) {
+		size_t rest = len - done;
+		struct session_write *w = malloc(sizeof *w + rest);
+		if (w == NULL) {
+			smtp_proto_output_consume(s->proto, len);
+			session_close(s);
+			return;
+		}
+		w->s = s;
+		w->len = rest;
+		memcpy(w->data, data + done, rest);
+		uv_buf_t b = uv_buf_init(w->data, (unsigned)rest);
+		if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, session_on_write) < 0) {
+			free(w);
+			smtp_proto_output_consume(s->proto, len);
+			session_close(s);
+			return;
+		}
+		s->writes_pending += rest;
+	}
+	smtp_proto_output_consume(s->proto, len);
+}
+
+static void session_store_work(uv_work_t *req)
+{
+	struct session_store *st = (struct session_store *)req;
+	st->rc = spool_store(st->s->srv->spool, &st->env, st->s->body.data, st->s->body.len);
+}
+
+/* Count, log and answer one finished store. Does not pump: the caller does. */
+static void session_store_finish(struct session_store *st, int rc)
+{
+	struct session *s = st->s;
+	struct server *srv = s->srv;
+	s->storing = false;
+
+	stats_lock(&srv->stats);
+	if (rc == 0) {
+		srv->stats.c.messages_accepted++;
+		srv->stats.c.messages_bytes += st->env.size;
+		srv->stats.c.spool_writable = true;
+		srv->stats.listeners[s->l->index].messages_accepted++;
+	} else {
+		srv->stats.c.store_failures++;
+		if (rc == -EROFS || rc == -ENOSPC || rc == -EACCES || rc == -EDQUOT)
+			srv->stats.c.spool_writable = false;
+	}
+	stats_unlock(&srv->stats);
+
+	char size[24];
+	snprintf(size, sizeof size, "%llu", (unsigned long long)st->env.size);
+	if (rc == 0) {
+		const char *kv[] = {"id", st->id, "from", st->env.mail_from, "size", size, NULL};
+		log_event(CONFIG_LOG_INFO, &s->log,
+			  srv->spool ? "message stored" : "message discarded", kv);
+	} else {
+		const char *kv[] = {"id", st->id, "error", strerror(-rc), NULL};
+		log_event(CONFIG_LOG_ERROR, &s->log, "message not stored", kv);
+	}
+
+	if (!s->closing) {
+		char text[SPOOL_ID_MAX + 32];
+		if (rc == 0) {
+			snprintf(text, sizeof text, "Ok: queued as %s", st->id);
+			smtp_proto_resume(s->proto, 250, "2.0.0", text);
+		} else {
+			smtp_proto_resume(s->proto, 451, "4.3.0", "Error: queue file write error");
+		}
+		buf_reset(&s->body);
+	}
+	free(st->rcpt);
+	free(st);
+}
+
+static void session_store_done(uv_work_t *req, int status)
+{
+	struct session_store *st = (struct session_store *)req;
+	struct session *s = st->s;
+	session_store_finish(st, status < 0 ? status : st->rc);
+	if (s->closing) {
+		/* The client went away (or the drain closed it) while we stored: the
+		 * 250 was never sent, so the client retries. Finish the teardown that
+		 * waited for this job. */
+		if (s->handles_open == 0) {
+			s->handles_open = 1;
+			session_on_handle_closed((uv_handle_t *)&s->tcp);
+		}
+		return;
+	}
+	session_pump(s);
+}
+
+/* The core has a complete message: store it (or discard it), then resume. */
+static void session_end_of_message(struct session *s)
+{
+	struct server *srv = s->srv;
+	struct session_store *st = calloc(1, sizeof *st);
+	size_t n = smtp_proto_rcpt_count(s->proto);
+	const char **rcpt = calloc(n ? n : 1, sizeof *rcpt);
+	if (st == NULL || rcpt == NULL) {
+		free(st);
+		free(rcpt);
+		smtp_proto_resume(s->proto, 451, "4.3.0", "Error: out of memory");
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		rcpt[i] = smtp_proto_rcpt(s->proto, i);
+	st->s = s;
+	st->rcpt = rcpt;
+	if (srv->spool)
+		spool_new_id(srv->spool, st->id, sizeof st->id);
+	else
+		snprintf(st->id, sizeof st->id, "%s.%llu", s->id,
+			 (unsigned long long)++srv->next_message_id);
+	struct spool_envelope *e = &st->env;
+	e->id = st->id;
+	e->mail_from = smtp_proto_mail_from(s->proto);
+	e->rcpt = rcpt;
+	e->nrcpt = n;
+	e->helo = smtp_proto_helo(s->proto);
+	e->esmtp = smtp_proto_esmtp(s->proto);
+	e->client_addr = s->client_addr;
+	e->client_port = s->client_port;
+	e->local_addr = s->l->ep->address;
+	e->local_port = s->l->ep->port;
+	e->size = smtp_proto_message_size(s->proto);
+	clock_gettime(CLOCK_REALTIME, &e->received_at);
+	e->hostname = srv->cfg->hostname;
+
+	if (srv->cfg->deliver == CONFIG_DELIVER_DISCARD || srv->spool == NULL) {
+		/* Nothing to wait for: answer now; the caller's pump goes on. */
+		s->storing = true;
+		session_store_finish(st, 0);
+		return;
+	}
+	s->storing = true;
+	int rc = uv_queue_work(srv->loop, &st->req, session_store_work, session_store_done);
+	if (rc < 0) {
+		s->storing = false;
+		free(rcpt);
+		free(st);
+		smtp_proto_resume(s->proto, 451, "4.3.0", "Error: queue file write error");
+	}
+}
+
+/* Feed what we hold to the core, act on what it asks, flush its replies, and
+ * decide whether to read more. */
+static void session_pump(struct session *s)
+{
+	if (s->closing)
+		return;
+	while (!smtp_proto_closing(s->proto) && smtp_proto_pending(s->proto) == SMTP_WAIT_NONE &&
+	       s->in.len > 0) {
+		size_t n = smtp_proto_feed(s->proto, s->in.data, s->in.len);
+		buf_consume(&s->in, n);
+		if (smtp_proto_pending(s->proto) == SMTP_WAIT_EOM && !s->storing) {
+			session_end_of_message(s);
+			continue;
+		}
+		if (n == 0)
+			break; /* output above the high-water mark: flush first */
+		const char *unused;
+		if (smtp_proto_output(s->proto, &unused) >= SMTP_PROTO_OUTPUT_HIGH)
+			break;
+	}
+	if (s->draining && !smtp_proto_closing(s->proto) && !smtp_proto_in_transaction(s->proto) &&
+	    smtp_proto_pending(s->proto) == SMTP_WAIT_NONE)
+		smtp_proto_shutdown(s->proto);
+	session_flush(s);
+	if (s->closing)
+		return;
+	if (smtp_proto_closing(s->proto)) {
+		/* Close once the last reply has left. */
+		if (s->writes_pending == 0)
+			session_close(s);
+		else if (s->reading) {
+			uv_read_stop((uv_stream_t *)&s->tcp);
+			s->reading = false;
+		}
+		return;
+	}
+	session_update_reading(s);
+}
+
+static void session_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+	(void)suggested;
+	struct session *s = h->data;
+	/* Grow the input buffer by one read's worth, never past its cap. */
+	if (s->in.cap - s->in.len < SESSION_READ_SIZE) {
+		size_t want = s->in.len + SESSION_READ_SIZE;
+		if (want > SESSION_INPUT_MAX)
+			want = SESSION_INPUT_MAX;
+		char *nd = want > s->in.cap ? realloc(s->in.data, want) : s->in.data;
+		if (nd == NULL) {
+			*out = uv_buf_init(NULL, 0);
+			return;
+		}
+		s->in.data = nd;
+		if (want > s->in.cap)
+			s->in.cap = want;
+	}
+	*out = uv_buf_init(s->in.data + s->in.len, (unsigned)(s->in.cap - s->in.len));
+}
+
+static void session_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
+{
+	(void)b;
+	struct session *s = stream->data;
+	if (nread == UV_ENOBUFS) {
+		smtp_proto_abort(s->proto, "Error: out of memory");
+		session_pump(s);
+		return;
+	}
+	if (nread < 0) {
+		session_close(s);
+		return;
+	}
+	if (nread == 0)
+		return;
+	s->in.len += (size_t)nread;
+	session_arm_timer(s);
+	session_pump(s);
+	/* An idle session keeps no read buffer (issue 8: small idle sessions). */
+	if (s->in.len == 0 && s->in.cap > 0 && !s->closing) {
+		buf_free(&s->in);
+	}
+}
+
+static void session_update_reading(struct session *s)
+{
+	const char *unused;
+	bool want = !s->closing && !smtp_proto_closing(s->proto) &&
+		    smtp_proto_pending(s->proto) == SMTP_WAIT_NONE && !s->storing &&
+		    s->in.len < SESSION_INPUT_MAX && s->writes_pending < SMTP_PROTO_OUTPUT_HIGH &&
+		    smtp_proto_output(s->proto, &unused) < SMTP_PROTO_OUTPUT_HIGH;
+	if (want && !s->reading) {
+		if (uv_read_start((uv_stream_t *)&s->tcp, session_alloc, session_on_read) == 0)
+			s->reading = true;
+	} else if (!want && s->reading) {
+		uv_read_stop((uv_stream_t *)&s->tcp);
+		s->reading = false;
+	}
+}
+
+static int session_body(void *ctx, const char *data, size_t len)
+{
+	struct session *s = ctx;
+	return buf_append(&s->body, data, len) == 0 ? 0 : -1;
+}
+
+static void session_event(void *ctx, const struct smtp_event *ev)
+{
+	struct session *s = ctx;
+	struct server *srv = s->srv;
+	switch (ev->type) {
+	case SMTP_EV_REJECTED: {
+		stats_lock(&srv->stats);
+		srv->stats.c.messages_rejected++;
+		stats_unlock(&srv->stats);
+		const char *kv[] = {"reply", ev->arg ? ev->arg : "", NULL};
+		log_event(CONFIG_LOG_INFO, &s->log, "message rejected", kv);
+		buf_reset(&s->body);
+		break;
+	}
+	case SMTP_EV_RSET:
+		buf_reset(&s->body);
+		break;
+	case SMTP_EV_HELO:
+	case SMTP_EV_MAIL:
+	case SMTP_EV_RCPT:
+	case SMTP_EV_DATA:
+	case SMTP_EV_QUIT:
+	case SMTP_EV_PROTOCOL:
+	case SMTP_EV_TOO_MANY_ERRORS:
+		if (log_enabled(CONFIG_LOG_DEBUG)) {
+			static const char *const names[] = {
+				[SMTP_EV_HELO] = "helo",	 [SMTP_EV_MAIL] = "mail",
+				[SMTP_EV_RCPT] = "rcpt",	 [SMTP_EV_DATA] = "data",
+				[SMTP_EV_RSET] = "rset",	 [SMTP_EV_REJECTED] = "rejected",
+				[SMTP_EV_QUIT] = "quit",	 [SMTP_EV_PROTOCOL] = "protocol error",
+				[SMTP_EV_TOO_MANY_ERRORS] = "too many errors",
+			};
+			const char *kv[] = {"arg", ev->arg ? ev->arg : "", NULL};
+			log_event(CONFIG_LOG_DEBUG, &s->log, names[ev->type], kv);
+		}
+		break;
+	}
+}
+
+static void session_on_greet_delay(uv_timer_t *t)
+{
+	struct session *s = t->data;
+	if (!s->greeted && !smtp_proto_closing(s->proto)) {
+		s->greeted = true;
+		smtp_proto_greet(s->proto);
+	}
+	session_arm_timer(s);
+	session_pump(s);
+}
+
+/* Count this client's live sessions (the per-client limit). */
+static uint64_t session_count_client(struct server *srv, const char *addr)
+{
+	uint64_t n = 0;
+	for (struct session *o = srv->sessions; o; o = o->next)
+		if (strcmp(o->client_addr, addr) == 0)
+			n++;
+	return n;
+}
+
+/* Refuse a connection over a limit: 421 4.7.0 then close, before any greeting. */
+static void session_refuse(struct session *s, const char *why)
+{
+	char line[300];
+	int n = snprintf(line, sizeof line, "421 4.7.0 %s Error: %s\r\n", s->srv->cfg->hostname, why);
+	uv_buf_t b = uv_buf_init(line, (unsigned)n);
+	uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+	stats_lock(&s->srv->stats);
+	s->srv->stats.c.connections_refused++;
+	stats_unlock(&s->srv->stats);
+	const char *kv[] = {"reason", why, NULL};
+	log_event(CONFIG_LOG_WARN, &s->log, "connection refused", kv);
+}
+
+void session_accept(struct listener *l)
+{
+	struct server *srv = l->srv;
+	struct session *s = calloc(1, sizeof *s);
+	if (s == NULL)
+		return;
+	s->srv = srv;
+	s->l = l;
+	buf_init(&s->in, SESSION_INPUT_MAX);
+	buf_init(&s->body, srv->cfg->max_message_size);
+	uv_tcp_init(srv->loop, &s->tcp);
+	uv_timer_init(srv->loop, &s->timer);
+	s->handles_open = 2;
+	s->tcp.data = s;
+	s->timer.data = s;
+	if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&s->tcp) < 0) {
+		s->closing = true;
+		uv_close((uv_handle_t *)&s->timer, session_on_handle_closed);
+		uv_close((uv_handle_t *)&s->tcp, session_on_handle_closed);
+		srv->nsessions++; /* balanced by server_session_gone */
+		return;
+	}
+	uv_tcp_nodelay(&s->tcp, 1);
+	snprintf(s->id, sizeof s->id, "%08llx", (unsigned long long)++srv->next_session_id);
+	struct sockaddr_storage peer;
+	int plen = sizeof peer;
+	if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&peer, &plen) == 0) {
+		endpoint_format_addr((struct sockaddr *)&peer, s->client_addr, sizeof s->client_addr);
+		s->client_port = ntohs(peer.ss_family == AF_INET6
+					       ? ((struct sockaddr_in6 *)&peer)->sin6_port
+					       : ((struct sockaddr_in *)&peer)->sin_port);
+	} else {
+		snprintf(s->client_addr, sizeof s->client_addr, "unknown");
+	}
+	if (strchr(s->client_addr, ':'))
+		snprintf(s->client_text, sizeof s->client_text, "[%s]:%u", s->client_addr,
+			 s->client_port);
+	else
+		snprintf(s->client_text, sizeof s->client_text, "%s:%u", s->client_addr,
+			 s->client_port);
+	s->log.session = s->id;
+	s->log.client = s->client_text;
+	s->log.listener = l->ep->text;
+
+	uint64_t same_client = session_count_client(srv, s->client_addr);
+	s->next = srv->sessions;
+	if (srv->sessions)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	srv->nsessions++;
+	stats_lock(&srv->stats);
+	srv->stats.c.connections_active++;
+	srv->stats.c.connections_total++;
+	srv->stats.listeners[l->index].connections_active++;
+	srv->stats.listeners[l->index].connections_total++;
+	stats_unlock(&srv->stats);
+	log_event(CONFIG_LOG_INFO, &s->log, "connect", NULL);
+
+	struct smtp_proto_config pc = {
+		.hostname = srv->cfg->hostname,
+		.max_message_size = srv->cfg->max_message_size,
+		.max_recipients = (unsigned)srv->cfg->max_recipients,
+		.bare_lf_reject = srv->cfg->bare_lf == CONFIG_BARE_LF_REJECT,
+	};
+	struct smtp_proto_sink sink = {.ctx = s, .body = session_body, .event = session_event};
+	s->proto = smtp_proto_new(&pc, &sink);
+	if (s->proto == NULL) {
+		session_refuse(s, "out of memory");
+		session_close(s);
+		return;
+	}
+	if (srv->nsessions > srv->cfg->max_connections) {
+		session_refuse(s, "too many connections");
+		session_close(s);
+		return;
+	}
+	if (same_client >= srv->cfg->max_connections_per_client) {
+		session_refuse(s, "too many connections from your address");
+		session_close(s);
+		return;
+	}
+	if (srv->draining) {
+		smtp_proto_shutdown(s->proto);
+		session_pump(s);
+		return;
+	}
+	if (srv->cfg->greet_delay > 0) {
+		/* Read during the delay: a client that talks first is an early
+		 * talker and the core answers it 554 5.5.0 (Postfix's pregreet). */
+		uv_timer_start(&s->timer, session_on_greet_delay, srv->cfg->greet_delay * 1000, 0);
+		session_update_reading(s);
+		return;
+	}
+	s->greeted = true;
+	smtp_proto_greet(s->proto);
+	session_arm_timer(s);
+	session_pump(s);
+}
+
+void session_drain(struct session *s, bool force)
+{
+	if (s->closing)
+		return;
+	s->draining = true;
+	if (force) {
+		if (!smtp_proto_closing(s->proto))
+			smtp_proto_shutdown(s->proto);
+		session_flush(s);
+		session_close(s);
+		return;
+	}
+	session_pump(s);
+}

@@ -138,4 +138,9 @@ bool smtp_proto_esmtp(const struct smtp_proto *p); /* EHLO (not HELO) was used *
  * (the RFC 1870 measure), i.e. what the client's message is. */
 uint64_t smtp_proto_message_size(const struct smtp_proto *p);
 
+/* The name of the core's current state ("CONNECTED", "HELO", "DATA", "BDAT",
+ * "EOM", "CLOSED", ...), for the adapter's debug logs: the pure core does not
+ * log its transitions itself. A static string. */
+const char *smtp_proto_state_name(const struct smtp_proto *p);
+
 #endif

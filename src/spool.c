@@ -1,1 +1,754 @@
-/* placeholder: being written */
+/* spool: the Maildir spool (SPEC section 5). See spool.h for the contract. */
+#include "spool.h"
+
+#include "buf.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+struct spool {
+	char *dir;                     /* as given, trailing slashes removed */
+	char *hostname;                /* as given, for a Received header without env->hostname */
+	char host[SPOOL_HOST_MAX + 1]; /* escaped for the id */
+	int dir_fd;
+	int tmp_fd;
+	int new_fd;
+	int meta_fd;
+	/* Q in the id: several ids in the same microsecond from one process stay
+	 * unique, whichever thread asks. */
+	atomic_uint_fast64_t counter;
+	size_t tmp_removed;
+	size_t meta_removed;
+};
+
+static const char *spool_str(const char *p)
+{
+	return p ? p : "";
+}
+
+static void spool_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void spool_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (err == NULL || errlen == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* ---- opening --------------------------------------------------------------- */
+
+/* mkdir that accepts an existing directory. A read-only filesystem may answer
+ * EROFS rather than EEXIST for a directory that is already there, so look
+ * before failing; something else in the way is "Not a directory". */
+static int spool_mkdir_at(int fd, const char *path)
+{
+	if (mkdirat(fd, path, SPOOL_DIR_MODE) == 0)
+		return 0;
+	int e = errno;
+	struct stat st;
+	if (fstatat(fd, path, &st, 0) == 0)
+		return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	return -e;
+}
+
+/* mkdir -p: every missing component of path, in order. */
+static int spool_mkdirs(char *path, char *err, size_t errlen)
+{
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		int rc = spool_mkdir_at(AT_FDCWD, path);
+		if (rc < 0)
+			spool_err(err, errlen, "SMTPD_SPOOL: cannot create %s: %s", path,
+			          strerror(-rc));
+		*p = c;
+		if (rc < 0)
+			return rc;
+		if (c == '\0')
+			return 0;
+		while (p[1] == '/')
+			p++;
+	}
+}
+
+static int spool_subdir(struct spool *s, const char *name, bool keep, int *fdp, char *err,
+                        size_t errlen)
+{
+	int rc = spool_mkdir_at(s->dir_fd, name);
+	if (rc < 0) {
+		spool_err(err, errlen, "SMTPD_SPOOL: cannot create %s/%s: %s", s->dir, name,
+		          strerror(-rc));
+		return rc;
+	}
+	int fd = openat(s->dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		spool_err(err, errlen, "SMTPD_SPOOL: cannot open %s/%s: %s", s->dir, name,
+		          strerror(-rc));
+		return rc;
+	}
+	/* The writability probe only touches tmp/; a new/ or meta/ owned by
+	 * someone else would otherwise fail every store instead of the start. */
+	if (strcmp(name, "tmp") != 0 && faccessat(fd, ".", W_OK | X_OK, AT_EACCESS) < 0) {
+		rc = -errno;
+		close(fd);
+		spool_err(err, errlen, "SMTPD_SPOOL: %s/%s is not writable: %s", s->dir, name,
+		          strerror(-rc));
+		return rc;
+	}
+	if (keep)
+		*fdp = fd;
+	else
+		close(fd);
+	return 0;
+}
+
+/* Create, write, fsync and remove a file in tmp/: the only honest test that a
+ * store will work (a read-only mount, a full disk or an ownership mistake all
+ * show up here, at start, instead of as 451s later). */
+static int spool_probe(struct spool *s)
+{
+	char name[64];
+	snprintf(name, sizeof name, ".probe.%ld", (long)getpid());
+	int fd = openat(s->tmp_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	                SPOOL_FILE_MODE);
+	if (fd < 0)
+		return -errno;
+	int rc = 0;
+	if (write(fd, "x", 1) != 1 || fsync(fd) < 0)
+		rc = errno ? -errno : -EIO;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (unlinkat(s->tmp_fd, name, 0) < 0 && rc == 0)
+		rc = -errno;
+	return rc;
+}
+
+/* ---- crash leftovers --------------------------------------------------------- */
+
+struct spool_names {
+	char **v;
+	size_t n;
+	size_t cap;
+};
+
+static void spool_names_free(struct spool_names *ns)
+{
+	for (size_t i = 0; i < ns->n; i++)
+		free(ns->v[i]);
+	free(ns->v);
+	ns->v = NULL;
+	ns->n = ns->cap = 0;
+}
+
+static int spool_names_add(struct spool_names *ns, const char *name, size_t len)
+{
+	if (ns->n == ns->cap) {
+		size_t ncap = ns->cap ? ns->cap * 2 : 64;
+		char **nv = realloc(ns->v, ncap * sizeof *nv);
+		if (nv == NULL)
+			return -ENOMEM;
+		ns->v = nv;
+		ns->cap = ncap;
+	}
+	char *c = strndup(name, len);
+	if (c == NULL)
+		return -ENOMEM;
+	ns->v[ns->n++] = c;
+	return 0;
+}
+
+static int spool_names_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool spool_names_has(const struct spool_names *ns, const char *name)
+{
+	return ns->n > 0 && bsearch(&name, ns->v, ns->n, sizeof *ns->v, spool_names_cmp) != NULL;
+}
+
+/* The names in one spool directory, or -errno. For the message directories
+ * (meta false) dot files are skipped (the probe) and Maildir info (":2,S" in
+ * cur/) is cut off, leaving the id; a missing one is empty (failed/ belongs to
+ * the webhook and may not exist yet). */
+static int spool_list(struct spool *s, const char *dir, bool meta, struct spool_names *ns)
+{
+	int fd = openat(s->dir_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT && !meta ? 0 : -errno;
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	int rc = 0;
+	struct dirent *de;
+	errno = 0;
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		const char *n = de->d_name;
+		if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0 || (!meta && n[0] == '.'))
+			continue;
+		rc = spool_names_add(ns, n, meta ? strlen(n) : strcspn(n, ":"));
+		errno = 0;
+	}
+	if (rc == 0 && errno != 0)
+		rc = -errno;
+	closedir(d);
+	return rc;
+}
+
+/* The id an envelope file belongs to: "<id>.json" or ".<id>.json.tmp" (a store
+ * that died between writing and renaming its envelope). NULL for other files,
+ * which are not ours to remove. */
+static const char *spool_meta_id(const char *name, size_t *len)
+{
+	size_t n = strlen(name);
+	if (name[0] == '.') {
+		if (n > 10 && strcmp(name + n - 9, ".json.tmp") == 0) {
+			*len = n - 10;
+			return name + 1;
+		}
+		return NULL;
+	}
+	if (n > 5 && strcmp(name + n - 5, ".json") == 0) {
+		*len = n - 5;
+		return name;
+	}
+	return NULL;
+}
+
+/* Maildir's rule for tmp/: what is older than 36 hours is a dead delivery. Any
+ * younger file may belong to a live store of another process sharing the spool. */
+static void spool_clean_tmp(struct spool *s)
+{
+	struct spool_names names = {0};
+	if (spool_list(s, "tmp", false, &names) < 0) {
+		spool_names_free(&names);
+		return;
+	}
+	time_t cutoff = time(NULL) - SPOOL_TMP_MAX_AGE;
+	for (size_t i = 0; i < names.n; i++) {
+		struct stat st;
+		if (fstatat(s->tmp_fd, names.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    S_ISDIR(st.st_mode) || st.st_mtime >= cutoff)
+			continue;
+		if (unlinkat(s->tmp_fd, names.v[i], 0) == 0)
+			s->tmp_removed++;
+	}
+	spool_names_free(&names);
+}
+
+/* Remove envelopes whose message is gone (a crash between writing the envelope
+ * and the rename into new/, once tmp/ has been cleaned; or a delivery that
+ * removed a message and died before its envelope). meta/ is listed before the
+ * message directories, and those in the order a message moves through them
+ * (tmp, new, cur, failed), so a store or delivery running meanwhile in another
+ * process sharing the spool cannot make a live envelope look orphaned: its
+ * message was in tmp/ before its envelope existed, and a rename only moves it
+ * to a directory listed later. Nothing is removed unless every listing worked. */
+static void spool_clean_meta(struct spool *s)
+{
+	static const char *const dirs[] = {"tmp", "new", "cur", "failed"};
+	struct spool_names metas = {0}, msgs = {0};
+	int rc = spool_list(s, "meta", true, &metas);
+	for (size_t i = 0; rc == 0 && i < sizeof dirs / sizeof dirs[0]; i++)
+		rc = spool_list(s, dirs[i], false, &msgs);
+	if (rc == 0 && msgs.n > 0)
+		qsort(msgs.v, msgs.n, sizeof *msgs.v, spool_names_cmp);
+	for (size_t i = 0; rc == 0 && i < metas.n; i++) {
+		size_t len;
+		const char *id = spool_meta_id(metas.v[i], &len);
+		if (id == NULL)
+			continue;
+		char idbuf[NAME_MAX + 1];
+		snprintf(idbuf, sizeof idbuf, "%.*s", (int)len, id);
+		if (spool_names_has(&msgs, idbuf))
+			continue;
+		if (unlinkat(s->meta_fd, metas.v[i], 0) == 0)
+			s->meta_removed++;
+	}
+	spool_names_free(&metas);
+	spool_names_free(&msgs);
+}
+
+/* ---- ids ------------------------------------------------------------------------ */
+
+/* Maildir escapes '/' and ':' in the host part as octal; every other byte that
+ * is not plainly safe in a file name, a header and a URL is escaped the same way. */
+static void spool_escape_host(const char *hostname, char *out, size_t outlen)
+{
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)hostname; *p; p++) {
+		bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		             (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == '_';
+		size_t need = plain ? 1 : 4;
+		if (outlen - 1 - o < need)
+			break;
+		if (plain)
+			out[o++] = (char)*p;
+		else
+			o += (size_t)snprintf(out + o, outlen - o, "\\%03o", *p);
+	}
+	out[o] = '\0';
+}
+
+void spool_new_id(struct spool *s, char *id, size_t len)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint_fast64_t q = atomic_fetch_add(&s->counter, 1);
+	snprintf(id, len, "%lld.M%06ldP%ldQ%llu.%s", (long long)ts.tv_sec, ts.tv_nsec / 1000,
+	         (long)getpid(), (unsigned long long)q, s->host);
+}
+
+/* ---- envelope JSON ------------------------------------------------------------------ */
+
+/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF), 0 when the byte at p does not start one. */
+static size_t spool_utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned c = p[0];
+	size_t len;
+	uint32_t cp;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		len = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		len = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		len = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff)))
+		return 0;
+	if (len == 4 && (cp < 0x10000 || cp > 0x10ffff))
+		return 0;
+	return len;
+}
+
+/* A JSON string for bytes that a peer chose (HELO, addresses may carry 8-bit
+ * junk). jansson refuses invalid UTF-8, and writing it unchecked would make the
+ * file invalid JSON, so each byte outside a valid sequence becomes U+FFFD. The
+ * raw bytes stay in the message's own Received and Return-Path headers. */
+static json_t *spool_json_str(const char *str)
+{
+	const unsigned char *p = (const unsigned char *)spool_str(str);
+	size_t n = strlen((const char *)p);
+	size_t i = 0, bad = 0;
+	while (i < n) {
+		size_t l = spool_utf8_len(p + i, n - i);
+		bad += l == 0;
+		i += l ? l : 1;
+	}
+	if (bad == 0)
+		return json_stringn((const char *)p, n);
+	char *clean = malloc(n + bad * 2 + 1);
+	if (clean == NULL)
+		return NULL;
+	size_t o = 0;
+	for (i = 0; i < n;) {
+		size_t l = spool_utf8_len(p + i, n - i);
+		if (l == 0) {
+			memcpy(clean + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
+		} else {
+			memcpy(clean + o, p + i, l);
+			o += l;
+			i += l;
+		}
+	}
+	json_t *j = json_stringn(clean, o);
+	free(clean);
+	return j;
+}
+
+static json_t *spool_json_endpoint(const char *addr, uint16_t port)
+{
+	json_t *o = json_object();
+	if (o == NULL)
+		return NULL;
+	if (json_object_set_new(o, "address", spool_json_str(addr)) < 0 ||
+	    json_object_set_new(o, "port", json_integer(port)) < 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+/* RFC 3339 in UTC with milliseconds: sortable as text, and finer than the
+ * Received header's seconds when two messages arrive together. */
+static void spool_rfc3339(const struct timespec *ts, char *out, size_t len)
+{
+	struct tm tm;
+	time_t t = ts->tv_sec;
+	gmtime_r(&t, &tm);
+	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts->tv_nsec / 1000000);
+}
+
+char *spool_envelope_json(const struct spool_envelope *env)
+{
+	json_t *o = json_object();
+	json_t *rcpt = json_array();
+	json_t *tls = json_null(), *proxy = json_null();
+	bool ok = o != NULL && rcpt != NULL;
+	for (size_t i = 0; ok && i < env->nrcpt; i++)
+		ok = json_array_append_new(rcpt, spool_json_str(env->rcpt[i])) == 0;
+	if (ok && env->tls_version != NULL) {
+		tls = json_object();
+		ok = tls != NULL &&
+		     json_object_set_new(tls, "version", spool_json_str(env->tls_version)) == 0 &&
+		     json_object_set_new(tls, "cipher",
+		                         env->tls_cipher ? spool_json_str(env->tls_cipher)
+		                                         : json_null()) == 0;
+	}
+	if (ok && env->proxy_src_addr != NULL) {
+		proxy = json_object();
+		ok = proxy != NULL &&
+		     json_object_set_new(
+		         proxy, "source",
+		         spool_json_endpoint(env->proxy_src_addr, env->proxy_src_port)) == 0 &&
+		     json_object_set_new(
+		         proxy, "destination",
+		         spool_json_endpoint(env->proxy_dst_addr, env->proxy_dst_port)) == 0;
+	}
+	char when[64];
+	spool_rfc3339(&env->received_at, when, sizeof when);
+	/* Key order is the SPEC's; jansson keeps insertion order. */
+	ok = ok && json_object_set_new(o, "id", spool_json_str(env->id)) == 0 &&
+	     json_object_set_new(o, "mail_from", spool_json_str(env->mail_from)) == 0 &&
+	     json_object_set(o, "rcpt_to", rcpt) == 0 &&
+	     json_object_set_new(o, "client",
+	                         spool_json_endpoint(env->client_addr, env->client_port)) == 0 &&
+	     json_object_set_new(o, "helo", spool_json_str(env->helo)) == 0 &&
+	     json_object_set_new(o, "local",
+	                         spool_json_endpoint(env->local_addr, env->local_port)) == 0 &&
+	     json_object_set_new(o, "auth_user",
+	                         env->auth_user ? spool_json_str(env->auth_user) : json_null()) ==
+	         0 &&
+	     json_object_set(o, "tls", tls) == 0 && json_object_set(o, "proxy", proxy) == 0 &&
+	     json_object_set_new(o, "size", json_integer((json_int_t)env->size)) == 0 &&
+	     json_object_set_new(o, "received_at", json_string(when)) == 0;
+	char *out = ok ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(rcpt);
+	json_decref(tls);
+	json_decref(proxy);
+	json_decref(o);
+	return out;
+}
+
+/* ---- the message file ------------------------------------------------------------ */
+
+/* Header values come from the peer; a CR or LF in them would let it add
+ * headers of its choosing, so every control byte becomes '?'. 8-bit bytes are
+ * kept (RFC 6531 allows UTF-8 here). */
+static int spool_hdr_text(struct buf *b, const char *p)
+{
+	for (p = spool_str(p); *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		char out = c < 0x20 || c == 0x7f ? '?' : (char)c;
+		int rc = buf_append(b, &out, 1);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* RFC 5321 4.1.3 address literal: "[203.0.113.7]" or "[IPv6:2001:db8::1]". */
+static int spool_hdr_literal(struct buf *b, const char *addr)
+{
+	int rc = buf_printf(b, "%s", strchr(spool_str(addr), ':') ? "[IPv6:" : "[");
+	if (rc == 0)
+		rc = spool_hdr_text(b, addr);
+	if (rc == 0)
+		rc = buf_append(b, "]", 1);
+	return rc;
+}
+
+/* Return-Path and the RFC 5321 4.4 trace header, folded with LF and a tab:
+ *   Received: from helo ([203.0.113.7])
+ *   	by mx.example (mailport) with ESMTPS id <id>
+ *   	for <b@y>; Fri, 27 Nov 2026 08:40:58 +0000
+ * TCP-info is the address literal alone, which RFC 5321 allows: we look up no
+ * reverse name, and an IPv6 address is not a Domain. "for" names the recipient
+ * only when there is exactly one, so a Bcc list does not leak into every copy.
+ * The protocol keyword follows RFC 3848 (ESMTP, ESMTPS, ESMTPA, ESMTPSA). */
+static int spool_headers(struct buf *b, const struct spool *s, const struct spool_envelope *env)
+{
+	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	char proto[8] = "SMTP";
+	if (env->esmtp)
+		snprintf(proto, sizeof proto, "ESMTP%s%s", env->tls_version ? "S" : "",
+		         env->auth_user ? "A" : "");
+	struct tm tm;
+	time_t t = env->received_at.tv_sec;
+	gmtime_r(&t, &tm);
+
+	int rc = buf_append(b, "Return-Path: <", 14);
+	if (rc == 0)
+		rc = spool_hdr_text(b, env->mail_from);
+	if (rc == 0)
+		rc = buf_append(b, ">\nReceived: from ", 17);
+	if (rc == 0)
+		rc = env->helo && env->helo[0] ? spool_hdr_text(b, env->helo)
+		                               : spool_hdr_literal(b, env->client_addr);
+	if (rc == 0)
+		rc = buf_append(b, " (", 2);
+	if (rc == 0)
+		rc = spool_hdr_literal(b, env->client_addr);
+	if (rc == 0)
+		rc = buf_append(b, ")\n\tby ", 6);
+	if (rc == 0)
+		rc = spool_hdr_text(b, env->hostname ? env->hostname : s->hostname);
+	if (rc == 0)
+		rc = buf_printf(b, " (mailport) with %s id ", proto);
+	if (rc == 0)
+		rc = spool_hdr_text(b, env->id);
+	if (rc == 0 && env->nrcpt == 1) {
+		rc = buf_append(b, "\n\tfor <", 7);
+		if (rc == 0)
+			rc = spool_hdr_text(b, env->rcpt[0]);
+		if (rc == 0)
+			rc = buf_append(b, ">; ", 3);
+	} else if (rc == 0) {
+		rc = buf_append(b, ";\n\t", 3);
+	}
+	if (rc == 0)
+		rc = buf_printf(b, "%s, %02d %s %04d %02d:%02d:%02d +0000\n", days[tm.tm_wday],
+		                tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour,
+		                tm.tm_min, tm.tm_sec);
+	return rc;
+}
+
+/* Write all of iov[0..n), through short writes and EINTR. */
+static int spool_writev_all(int fd, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		if (iov->iov_len == 0) {
+			iov++;
+			n--;
+			continue;
+		}
+		ssize_t w = writev(fd, iov, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		size_t left = (size_t)w;
+		while (n > 0 && left >= iov->iov_len) {
+			left -= iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + left;
+			iov->iov_len -= left;
+		}
+	}
+	return 0;
+}
+
+/* Create name in dir_fd (never over an existing file), write iov, fsync, close. */
+static int spool_write_file(int dir_fd, const char *name, struct iovec *iov, int n)
+{
+	int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, SPOOL_FILE_MODE);
+	if (fd < 0)
+		return -errno;
+	int rc = spool_writev_all(fd, iov, n);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	/* NFS reports some write errors only at close. */
+	if (close(fd) < 0 && rc == 0 && errno != EINTR)
+		rc = -errno;
+	if (rc < 0)
+		unlinkat(dir_fd, name, 0);
+	return rc;
+}
+
+static bool spool_id_ok(const char *id)
+{
+	return id != NULL && id[0] != '\0' && id[0] != '.' && strchr(id, '/') == NULL &&
+	       strlen(id) < SPOOL_ID_MAX;
+}
+
+int spool_store(struct spool *s, const struct spool_envelope *env, const char *body, size_t len)
+{
+	if (!spool_id_ok(env->id))
+		return -EINVAL;
+	char meta[SPOOL_ID_MAX + 16], meta_tmp[SPOOL_ID_MAX + 16];
+	snprintf(meta, sizeof meta, "%s.json", env->id);
+	snprintf(meta_tmp, sizeof meta_tmp, ".%s.json.tmp", env->id);
+
+	struct buf hdr;
+	buf_init(&hdr, 0);
+	char *json = NULL;
+	int rc = spool_headers(&hdr, s, env);
+	if (rc == 0 && (json = spool_envelope_json(env)) == NULL)
+		rc = -ENOMEM;
+	if (rc < 0)
+		goto out;
+	struct iovec msg[2] = {{hdr.data, hdr.len}, {(void *)body, len}};
+	struct iovec env_iov[2] = {{json, strlen(json)}, {(void *)"\n", 1}};
+
+	/* 1. The message in tmp/. */
+	rc = spool_write_file(s->tmp_fd, env->id, msg, 2);
+	if (rc < 0)
+		goto out;
+
+	/* 2. The envelope, through a temporary name so meta/<id>.json is never
+	 * partial, and meta/ fsynced before the message can appear in new/. */
+	rc = spool_write_file(s->meta_fd, meta_tmp, env_iov, 2);
+	if (rc < 0)
+		goto drop_tmp;
+	if (renameat(s->meta_fd, meta_tmp, s->meta_fd, meta) < 0) {
+		rc = -errno;
+		unlinkat(s->meta_fd, meta_tmp, 0);
+		goto drop_tmp;
+	}
+	if (fsync(s->meta_fd) < 0) {
+		rc = -errno;
+		goto drop_meta;
+	}
+
+	/* 3. Into new/, and 4. make that rename durable before the 250. */
+	if (renameat(s->tmp_fd, env->id, s->new_fd, env->id) < 0) {
+		rc = -errno;
+		goto drop_meta;
+	}
+	if (fsync(s->new_fd) < 0) {
+		rc = -errno;
+		/* The client will get a 4xx and send again: take the message back
+		 * out of new/ (before its envelope) so it is not delivered twice. */
+		unlinkat(s->new_fd, env->id, 0);
+		(void)fsync(s->new_fd);
+		unlinkat(s->meta_fd, meta, 0);
+		goto out;
+	}
+	goto out;
+
+drop_meta:
+	unlinkat(s->meta_fd, meta, 0);
+drop_tmp:
+	unlinkat(s->tmp_fd, env->id, 0);
+out:
+	free(json);
+	buf_free(&hdr);
+	return rc;
+}
+
+/* ---- open/close ---------------------------------------------------------------------- */
+
+int spool_open(const char *dir, const char *hostname, struct spool **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (dir == NULL || dir[0] == '\0') {
+		spool_err(err, errlen, "SMTPD_SPOOL: empty path");
+		return -EINVAL;
+	}
+	struct spool *s = calloc(1, sizeof *s);
+	if (s == NULL || (s->dir = strdup(dir)) == NULL ||
+	    (s->hostname = strdup(spool_str(hostname))) == NULL) {
+		if (s)
+			free(s->dir);
+		free(s);
+		spool_err(err, errlen, "SMTPD_SPOOL: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	s->dir_fd = s->tmp_fd = s->new_fd = s->meta_fd = -1;
+	atomic_init(&s->counter, 0);
+	for (size_t n = strlen(s->dir); n > 1 && s->dir[n - 1] == '/'; n--)
+		s->dir[n - 1] = '\0';
+	/* Maildir names always carry a host part. */
+	spool_escape_host(s->hostname[0] ? s->hostname : "localhost", s->host, sizeof s->host);
+
+	int rc = spool_mkdirs(s->dir, err, errlen);
+	if (rc < 0)
+		goto fail;
+	s->dir_fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->dir_fd < 0) {
+		rc = -errno;
+		spool_err(err, errlen, "SMTPD_SPOOL: cannot open %s: %s", s->dir, strerror(-rc));
+		goto fail;
+	}
+	if ((rc = spool_subdir(s, "tmp", true, &s->tmp_fd, err, errlen)) < 0)
+		goto fail;
+	/* The probe before the other directories' checks, so that a read-only
+	 * volume is reported as such, for the spool as a whole. */
+	if ((rc = spool_probe(s)) < 0) {
+		spool_err(err, errlen, "SMTPD_SPOOL: %s is not writable: %s", s->dir,
+		          strerror(-rc));
+		goto fail;
+	}
+	if ((rc = spool_subdir(s, "new", true, &s->new_fd, err, errlen)) < 0 ||
+	    (rc = spool_subdir(s, "cur", false, NULL, err, errlen)) < 0 ||
+	    (rc = spool_subdir(s, "meta", true, &s->meta_fd, err, errlen)) < 0)
+		goto fail;
+	/* tmp/ first: a message it drops may leave an envelope the next step sees. */
+	spool_clean_tmp(s);
+	spool_clean_meta(s);
+	*out = s;
+	return 0;
+fail:
+	spool_close(s);
+	return rc;
+}
+
+void spool_close(struct spool *s)
+{
+	if (s == NULL)
+		return;
+	int fds[] = {s->dir_fd, s->tmp_fd, s->new_fd, s->meta_fd};
+	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(s->dir);
+	free(s->hostname);
+	free(s);
+}
+
+const char *spool_dir(const struct spool *s)
+{
+	return s->dir;
+}
+
+void spool_open_cleaned(const struct spool *s, size_t *tmp_removed, size_t *meta_removed)
+{
+	if (tmp_removed)
+		*tmp_removed = s->tmp_removed;
+	if (meta_removed)
+		*meta_removed = s->meta_removed;
+}

@@ -1,1 +1,924 @@
-int main(void) { return 1; } /* placeholder: being written */
+/* Tests for the pure SMTP core: every golden transcript in tests/transcripts
+ * replayed with the client's input fed whole, split in two at every byte, and
+ * byte by byte; then direct tests for what transcripts cannot express.
+ *
+ * Transcript format (one directive per line; '#' comments and blank lines are
+ * ignored):
+ *   CONFIG: key=value    before anything else: hostname, max_message_size,
+ *                        max_recipients, bare_lf (normalize|reject), greet (yes|no)
+ *   MODES: whole split bytes   which replays apply (default: all three).
+ *                        Pipelining-sensitive transcripts (the 554 for input
+ *                        behind an EHLO depends on what one feed() holds) say
+ *                        "MODES: whole".
+ *   C: text              client line, CRLF appended
+ *   C-RAW: escaped       client bytes, no CRLF appended (escapes: \r \n \t \0
+ *                        \\ \xHH)
+ *   C-REPEAT: n escaped  the escaped bytes n times, no CRLF appended
+ *   S: text              one expected reply line (CRLF appended), exact
+ *   EOM: code [x.y.z] text   the verdict for the next message that waits for
+ *                        one (SMTP_WAIT_EOM), in file order
+ *   BODY: escaped        what the body sink received since the previous BODY
+ *                        (a message the core rejects is dropped, as the adapter does)
+ *   EVENTS: a | b=arg    the events since the previous EVENTS line
+ *   CLOSED               the core is closing at this point
+ *   TIMEOUT / SHUTDOWN   call smtp_proto_timeout() / smtp_proto_shutdown()
+ * Consecutive C lines form one round: the client sends them together, then
+ * waits for the S lines that follow (before its next round the output so far
+ * must equal the S lines so far). A split replay splits one round at a time,
+ * the others being fed whole. */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "buf.h"
+#include "smtp_proto.h"
+
+/* ------------------------------------------------------------ transcripts */
+
+enum op_type {
+	OP_SEND,
+	OP_EXPECT,
+	OP_EOM,
+	OP_BODY,
+	OP_EVENTS,
+	OP_CLOSED,
+	OP_TIMEOUT,
+	OP_SHUTDOWN,
+};
+
+struct op {
+	enum op_type type;
+	int line;
+	struct buf data;
+};
+
+#define MODE_WHOLE 1u
+#define MODE_SPLIT 2u
+#define MODE_BYTES 4u
+
+struct transcript {
+	char path[1024];
+	char hostname[256];
+	struct smtp_proto_config cfg;
+	bool greet;
+	unsigned modes;
+	struct op *ops;
+	size_t nops;
+};
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void unescape(struct buf *b, const char *s, const char *path, int line)
+{
+	for (; *s; s++) {
+		char c = *s;
+		if (c == '\\') {
+			s++;
+			switch (*s) {
+			case 'r':
+				c = '\r';
+				break;
+			case 'n':
+				c = '\n';
+				break;
+			case 't':
+				c = '\t';
+				break;
+			case '0':
+				c = '\0';
+				break;
+			case '\\':
+				c = '\\';
+				break;
+			case 'x': {
+				unsigned v;
+				if (sscanf(s + 1, "%2x", &v) != 1)
+					die("%s:%d: bad \\x escape", path, line);
+				c = (char)v;
+				s += 2;
+				break;
+			}
+			default:
+				die("%s:%d: bad escape", path, line);
+			}
+		}
+		assert_int_equal(buf_append(b, &c, 1), 0);
+	}
+}
+
+static struct op *add_op(struct transcript *t, enum op_type type, int line)
+{
+	/* Consecutive client lines form one round. */
+	if (type == OP_SEND && t->nops > 0 && t->ops[t->nops - 1].type == OP_SEND)
+		return &t->ops[t->nops - 1];
+	t->ops = realloc(t->ops, (t->nops + 1) * sizeof *t->ops);
+	assert_non_null(t->ops);
+	struct op *o = &t->ops[t->nops++];
+	o->type = type;
+	o->line = line;
+	buf_init(&o->data, 0);
+	return o;
+}
+
+static void parse_config(struct transcript *t, const char *kv, int line)
+{
+	char key[64], val[256];
+	if (sscanf(kv, "%63[^=]=%255s", key, val) != 2)
+		die("%s:%d: bad CONFIG", t->path, line);
+	if (strcmp(key, "hostname") == 0)
+		snprintf(t->hostname, sizeof t->hostname, "%s", val);
+	else if (strcmp(key, "max_message_size") == 0)
+		t->cfg.max_message_size = strtoull(val, NULL, 10);
+	else if (strcmp(key, "max_recipients") == 0)
+		t->cfg.max_recipients = (unsigned)strtoul(val, NULL, 10);
+	else if (strcmp(key, "bare_lf") == 0)
+		t->cfg.bare_lf_reject = strcmp(val, "reject") == 0;
+	else if (strcmp(key, "greet") == 0)
+		t->greet = strcmp(val, "yes") == 0;
+	else
+		die("%s:%d: unknown CONFIG %s", t->path, line, key);
+}
+
+static void parse_line(struct transcript *t, char *l, int line)
+{
+	struct op *o;
+	if (strncmp(l, "C: ", 3) == 0 || strcmp(l, "C:") == 0) {
+		o = add_op(t, OP_SEND, line);
+		assert_int_equal(
+		    buf_append(&o->data, l + (l[2] ? 3 : 2), strlen(l + (l[2] ? 3 : 2))), 0);
+		assert_int_equal(buf_append(&o->data, "\r\n", 2), 0);
+	} else if (strncmp(l, "C-RAW: ", 7) == 0) {
+		unescape(&add_op(t, OP_SEND, line)->data, l + 7, t->path, line);
+	} else if (strncmp(l, "C-REPEAT: ", 10) == 0) {
+		char *end;
+		unsigned long n = strtoul(l + 10, &end, 10);
+		o = add_op(t, OP_SEND, line);
+		for (unsigned long i = 0; i < n; i++)
+			unescape(&o->data, end + 1, t->path, line);
+	} else if (strncmp(l, "S: ", 3) == 0) {
+		o = add_op(t, OP_EXPECT, line);
+		assert_int_equal(buf_printf(&o->data, "%s\r\n", l + 3), 0);
+	} else if (strncmp(l, "EOM: ", 5) == 0) {
+		o = add_op(t, OP_EOM, line);
+		/* Kept NUL-terminated: it is read as a string. */
+		assert_int_equal(buf_append(&o->data, l + 5, strlen(l + 5) + 1), 0);
+	} else if (strncmp(l, "BODY:", 5) == 0) {
+		unescape(&add_op(t, OP_BODY, line)->data, l[5] ? l + 6 : "", t->path, line);
+	} else if (strncmp(l, "EVENTS:", 7) == 0) {
+		o = add_op(t, OP_EVENTS, line);
+		assert_int_equal(buf_printf(&o->data, "%s", l[7] ? l + 8 : ""), 0);
+	} else if (strcmp(l, "CLOSED") == 0) {
+		add_op(t, OP_CLOSED, line);
+	} else if (strcmp(l, "TIMEOUT") == 0) {
+		add_op(t, OP_TIMEOUT, line);
+	} else if (strcmp(l, "SHUTDOWN") == 0) {
+		add_op(t, OP_SHUTDOWN, line);
+	} else if (strncmp(l, "CONFIG: ", 8) == 0) {
+		parse_config(t, l + 8, line);
+	} else if (strncmp(l, "MODES: ", 7) == 0) {
+		t->modes = (strstr(l, "whole") ? MODE_WHOLE : 0) |
+		           (strstr(l, "split") ? MODE_SPLIT : 0) |
+		           (strstr(l, "bytes") ? MODE_BYTES : 0);
+	} else {
+		die("%s:%d: unknown directive: %s", t->path, line, l);
+	}
+}
+
+static struct transcript *transcript_load(const char *path)
+{
+	struct transcript *t = calloc(1, sizeof *t);
+	assert_non_null(t);
+	snprintf(t->path, sizeof t->path, "%s", path);
+	snprintf(t->hostname, sizeof t->hostname, "mx.example");
+	t->cfg.max_message_size = 10240;
+	t->cfg.max_recipients = 5;
+	t->greet = true;
+	t->modes = MODE_WHOLE | MODE_SPLIT | MODE_BYTES;
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		die("%s: cannot open", path);
+	char l[8192];
+	int line = 0;
+	while (fgets(l, sizeof l, f)) {
+		line++;
+		l[strcspn(l, "\n")] = '\0';
+		if (l[0] == '\0' || l[0] == '#')
+			continue;
+		parse_line(t, l, line);
+	}
+	fclose(f);
+	t->cfg.hostname = t->hostname;
+	return t;
+}
+
+static void transcript_free(struct transcript *t)
+{
+	for (size_t i = 0; i < t->nops; i++)
+		buf_free(&t->ops[i].data);
+	free(t->ops);
+	free(t);
+}
+
+/* ----------------------------------------------------------------- replay */
+
+struct run {
+	const struct transcript *t;
+	struct smtp_proto *p;
+	const char *mode;
+	size_t split_op, split_at;
+	struct buf out, expect, body, events;
+	size_t next_eom;
+	bool failed;
+};
+
+static int run_body(void *ctx, const char *data, size_t len)
+{
+	struct run *r = ctx;
+	return buf_append(&r->body, data, len) == 0 ? 0 : -1;
+}
+
+static const char *const event_names[] = {
+    [SMTP_EV_HELO] = "HELO",
+    [SMTP_EV_MAIL] = "MAIL",
+    [SMTP_EV_RCPT] = "RCPT",
+    [SMTP_EV_DATA] = "DATA",
+    [SMTP_EV_RSET] = "RSET",
+    [SMTP_EV_REJECTED] = "REJECTED",
+    [SMTP_EV_QUIT] = "QUIT",
+    [SMTP_EV_PROTOCOL] = "PROTOCOL",
+    [SMTP_EV_TOO_MANY_ERRORS] = "TOO_MANY_ERRORS",
+};
+
+static void run_event(void *ctx, const struct smtp_event *ev)
+{
+	struct run *r = ctx;
+	/* An adapter drops what it received of a message the core refused. */
+	if (ev->type == SMTP_EV_REJECTED)
+		buf_reset(&r->body);
+	buf_printf(&r->events, "%s%s%s%s", r->events.len ? " | " : "", event_names[ev->type],
+	           ev->arg ? "=" : "", ev->arg ? ev->arg : "");
+}
+
+static bool same(const struct buf *a, const struct buf *b)
+{
+	return a->len == b->len && (a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+}
+
+static void print_escaped(const char *label, const char *s, size_t n)
+{
+	fprintf(stderr, "  %s (%zu bytes): \"", label, n);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '\r')
+			fputs("\\r", stderr);
+		else if (c == '\n')
+			fputs("\\n\n     ", stderr);
+		else if (c < 0x20 || c >= 0x7f)
+			fprintf(stderr, "\\x%02x", c);
+		else
+			fputc(c, stderr);
+	}
+	fputs("\"\n", stderr);
+}
+
+static void run_fail(struct run *r, int line, const char *what, const struct buf *got,
+                     const struct buf *want)
+{
+	if (r->failed)
+		return;
+	r->failed = true;
+	fprintf(stderr, "%s:%d: %s (replay %s", r->t->path, line, what, r->mode);
+	if (strcmp(r->mode, "split") == 0)
+		fprintf(stderr, " round at line %d split at %zu", r->t->ops[r->split_op].line,
+		        r->split_at);
+	fprintf(stderr, ")\n");
+	if (got)
+		print_escaped("got ", got->data, got->len);
+	if (want)
+		print_escaped("want", want->data, want->len);
+}
+
+static void run_drain(struct run *r)
+{
+	const char *d;
+	size_t n = smtp_proto_output(r->p, &d);
+	/* Invariant: every reply line ends in CRLF, no bare LF. */
+	for (size_t i = 0; i < n; i++)
+		if (d[i] == '\n' && (i == 0 || d[i - 1] != '\r'))
+			run_fail(r, 0, "bare LF in output", NULL, NULL);
+	assert_int_equal(buf_append(&r->out, d, n), 0);
+	smtp_proto_output_consume(r->p, n);
+}
+
+static void run_resume(struct run *r)
+{
+	while (r->next_eom < r->t->nops && r->t->ops[r->next_eom].type != OP_EOM)
+		r->next_eom++;
+	if (r->next_eom == r->t->nops) {
+		run_fail(r, 0, "a message waits for a verdict but no EOM directive is left", NULL,
+		         NULL);
+		smtp_proto_resume(r->p, 451, "4.3.0", "no verdict");
+		return;
+	}
+	const char *s = r->t->ops[r->next_eom++].data.data;
+	char enhanced[32] = "";
+	unsigned code = (unsigned)strtoul(s, (char **)&s, 10);
+	while (*s == ' ')
+		s++;
+	int n = 0;
+	unsigned a, b, c;
+	if (sscanf(s, "%u.%u.%u%n", &a, &b, &c, &n) == 3 && (s[n] == ' ' || s[n] == '\0')) {
+		snprintf(enhanced, sizeof enhanced, "%.*s", n, s);
+		s += n;
+		while (*s == ' ')
+			s++;
+	}
+	smtp_proto_resume(r->p, code, enhanced[0] ? enhanced : NULL, s);
+}
+
+/* Feed like the adapter: resume pending verdicts, re-feed what was not taken. */
+static void run_feed(struct run *r, const char *d, size_t n)
+{
+	size_t off = 0;
+	int stalls = 0;
+	for (;;) {
+		if (smtp_proto_pending(r->p) == SMTP_WAIT_EOM) {
+			run_resume(r);
+			run_drain(r);
+			continue;
+		}
+		if (off >= n || smtp_proto_closing(r->p) || r->failed)
+			break;
+		size_t k = smtp_proto_feed(r->p, d + off, n - off);
+		run_drain(r);
+		assert_true(k <= n - off);
+		if (k == 0 && smtp_proto_pending(r->p) == SMTP_WAIT_NONE &&
+		    !smtp_proto_closing(r->p) && ++stalls > 1) {
+			run_fail(r, 0, "feed() made no progress", NULL, NULL);
+			break;
+		}
+		off += k;
+	}
+}
+
+static void run_send(struct run *r, size_t i)
+{
+	const struct buf *b = &r->t->ops[i].data;
+	if (strcmp(r->mode, "bytes") == 0) {
+		for (size_t k = 0; k < b->len; k++)
+			run_feed(r, b->data + k, 1);
+	} else if (strcmp(r->mode, "split") == 0 && i == r->split_op) {
+		run_feed(r, b->data, r->split_at);
+		run_feed(r, b->data + r->split_at, b->len - r->split_at);
+	} else {
+		run_feed(r, b->data, b->len);
+	}
+}
+
+static void run_check_output(struct run *r, int line)
+{
+	if (!same(&r->out, &r->expect))
+		run_fail(r, line, "replies differ", &r->out, &r->expect);
+}
+
+static void run_op(struct run *r, size_t i, bool *closed_seen)
+{
+	const struct op *o = &r->t->ops[i];
+	switch (o->type) {
+	case OP_SEND:
+		run_check_output(r, o->line);
+		run_send(r, i);
+		break;
+	case OP_EXPECT:
+		assert_int_equal(buf_append(&r->expect, o->data.data, o->data.len), 0);
+		break;
+	case OP_EOM:
+		break;
+	case OP_BODY:
+		if (!same(&r->body, &o->data))
+			run_fail(r, o->line, "body differs", &r->body, &o->data);
+		buf_reset(&r->body);
+		break;
+	case OP_EVENTS:
+		if (!same(&r->events, &o->data))
+			run_fail(r, o->line, "events differ", &r->events, &o->data);
+		buf_reset(&r->events);
+		break;
+	case OP_CLOSED:
+		*closed_seen = true;
+		if (!smtp_proto_closing(r->p))
+			run_fail(r, o->line, "expected the session to be closing", NULL, NULL);
+		break;
+	case OP_TIMEOUT:
+	case OP_SHUTDOWN:
+		run_check_output(r, o->line);
+		if (o->type == OP_TIMEOUT)
+			smtp_proto_timeout(r->p);
+		else
+			smtp_proto_shutdown(r->p);
+		run_drain(r);
+		break;
+	}
+}
+
+static bool run_transcript(const struct transcript *t, const char *mode, size_t split_op,
+                           size_t split_at)
+{
+	struct run r = {.t = t, .mode = mode, .split_op = split_op, .split_at = split_at};
+	buf_init(&r.out, 0);
+	buf_init(&r.expect, 0);
+	buf_init(&r.body, 0);
+	buf_init(&r.events, 0);
+	struct smtp_proto_sink sink = {.ctx = &r, .body = run_body, .event = run_event};
+	r.p = smtp_proto_new(&t->cfg, &sink);
+	assert_non_null(r.p);
+	if (t->greet) {
+		smtp_proto_greet(r.p);
+		run_drain(&r);
+	}
+	bool closed_seen = false;
+	for (size_t i = 0; i < t->nops && !r.failed; i++)
+		run_op(&r, i, &closed_seen);
+	run_check_output(&r, 0);
+	if (!closed_seen && smtp_proto_closing(r.p))
+		run_fail(&r, 0, "closing, but the transcript has no CLOSED", NULL, NULL);
+	for (size_t i = r.next_eom; i < t->nops; i++)
+		if (t->ops[i].type == OP_EOM)
+			run_fail(&r, t->ops[i].line, "EOM directive never used", NULL, NULL);
+	smtp_proto_free(r.p);
+	buf_free(&r.out);
+	buf_free(&r.expect);
+	buf_free(&r.body);
+	buf_free(&r.events);
+	return !r.failed;
+}
+
+static void test_transcript(void **state)
+{
+	const char *path = *state;
+	struct transcript *t = transcript_load(path);
+	bool ok = true;
+	if (t->modes & MODE_WHOLE)
+		ok &= run_transcript(t, "whole", 0, 0);
+	if (t->modes & MODE_BYTES)
+		ok &= run_transcript(t, "bytes", 0, 0);
+	for (size_t i = 0; ok && (t->modes & MODE_SPLIT) && i < t->nops; i++)
+		if (t->ops[i].type == OP_SEND)
+			for (size_t k = 1; ok && k < t->ops[i].data.len; k++)
+				ok &= run_transcript(t, "split", i, k);
+	transcript_free(t);
+	assert_true(ok);
+}
+
+/* ----------------------------------------------------------- direct tests */
+
+struct direct {
+	struct smtp_proto *p;
+	struct buf out;
+	uint64_t body_len;
+	struct buf body;
+	bool keep_body;
+	int fail_body; /* the body sink fails from this call on (0: never) */
+	int body_calls;
+};
+
+static int direct_body(void *ctx, const char *data, size_t len)
+{
+	struct direct *d = ctx;
+	d->body_calls++;
+	if (d->fail_body && d->body_calls >= d->fail_body)
+		return -1;
+	d->body_len += len;
+	if (d->keep_body)
+		assert_int_equal(buf_append(&d->body, data, len), 0);
+	return 0;
+}
+
+static void direct_init(struct direct *d, uint64_t max_size, unsigned max_rcpt)
+{
+	memset(d, 0, sizeof *d);
+	buf_init(&d->out, 0);
+	buf_init(&d->body, 0);
+	d->keep_body = true;
+	struct smtp_proto_config cfg = {
+	    .hostname = "mx.example", .max_message_size = max_size, .max_recipients = max_rcpt};
+	struct smtp_proto_sink sink = {.ctx = d, .body = direct_body};
+	d->p = smtp_proto_new(&cfg, &sink);
+	assert_non_null(d->p);
+	smtp_proto_greet(d->p);
+}
+
+static void direct_drain(struct direct *d)
+{
+	const char *o;
+	size_t n = smtp_proto_output(d->p, &o);
+	assert_int_equal(buf_append(&d->out, o, n), 0);
+	smtp_proto_output_consume(d->p, n);
+}
+
+/* Feed a string whole; returns what feed() consumed. Output is collected. */
+static size_t direct_feed(struct direct *d, const char *s)
+{
+	size_t n = smtp_proto_feed(d->p, s, strlen(s));
+	direct_drain(d);
+	return n;
+}
+
+static void direct_expect(struct direct *d, const char *want)
+{
+	assert_int_equal(buf_append(&d->out, "", 1), 0);
+	assert_string_equal(d->out.data, want);
+	buf_reset(&d->out);
+}
+
+static void direct_free(struct direct *d)
+{
+	smtp_proto_free(d->p);
+	buf_free(&d->out);
+	buf_free(&d->body);
+}
+
+#define GREETING "220 mx.example ESMTP mailport\r\n"
+#define EHLO_REPLY                                                                                 \
+	"250-mx.example\r\n250-PIPELINING\r\n250-SIZE 10000\r\n250-8BITMIME\r\n"                   \
+	"250-SMTPUTF8\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n"
+
+static void direct_ehlo(struct direct *d)
+{
+	direct_feed(d, "EHLO client.example\r\n");
+	direct_expect(d, GREETING EHLO_REPLY);
+}
+
+/* A client that pipelines without reading its replies: feed() stops once the
+ * output passes the high-water mark, and goes on after it is flushed. */
+static void test_backpressure(void **state)
+{
+	(void)state;
+	struct direct d;
+	direct_init(&d, 10000, 5);
+	direct_ehlo(&d);
+	const size_t count = 5000;
+	struct buf in;
+	buf_init(&in, 0);
+	for (size_t i = 0; i < count; i++)
+		assert_int_equal(buf_append(&in, "NOOP\r\n", 6), 0);
+	size_t n = smtp_proto_feed(d.p, in.data, in.len);
+	assert_true(n < in.len);
+	assert_true(n > 0);
+	const char *o;
+	assert_true(smtp_proto_output(d.p, &o) > SMTP_PROTO_OUTPUT_HIGH);
+	/* Without a flush nothing more is taken. */
+	assert_int_equal(smtp_proto_feed(d.p, in.data + n, in.len - n), 0);
+	size_t off = n;
+	while (off < in.len) {
+		direct_drain(&d);
+		size_t k = smtp_proto_feed(d.p, in.data + off, in.len - off);
+		assert_true(k > 0);
+		off += k;
+	}
+	direct_drain(&d);
+	assert_int_equal(d.out.len, count * strlen("250 2.0.0 Ok\r\n"));
+	buf_free(&in);
+	direct_free(&d);
+}
+
+static void test_resume_semantics(void **state)
+{
+	(void)state;
+	struct direct d;
+	direct_init(&d, 10000, 5);
+	direct_ehlo(&d);
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_NONE);
+	assert_string_equal(smtp_proto_state_name(d.p), "HELO");
+	const char *in = "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"
+	                 "Hi\r\n..dot\r\n.\r\nMAIL FROM:<>\r\n";
+	size_t n = direct_feed(&d, in);
+	/* feed() stops right after the terminator. */
+	assert_int_equal(n, strstr(in, ".\r\nMAIL FROM:<>") + 3 - in);
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_EOM);
+	assert_string_equal(smtp_proto_state_name(d.p), "EOM");
+	assert_false(smtp_proto_in_data(d.p));
+	direct_expect(&d, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 End data with "
+	                  "<CR><LF>.<CR><LF>\r\n");
+	/* While pending: nothing is consumed, the envelope is readable. */
+	assert_int_equal(smtp_proto_feed(d.p, in + n, strlen(in + n)), 0);
+	assert_string_equal(smtp_proto_mail_from(d.p), "a@x");
+	assert_int_equal(smtp_proto_rcpt_count(d.p), 2);
+	assert_string_equal(smtp_proto_rcpt(d.p, 1), "c@y");
+	assert_null(smtp_proto_rcpt(d.p, 2));
+	assert_true(smtp_proto_in_transaction(d.p));
+	assert_int_equal(smtp_proto_message_size(d.p), strlen("Hi\r\n.dot\r\n"));
+	assert_int_equal(d.body.len, 8);
+	assert_memory_equal(d.body.data, "Hi\n.dot\n", 8);
+	smtp_proto_resume(d.p, 250, "2.0.0", "Ok: queued as X");
+	direct_drain(&d);
+	direct_expect(&d, "250 2.0.0 Ok: queued as X\r\n");
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_NONE);
+	assert_false(smtp_proto_in_transaction(d.p));
+	assert_int_equal(smtp_proto_rcpt_count(d.p), 0);
+	assert_string_equal(smtp_proto_mail_from(d.p), "");
+	/* A resume with nothing pending is ignored. */
+	smtp_proto_resume(d.p, 250, "2.0.0", "again");
+	direct_drain(&d);
+	direct_expect(&d, "");
+	/* The rest is fed again by the adapter; a 4xx also ends the transaction. */
+	direct_feed(&d, in + n);
+	direct_expect(&d, "250 2.1.0 Ok\r\n");
+	direct_feed(&d, "RCPT TO:<b@y>\r\nDATA\r\n.\r\n");
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_EOM);
+	assert_int_equal(smtp_proto_message_size(d.p), 0);
+	smtp_proto_resume(d.p, 451, "4.3.0", "Try again later");
+	direct_drain(&d);
+	direct_expect(&d, "250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+	                  "451 4.3.0 Try again later\r\n");
+	assert_false(smtp_proto_in_transaction(d.p));
+	/* Out-of-range codes and hostile text are made safe. */
+	direct_feed(&d, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n.\r\n");
+	smtp_proto_resume(d.p, 99, NULL, "x");
+	direct_drain(&d);
+	direct_expect(&d, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+	                  "451 4.3.0 Error: internal error\r\n");
+	direct_feed(&d, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n.\r\n");
+	smtp_proto_resume(d.p, 554, NULL, "evil\r\n250 injected");
+	direct_drain(&d);
+	direct_expect(&d, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+	                  "554 evil??250 injected\r\n");
+	direct_free(&d);
+}
+
+/* A BDAT count far beyond anything that could be buffered is streamed. */
+static void test_bdat_huge_streamed(void **state)
+{
+	(void)state;
+	struct direct d;
+	direct_init(&d, UINT64_MAX, 5);
+	d.keep_body = false;
+	direct_feed(&d, "EHLO c\r\n");
+	direct_feed(&d, "MAIL FROM:<a@x>\r\n");
+	buf_reset(&d.out);
+	assert_int_equal(direct_feed(&d, "MAIL FROM:<a@x>\r\n"), 17); /* nested */
+	direct_feed(&d, "RCPT TO:<b@y>\r\nBDAT 1000000000000 LAST\r\n");
+	assert_true(smtp_proto_in_data(d.p));
+	static char chunk[65536];
+	memset(chunk, 'x', sizeof chunk);
+	for (size_t i = 0; i < sizeof chunk; i += 100)
+		chunk[i] = '\n';
+	for (int i = 0; i < 256; i++) /* 16 MiB */
+		assert_int_equal(smtp_proto_feed(d.p, chunk, sizeof chunk), sizeof chunk);
+	assert_int_equal(d.body_len, 256u * sizeof chunk);
+	assert_true(smtp_proto_in_data(d.p));
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_NONE);
+	smtp_proto_timeout(d.p);
+	direct_drain(&d);
+	assert_true(smtp_proto_closing(d.p));
+	direct_expect(&d, "503 5.5.1 Error: nested MAIL command\r\n250 2.1.5 Ok\r\n"
+	                  "421 4.4.2 mx.example Error: timeout exceeded\r\n");
+	direct_free(&d);
+
+	/* Over the limit: read and discarded without touching the sink. */
+	direct_init(&d, 100, 5);
+	direct_feed(&d, "EHLO c\r\n");
+	direct_feed(&d, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 18446744073709551615\r\n");
+	for (int i = 0; i < 64; i++)
+		assert_int_equal(smtp_proto_feed(d.p, chunk, sizeof chunk), sizeof chunk);
+	assert_int_equal(d.body_calls, 0);
+	assert_true(smtp_proto_in_data(d.p));
+	direct_free(&d);
+
+	/* A count that does not fit in 64 bits is a syntax error. */
+	direct_init(&d, 100, 5);
+	direct_feed(&d, "EHLO c\r\n");
+	buf_reset(&d.out);
+	direct_feed(&d, "BDAT 18446744073709551616\r\nBDAT -1\r\nBDAT 1 LAST x\r\n");
+	direct_expect(&d, "501 5.5.4 Syntax: BDAT count [LAST]\r\n501 5.5.4 Syntax: BDAT count "
+	                  "[LAST]\r\n501 5.5.4 Syntax: BDAT count [LAST]\r\n");
+	direct_free(&d);
+}
+
+static void test_nul_bytes(void **state)
+{
+	(void)state;
+	struct direct d;
+	direct_init(&d, 10000, 5);
+	direct_ehlo(&d);
+	static const char in[] = "NO\0OP\r\nMAIL FROM:<a\0@x>\r\n\0\r\nMAIL FROM:<a@x>\r\n"
+	                         "RCPT TO:<b@y>\r\nDATA\r\na\0b\r\n.\r\n";
+	size_t n = smtp_proto_feed(d.p, in, sizeof in - 1);
+	assert_int_equal(n, sizeof in - 1);
+	direct_drain(&d);
+	direct_expect(&d,
+	              "500 5.5.2 Error: invalid character in command\r\n"
+	              "500 5.5.2 Error: invalid character in command\r\n"
+	              "500 5.5.2 Error: invalid character in command\r\n"
+	              "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	/* Content is 8-bit clean: a NUL reaches the sink as it is. */
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_EOM);
+	assert_int_equal(d.body.len, 4);
+	assert_memory_equal(d.body.data, "a\0b\n", 4);
+	direct_free(&d);
+}
+
+/* The line limits are exact: 512 octets for a command line and 1000 for a
+ * text line, both including CRLF (RFC 5321 4.5.3.1.4 and 4.5.3.1.6). */
+static void test_line_limits(void **state)
+{
+	(void)state;
+	struct direct d;
+	direct_init(&d, 10000, 5);
+	direct_ehlo(&d);
+	char line[2048];
+	snprintf(line, sizeof line, "NOOP %0505d\r\n", 0); /* 512 octets */
+	assert_int_equal(strlen(line), 512);
+	direct_feed(&d, line);
+	direct_expect(&d, "250 2.0.0 Ok\r\n");
+	snprintf(line, sizeof line, "NOOP %0506d\r\n", 0); /* 513 */
+	direct_feed(&d, line);
+	direct_expect(&d, "500 5.5.6 Line too long\r\n");
+	/* A bare-LF line may hold one more octet: 512 on the wire. */
+	snprintf(line, sizeof line, "NOOP %0506d\n", 0);
+	direct_feed(&d, line);
+	direct_expect(&d, "250 2.0.0 Ok\r\n");
+
+	direct_feed(&d, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+	direct_expect(&d,
+	              "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	memset(line, 'y', 998);
+	memcpy(line + 998, "\r\n.\r\n", 6); /* 1000 octets with CRLF */
+	direct_feed(&d, line);
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_EOM);
+	smtp_proto_resume(d.p, 250, "2.0.0", "Ok");
+	direct_drain(&d);
+	direct_expect(&d, "250 2.0.0 Ok\r\n");
+	/* 1001 octets; a stuffed dot counts, it is on the wire. */
+	direct_feed(&d, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+	line[0] = '.';
+	direct_feed(&d, line);
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_EOM);
+	smtp_proto_resume(d.p, 250, "2.0.0", "Ok");
+	direct_feed(&d, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+	memset(line, 'y', 999);
+	memcpy(line + 999, "\r\n.\r\n", 6);
+	direct_feed(&d, line);
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_NONE);
+	direct_expect(&d, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+	                  "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with "
+	                  "<CR><LF>.<CR><LF>\r\n500 5.5.6 Line too long\r\n");
+	direct_free(&d);
+}
+
+static void test_sink_failure(void **state)
+{
+	(void)state;
+	struct direct d;
+	direct_init(&d, 10000, 5);
+	direct_ehlo(&d);
+	d.fail_body = 2;
+	direct_feed(&d,
+	            "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nline1\r\nline2\r\nline3\r\n.\r\n"
+	            "NOOP\r\n");
+	direct_expect(&d, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+	                  "452 4.3.1 Insufficient system storage\r\n250 2.0.0 Ok\r\n");
+	/* After the failure nothing more is offered to the sink. */
+	assert_int_equal(d.body_calls, 2);
+	assert_false(smtp_proto_in_transaction(d.p));
+	direct_free(&d);
+}
+
+static void test_closing_and_lifecycle(void **state)
+{
+	(void)state;
+	smtp_proto_free(NULL);
+	/* Defaults for zero fields; a NULL sink is allowed. */
+	struct smtp_proto_config cfg = {.hostname = "bad host\r\nname"};
+	struct smtp_proto *p = smtp_proto_new(&cfg, NULL);
+	assert_non_null(p);
+	assert_string_equal(smtp_proto_state_name(p), "NEW");
+	smtp_proto_greet(p);
+	smtp_proto_greet(p); /* once only */
+	const char *o;
+	size_t n = smtp_proto_output(p, &o);
+	assert_int_equal(n, strlen("220 bad?host??name ESMTP mailport\r\n"));
+	assert_memory_equal(o, "220 bad?host??name ESMTP mailport\r\n", n);
+	smtp_proto_output_consume(p, 4);
+	n = smtp_proto_output(p, &o);
+	assert_memory_equal(o, "bad?", 4);
+	smtp_proto_output_consume(p, n);
+	static const char in[] = "EHLO x\r\n";
+	assert_int_equal(smtp_proto_feed(p, in, sizeof in - 1), sizeof in - 1);
+	n = smtp_proto_output(p, &o);
+	assert_non_null(memmem(o, n, "250-SIZE 26214400\r\n", 19));
+	assert_true(smtp_proto_esmtp(p));
+	assert_string_equal(smtp_proto_helo(p), "x");
+	smtp_proto_output_consume(p, n);
+	/* Timeout while a verdict is pending: closing wins, resume is ignored. */
+	static const char tx[] = "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n.\r\n";
+	assert_int_equal(smtp_proto_feed(p, tx, sizeof tx - 1), sizeof tx - 1);
+	assert_int_equal(smtp_proto_pending(p), SMTP_WAIT_EOM);
+	smtp_proto_output_consume(p, smtp_proto_output(p, &o));
+	smtp_proto_shutdown(p);
+	assert_true(smtp_proto_closing(p));
+	assert_int_equal(smtp_proto_pending(p), SMTP_WAIT_NONE);
+	smtp_proto_resume(p, 250, "2.0.0", "Ok");
+	smtp_proto_timeout(p);
+	smtp_proto_abort(p, "x");
+	n = smtp_proto_output(p, &o);
+	static const char want[] = "421 4.3.2 bad?host??name Service shutting down\r\n";
+	assert_int_equal(n, sizeof want - 1);
+	assert_memory_equal(o, want, n);
+	assert_int_equal(smtp_proto_feed(p, in, sizeof in - 1), 0);
+	smtp_proto_free(p);
+
+	/* abort() */
+	cfg.hostname = NULL;
+	p = smtp_proto_new(&cfg, NULL);
+	smtp_proto_greet(p);
+	smtp_proto_abort(p, "Error: out of memory");
+	n = smtp_proto_output(p, &o);
+	static const char want2[] =
+	    "220 localhost ESMTP mailport\r\n421 4.3.0 localhost Error: out of memory\r\n";
+	assert_int_equal(n, sizeof want2 - 1);
+	assert_memory_equal(o, want2, n);
+	assert_true(smtp_proto_closing(p));
+	smtp_proto_free(p);
+}
+
+/* ------------------------------------------------------------------- main */
+
+static int compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int main(void)
+{
+	char dir[1024];
+	const char *src = getenv("MAILPORT_SOURCE_DIR");
+	if (src != NULL && src[0] != '\0') {
+		snprintf(dir, sizeof dir, "%s/tests/transcripts", src);
+	} else {
+		/* Compile-time fallback: this file's own source tree. */
+		snprintf(dir, sizeof dir, "%s", __FILE__);
+		char *cut = strstr(dir, "tests/unit/test_smtp_proto.c");
+		if (cut == NULL)
+			die("set MAILPORT_SOURCE_DIR");
+		snprintf(cut, sizeof dir - (size_t)(cut - dir), "tests/transcripts");
+	}
+	DIR *dh = opendir(dir);
+	if (dh == NULL)
+		die("%s: cannot open the transcripts directory", dir);
+	char **paths = NULL;
+	size_t npaths = 0;
+	struct dirent *de;
+	while ((de = readdir(dh)) != NULL) {
+		size_t l = strlen(de->d_name);
+		if (l < 5 || strcmp(de->d_name + l - 4, ".txt") != 0)
+			continue;
+		paths = realloc(paths, (npaths + 1) * sizeof *paths);
+		if (paths == NULL || (paths[npaths] = malloc(strlen(dir) + l + 2)) == NULL)
+			die("out of memory");
+		sprintf(paths[npaths++], "%s/%s", dir, de->d_name);
+	}
+	closedir(dh);
+	if (npaths == 0)
+		die("%s: no transcripts", dir);
+	qsort(paths, npaths, sizeof *paths, compare_names);
+
+	static const struct CMUnitTest direct[] = {
+	    cmocka_unit_test(test_backpressure),          cmocka_unit_test(test_resume_semantics),
+	    cmocka_unit_test(test_bdat_huge_streamed),    cmocka_unit_test(test_nul_bytes),
+	    cmocka_unit_test(test_line_limits),           cmocka_unit_test(test_sink_failure),
+	    cmocka_unit_test(test_closing_and_lifecycle),
+	};
+	size_t ndirect = sizeof direct / sizeof direct[0];
+	struct CMUnitTest *tests = calloc(npaths + ndirect, sizeof *tests);
+	if (tests == NULL)
+		die("out of memory");
+	for (size_t i = 0; i < npaths; i++) {
+		tests[i].name = strrchr(paths[i], '/') + 1;
+		tests[i].test_func = test_transcript;
+		tests[i].initial_state = paths[i];
+	}
+	memcpy(tests + npaths, direct, sizeof direct);
+	int rc = _cmocka_run_group_tests("smtp_proto", tests, npaths + ndirect, NULL, NULL);
+	for (size_t i = 0; i < npaths; i++)
+		free(paths[i]);
+	free(paths);
+	free(tests);
+	return rc;
+}

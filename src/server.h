@@ -1,0 +1,76 @@
+/* server: the one libuv loop and what hangs off it.
+ *
+ * listener.c binds one uv_tcp_t per endpoint; session.c adapts one connection
+ * to the pure protocol core; server.c owns the loop, the signals, the heartbeat,
+ * the drain on SIGTERM and the storage work sent to the thread pool. */
+#ifndef MAILPORT_SERVER_H
+#define MAILPORT_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "endpoint.h"
+#include "stats.h"
+
+struct server;
+struct session;
+struct spool;
+struct httpd;
+
+struct listener {
+	uv_tcp_t tcp;
+	struct server *srv;
+	const struct endpoint *ep;
+	size_t index; /* in srv->listeners and stats.listeners */
+	bool open;    /* tcp handle initialised and not yet closed */
+};
+
+struct server {
+	uv_loop_t *loop;
+	const struct config *cfg;
+	const struct endpoint_list *eps;
+	struct listener *listeners;
+	size_t nlisteners;
+	struct stats stats;
+	struct spool *spool;
+	struct httpd *httpd;
+
+	uv_timer_t heartbeat;
+	uv_timer_t grace;
+	uv_signal_t sigterm;
+	uv_signal_t sigint;
+
+	/* Every live session, for the drain and the per-client limit. */
+	struct session *sessions;
+	uint64_t nsessions;
+	uint64_t next_session_id;
+	uint64_t next_message_id; /* ids of discarded messages */
+
+	bool draining;
+	bool grace_over;
+};
+
+/* Run the service until it has drained after SIGTERM/SIGINT. Returns the exit
+ * code (0 clean; 1 start-up failure with a one-line message in err). */
+int server_run(const struct config *cfg, const struct endpoint_list *eps, char *err,
+	       size_t errlen);
+
+/* listener.c */
+int listener_open_all(struct server *srv, char *err, size_t errlen);
+void listener_close_all(struct server *srv);
+
+/* session.c */
+/* A new connection is waiting on l: accept it (or refuse it over a limit). */
+void session_accept(struct listener *l);
+/* Draining: idle sessions get 421 4.3.2 now, the others when their transaction
+ * ends; with `force`, every session is told and closed now. */
+void session_drain(struct session *s, bool force);
+struct session *session_next(struct session *s);
+
+/* server.c, for sessions */
+void server_session_gone(struct server *srv);
+
+#endif
