@@ -742,6 +742,7 @@ static int endpoint_check_conflicts(const struct endpoint_build *b,
 	if (later == b->n)
 		return ENDPOINT_OK;
 	struct endpoint_key kl, ke;
+	memset(&ke, 0, sizeof ke); /* set in the loop below; gcc -O3 cannot see it */
 	endpoint_key_of(&b->v[later].addr, &kl);
 	size_t early = 0;
 	for (; early < later; early++) {

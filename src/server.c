@@ -24,6 +24,7 @@ static void server_finish(struct server *srv)
 	uv_close((uv_handle_t *)&srv->grace, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->sigterm, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->sigint, server_on_handle_closed);
+	uv_close((uv_handle_t *)&srv->sighup, server_on_handle_closed);
 }
 
 void server_session_gone(struct server *srv)
@@ -79,6 +80,16 @@ static void server_on_signal(uv_signal_t *h, int signum)
 	}
 	uv_timer_start(&srv->grace, server_on_grace, srv->cfg->shutdown_grace * 1000, 0);
 	server_drain_all(srv, false);
+}
+
+/* SIGHUP is the reload signal (SPEC 6: the TLS certificate). Until there is
+ * something to reload it must at least not kill the service, which is what the
+ * default action would do to a container's PID 1 or a daemon under a supervisor. */
+static void server_on_hup(uv_signal_t *h, int signum)
+{
+	(void)h;
+	(void)signum;
+	log_info("SIGHUP received: nothing to reload");
 }
 
 static void server_on_heartbeat(uv_timer_t *t)
@@ -151,6 +162,9 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 	uv_signal_init(&loop, &srv.sigint);
 	srv.sigint.data = &srv;
 	uv_signal_start(&srv.sigint, server_on_signal, SIGINT);
+	uv_signal_init(&loop, &srv.sighup);
+	srv.sighup.data = &srv;
+	uv_signal_start(&srv.sighup, server_on_hup, SIGHUP);
 
 	log_info("mailport %s ready: %zu listener(s), deliver=%s, spool=%s", MAILPORT_VERSION,
 		 srv.nlisteners, cfg->deliver == CONFIG_DELIVER_DISCARD ? "discard" : "maildir",

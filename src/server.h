@@ -42,6 +42,7 @@ struct server {
 	uv_timer_t grace;
 	uv_signal_t sigterm;
 	uv_signal_t sigint;
+	uv_signal_t sighup;
 
 	/* Every live session, for the drain and the per-client limit. */
 	struct session *sessions;

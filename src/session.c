@@ -50,6 +50,11 @@ struct session {
 	char client_addr[ENDPOINT_TEXT_MAX];
 	uint16_t client_port;
 	char client_text[ENDPOINT_TEXT_MAX + 8];
+	/* Where the connection arrived: the listener's address, or for an ANY
+	 * listener the address the client actually connected to (SPEC 2: usable as
+	 * a condition). */
+	char local_addr[ENDPOINT_TEXT_MAX];
+	uint16_t local_port;
 	struct log_ctx log;
 
 	size_t writes_pending; /* bytes handed to uv_write, not yet written */
@@ -290,8 +295,8 @@ static void session_end_of_message(struct session *s)
 	e->esmtp = smtp_proto_esmtp(s->proto);
 	e->client_addr = s->client_addr;
 	e->client_port = s->client_port;
-	e->local_addr = s->l->ep->address;
-	e->local_port = s->l->ep->port;
+	e->local_addr = s->local_addr;
+	e->local_port = s->local_port;
 	e->size = smtp_proto_message_size(s->proto);
 	clock_gettime(CLOCK_REALTIME, &e->received_at);
 	e->hostname = srv->cfg->hostname;
@@ -525,6 +530,15 @@ void session_accept(struct listener *l)
 					       : ((struct sockaddr_in *)&peer)->sin_port);
 	} else {
 		snprintf(s->client_addr, sizeof s->client_addr, "unknown");
+	}
+	snprintf(s->local_addr, sizeof s->local_addr, "%s", l->ep->address);
+	s->local_port = l->ep->port;
+	if (l->ep->any) {
+		struct sockaddr_storage self;
+		int slen = sizeof self;
+		if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&self, &slen) == 0)
+			endpoint_format_addr((struct sockaddr *)&self, s->local_addr,
+					     sizeof s->local_addr);
 	}
 	if (strchr(s->client_addr, ':'))
 		snprintf(s->client_text, sizeof s->client_text, "[%s]:%u", s->client_addr,

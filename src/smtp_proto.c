@@ -263,7 +263,7 @@ struct smtp_proto *smtp_proto_new(const struct smtp_proto_config *cfg,
 	/* The hostname goes into every reply: keep it one printable token. */
 	const char *h = cfg->hostname && cfg->hostname[0] ? cfg->hostname : "localhost";
 	size_t n = 0;
-	for (; h[n] && n < SMTP_PROTO_DOMAIN_MAX; n++)
+	for (; n < SMTP_PROTO_DOMAIN_MAX && h[n]; n++)
 		p->hostname[n] =
 		    ((unsigned char)h[n] <= 0x20 || (unsigned char)h[n] >= 0x7f) ? '?' : h[n];
 	p->hostname[n] = '\0';
@@ -851,7 +851,7 @@ static void smtp_proto_cmd_mail(struct smtp_proto *p, char *arg)
 	char path[SMTP_PROTO_PATH_MAX + 1];
 	bool nonascii;
 	if (!smtp_proto_parse_path(&s, path, true, &nonascii) || (*s != '\0' && *s != ' ')) {
-		smtp_proto_error(p, 501, "5.1.7", "Bad sender address syntax");
+		smtp_proto_error(p, 501, "5.5.4", "Bad sender address syntax");
 		return;
 	}
 	struct smtp_mail_params mp = {0};
@@ -862,7 +862,7 @@ static void smtp_proto_cmd_mail(struct smtp_proto *p, char *arg)
 		smtp_proto_error(p, 552, "5.3.4", "Message size exceeds fixed limit");
 		return;
 	}
-	/* RFC 6531 3.4: a non-ASCII address needs the SMTPUTF8 parameter. */
+	/* RFC 6531: a non-ASCII address needs the SMTPUTF8 parameter (553 5.6.7). */
 	if (nonascii && !mp.smtputf8) {
 		smtp_proto_error(p, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
 		return;
@@ -886,7 +886,7 @@ static void smtp_proto_cmd_rcpt(struct smtp_proto *p, char *arg)
 	char path[SMTP_PROTO_PATH_MAX + 1];
 	bool nonascii;
 	if (!smtp_proto_parse_path(&s, path, false, &nonascii) || (*s != '\0' && *s != ' ')) {
-		smtp_proto_error(p, 501, "5.1.3", "Bad recipient address syntax");
+		smtp_proto_error(p, 501, "5.5.4", "Bad recipient address syntax");
 		return;
 	}
 	/* No RCPT parameter is advertised (no DSN). */

@@ -20,6 +20,23 @@
  * rest and feeds it again after flushing/resuming. Replies are only appended to
  * the output; the adapter flushes whenever its input runs dry, which is what
  * RFC 2920 pipelining asks for. */
+/* What the core does with the content (the details the adapter documents):
+ * - DATA ends only at <CR><LF>.<CR><LF>, the start of the content counting as
+ *   just after a CRLF. A bare LF is a content line end (normalize) or, with
+ *   bare_lf_reject, refuses the message (550 5.5.2) at its end; it is never
+ *   part of the terminator, so <LF>.<CR><LF>, <CR><LF>.<LF>, <LF>.<LF> and
+ *   <CR>.<CR> are content (SMTP smuggling). Lines are dot-unstuffed.
+ * - A bare CR (not followed by LF) is dropped, in DATA and in BDAT content.
+ * - Command lines may end in a bare LF; control octets other than TAB in a
+ *   command line (NUL, a stray CR) are answered 500 5.5.2.
+ * - BDAT content is stored with CRLF turned into LF; the chunk that would pass
+ *   the size limit is read, discarded and answered 552 5.3.4, which ends the
+ *   transaction (RFC 3030: the client must consider it failed); a BDAT out of
+ *   sequence is read and discarded before its 503.
+ * - When the core refuses a message at its end (SMTP_EV_REJECTED), the body
+ *   sink may already have received part of it: the adapter drops that.
+ * - Zero config fields take SPEC defaults (max_message_size 26214400,
+ *   max_recipients 100); a NULL hostname is "localhost". */
 #ifndef MAILPORT_SMTP_PROTO_H
 #define MAILPORT_SMTP_PROTO_H
 

@@ -24,6 +24,11 @@ echo "== building ($BUILD, ASan+UBSan)"
 cmake -S . -B "$BUILD" -DMAILPORT_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$BUILD" -j"$(nproc)"
 
+# The README's run command builds Release (NDEBUG, -O3): -Werror must hold there too.
+echo "== building build-release (the README's run command, compile only)"
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build-release -j"$(nproc)" --target mailport
+
 echo "== tests"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

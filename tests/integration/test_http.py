@@ -152,6 +152,29 @@ class TestHttp(h.MailportTestCase):
         for l in samples:
             self.assertRegex(l, r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? [-+0-9.eEinfNa]+( \d+)?$")
             self.assertTrue(l.startswith(("mailport_", "process_")), l)
+        values = {l.split(" ")[0]: float(l.split(" ")[1]) for l in samples if "{" not in l}
+        st = self.mp.status()
+        # the counters /status shows, if exported under these names, agree with it
+        for name, want in (("mailport_messages_accepted_total", st["messages"]["accepted"]),
+                           ("mailport_connections_total", st["connections"]["total"]),
+                           ("mailport_message_bytes_total", st["messages"]["bytes"])):
+            if name in values:
+                self.assertEqual(values[name], want, name)
+        self.assertEqual(st["messages"]["accepted"], 1)
+
+    def test_keep_alive(self):
+        """Several requests on one connection (libmicrohttpd closes after each one
+        when the response is queued on the first handler call, see TOOLS.md)."""
+        import http.client
+        self.start()
+        conn = http.client.HTTPConnection("127.0.0.1", self.mp.http_port, timeout=5)
+        self.addCleanup(conn.close)
+        for path in ("/status", "/livez", "/nope", "/readyz", "/status?x=1"):
+            conn.request("GET", path)
+            r = conn.getresponse()
+            r.read()
+            self.assertIn(r.status, (200, 404), path)
+            self.assertNotEqual((r.getheader("Connection") or "").lower(), "close", path)
 
     def test_concurrent_requests(self):
         """Many quick requests while SMTP traffic flows."""
