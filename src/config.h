@@ -108,8 +108,8 @@ enum config_kind {
 
 /* One row of the settings table. */
 struct config_setting {
-	const char *name;           /* flag name without dashes: "max-message-size" */
-	const char *env;            /* "SMTPD_MAX_MESSAGE_SIZE" */
+	const char *name; /* flag name without dashes: "max-message-size" */
+	const char *env;  /* "SMTPD_MAX_MESSAGE_SIZE" */
 	enum config_kind kind;
 	const char *def;            /* embedded (native) default as text; "" = empty */
 	const char *image_def;      /* default in the container image, or NULL if the same */
@@ -152,7 +152,7 @@ const struct config_setting *config_setting_find(const char *name);
  * *cfg holds the defaults (hostname ""), so help works whatever the
  * environment holds; an invalid setting or a conflicting flag is then ignored. */
 int config_load(struct config *cfg, int argc, char **argv, char **envp,
-		void (*warn)(void *ctx, const char *msg), void *warn_ctx, char *err, size_t errlen);
+                void (*warn)(void *ctx, const char *msg), void *warn_ctx, char *err, size_t errlen);
 
 void config_free(struct config *cfg);
 

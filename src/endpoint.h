@@ -20,11 +20,11 @@
 struct endpoint {
 	struct sockaddr_storage addr; /* port filled in, sin6_scope_id set for zones */
 	socklen_t addrlen;
-	int family;                       /* AF_INET or AF_INET6 */
-	bool any;                         /* 0.0.0.0 or :: */
+	int family; /* AF_INET or AF_INET6 */
+	bool any;   /* 0.0.0.0 or :: */
 	uint16_t port;
-	char address[ENDPOINT_TEXT_MAX];  /* "127.0.0.1", "::1", "fe80::1%eth0" (no brackets) */
-	char text[ENDPOINT_TEXT_MAX];     /* "127.0.0.1:2525", "[::1]:2525", "[fe80::1%eth0]:2525" */
+	char address[ENDPOINT_TEXT_MAX]; /* "127.0.0.1", "::1", "fe80::1%eth0" (no brackets) */
+	char text[ENDPOINT_TEXT_MAX];    /* "127.0.0.1:2525", "[::1]:2525", "[fe80::1%eth0]:2525" */
 };
 
 struct endpoint_list {
@@ -89,7 +89,7 @@ enum endpoint_error {
  * (or the interface list failing) is ERUNTIME, like a temporary resolver
  * failure. Resolver answers that are v4-mapped are taken as IPv4. */
 int endpoint_load(const char *hosts, const char *ports, const struct endpoint_env *env,
-		  struct endpoint_list *out, char *err, size_t errlen);
+                  struct endpoint_list *out, char *err, size_t errlen);
 
 void endpoint_list_free(struct endpoint_list *l);
 
@@ -113,6 +113,6 @@ const char *endpoint_format_addr(const struct sockaddr *sa, char *buf, size_t le
  * zones). Used for struct endpoint's address/text, and testable without the
  * system. */
 const char *endpoint_format_addr_env(const struct sockaddr *sa, const struct endpoint_env *env,
-				     char *buf, size_t len);
+                                     char *buf, size_t len);
 
 #endif

@@ -51,10 +51,11 @@ int listener_open_all(struct server *srv, char *err, size_t errlen)
 		rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&l->ep->addr, flags);
 		if (rc == 0)
 			rc = uv_listen((uv_stream_t *)&l->tcp, LISTENER_BACKLOG,
-				       listener_on_connection);
+			               listener_on_connection);
 		if (rc < 0) {
 		fail:
-			snprintf(err, errlen, "cannot listen on %s: %s", l->ep->text, strerror(-rc));
+			snprintf(err, errlen, "cannot listen on %s: %s", l->ep->text,
+			         strerror(-rc));
 			listener_close_all(srv);
 			return rc;
 		}

@@ -54,7 +54,10 @@ static void log_json_string(struct buf *b, const char *s)
 			buf_append(b, p, 1);
 			p++;
 		} else {
-			size_t n = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+			size_t n = (c & 0xe0) == 0xc0   ? 2
+			           : (c & 0xf0) == 0xe0 ? 3
+			           : (c & 0xf8) == 0xf0 ? 4
+			                                : 0;
 			size_t i = 1;
 			while (n && i < n && (p[i] & 0xc0) == 0x80)
 				i++;
@@ -86,7 +89,7 @@ static void log_text_value(struct buf *b, const char *s)
 }
 
 void log_event(enum config_log_level level, const struct log_ctx *ctx, const char *msg,
-	       const char *const *kv)
+               const char *const *kv)
 {
 	if (!log_enabled(level))
 		return;
@@ -95,7 +98,8 @@ void log_event(enum config_log_level level, const struct log_ctx *ctx, const cha
 	struct buf b;
 	buf_init(&b, 64 * 1024);
 	if (log_format == CONFIG_LOG_JSON) {
-		buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, log_level_names[level]);
+		buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts,
+		           log_level_names[level]);
 		log_json_string(&b, msg);
 		if (ctx && ctx->session) {
 			buf_append(&b, ",\"session\":", 11);

@@ -20,7 +20,7 @@ static void main_warn(void *ctx, const char *msg)
 
 /* The HTTP side port must not take an SMTP listener's address:port. */
 static int main_check_http(const struct config *cfg, const struct endpoint_list *eps, char *err,
-			   size_t errlen)
+                           size_t errlen)
 {
 	if (strcmp(cfg->http, "off") == 0)
 		return 0;
@@ -34,8 +34,9 @@ static int main_check_http(const struct config *cfg, const struct endpoint_list 
 		if (e->port != h.port || e->family != h.family)
 			continue;
 		if (strcmp(e->address, h.address) == 0 || e->any || h.any) {
-			snprintf(err, errlen, "SMTPD_HTTP: %s is already in use by the SMTP listener %s",
-				 h.text, e->text);
+			snprintf(err, errlen,
+			         "SMTPD_HTTP: %s is already in use by the SMTP listener %s", h.text,
+			         e->text);
 			return -1;
 		}
 	}
@@ -87,7 +88,8 @@ int main(int argc, char **argv)
 	}
 	if (cfg.action == CONFIG_ACTION_CHECK) {
 		for (size_t i = 0; i < eps.n; i++)
-			printf("%s %s\n", eps.v[i].text, eps.v[i].family == AF_INET6 ? "ipv6" : "ipv4");
+			printf("%s %s\n", eps.v[i].text,
+			       eps.v[i].family == AF_INET6 ? "ipv6" : "ipv4");
 		endpoint_list_free(&eps);
 		config_free(&cfg);
 		return 0;

@@ -49,7 +49,7 @@ static void server_on_grace(uv_timer_t *t)
 {
 	struct server *srv = t->data;
 	log_warn("shutdown grace period over, closing %llu session(s)",
-		 (unsigned long long)srv->nsessions);
+	         (unsigned long long)srv->nsessions);
 	srv->grace_over = true;
 	server_drain_all(srv, true);
 }
@@ -68,7 +68,7 @@ static void server_on_signal(uv_signal_t *h, int signum)
 		return;
 	}
 	log_info("%s received: draining %llu session(s), grace %llus", strsignal(signum),
-		 (unsigned long long)srv->nsessions, (unsigned long long)srv->cfg->shutdown_grace);
+	         (unsigned long long)srv->nsessions, (unsigned long long)srv->cfg->shutdown_grace);
 	srv->draining = true;
 	listener_close_all(srv);
 	stats_lock(&srv->stats);
@@ -108,10 +108,10 @@ static int server_start_http(struct server *srv, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	struct httpd_options opt = {
-		.bind = &http_ep,
-		.version = MAILPORT_VERSION,
-		.token = srv->cfg->http_token,
-		.stats = &srv->stats,
+	    .bind = &http_ep,
+	    .version = MAILPORT_VERSION,
+	    .token = srv->cfg->http_token,
+	    .stats = &srv->stats,
 	};
 	int rc = httpd_start(&opt, &srv->httpd, err, errlen);
 	if (rc == 0)
@@ -119,8 +119,7 @@ static int server_start_http(struct server *srv, char *err, size_t errlen)
 	return rc;
 }
 
-int server_run(const struct config *cfg, const struct endpoint_list *eps, char *err,
-	       size_t errlen)
+int server_run(const struct config *cfg, const struct endpoint_list *eps, char *err, size_t errlen)
 {
 	struct server srv;
 	memset(&srv, 0, sizeof srv);
@@ -167,8 +166,8 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 	uv_signal_start(&srv.sighup, server_on_hup, SIGHUP);
 
 	log_info("mailport %s ready: %zu listener(s), deliver=%s, spool=%s", MAILPORT_VERSION,
-		 srv.nlisteners, cfg->deliver == CONFIG_DELIVER_DISCARD ? "discard" : "maildir",
-		 cfg->spool);
+	         srv.nlisteners, cfg->deliver == CONFIG_DELIVER_DISCARD ? "discard" : "maildir",
+	         cfg->spool);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	log_info("mailport stopped");
 	code = 0;

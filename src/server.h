@@ -56,8 +56,7 @@ struct server {
 
 /* Run the service until it has drained after SIGTERM/SIGINT. Returns the exit
  * code (0 clean; 1 start-up failure with a one-line message in err). */
-int server_run(const struct config *cfg, const struct endpoint_list *eps, char *err,
-	       size_t errlen);
+int server_run(const struct config *cfg, const struct endpoint_list *eps, char *err, size_t errlen);
 
 /* listener.c */
 int listener_open_all(struct server *srv, char *err, size_t errlen);

@@ -59,8 +59,8 @@ struct session {
 
 	size_t writes_pending; /* bytes handed to uv_write, not yet written */
 	bool reading;
-	bool closing;  /* session_close called */
-	bool storing;  /* a spool job points at this session */
+	bool closing; /* session_close called */
+	bool storing; /* a spool job points at this session */
 	bool greeted;
 	bool draining; /* tell 421 at the end of the transaction */
 };
@@ -226,7 +226,7 @@ static void session_store_finish(struct session_store *st, int rc)
 	if (rc == 0) {
 		const char *kv[] = {"id", st->id, "from", st->env.mail_from, "size", size, NULL};
 		log_event(CONFIG_LOG_INFO, &s->log,
-			  srv->spool ? "message stored" : "message discarded", kv);
+		          srv->spool ? "message stored" : "message discarded", kv);
 	} else {
 		const char *kv[] = {"id", st->id, "error", strerror(-rc), NULL};
 		log_event(CONFIG_LOG_ERROR, &s->log, "message not stored", kv);
@@ -285,7 +285,7 @@ static void session_end_of_message(struct session *s)
 		spool_new_id(srv->spool, st->id, sizeof st->id);
 	else
 		snprintf(st->id, sizeof st->id, "%s.%llu", s->id,
-			 (unsigned long long)++srv->next_message_id);
+		         (unsigned long long)++srv->next_message_id);
 	struct spool_envelope *e = &st->env;
 	e->id = st->id;
 	e->mail_from = smtp_proto_mail_from(s->proto);
@@ -405,9 +405,9 @@ static void session_update_reading(struct session *s)
 {
 	const char *unused;
 	bool want = !s->closing && !smtp_proto_closing(s->proto) &&
-		    smtp_proto_pending(s->proto) == SMTP_WAIT_NONE && !s->storing &&
-		    s->in.len < SESSION_INPUT_MAX && s->writes_pending < SMTP_PROTO_OUTPUT_HIGH &&
-		    smtp_proto_output(s->proto, &unused) < SMTP_PROTO_OUTPUT_HIGH;
+	            smtp_proto_pending(s->proto) == SMTP_WAIT_NONE && !s->storing &&
+	            s->in.len < SESSION_INPUT_MAX && s->writes_pending < SMTP_PROTO_OUTPUT_HIGH &&
+	            smtp_proto_output(s->proto, &unused) < SMTP_PROTO_OUTPUT_HIGH;
 	if (want && !s->reading) {
 		if (uv_read_start((uv_stream_t *)&s->tcp, session_alloc, session_on_read) == 0)
 			s->reading = true;
@@ -449,11 +449,15 @@ static void session_event(void *ctx, const struct smtp_event *ev)
 	case SMTP_EV_TOO_MANY_ERRORS:
 		if (log_enabled(CONFIG_LOG_DEBUG)) {
 			static const char *const names[] = {
-				[SMTP_EV_HELO] = "helo",	 [SMTP_EV_MAIL] = "mail",
-				[SMTP_EV_RCPT] = "rcpt",	 [SMTP_EV_DATA] = "data",
-				[SMTP_EV_RSET] = "rset",	 [SMTP_EV_REJECTED] = "rejected",
-				[SMTP_EV_QUIT] = "quit",	 [SMTP_EV_PROTOCOL] = "protocol error",
-				[SMTP_EV_TOO_MANY_ERRORS] = "too many errors",
+			    [SMTP_EV_HELO] = "helo",
+			    [SMTP_EV_MAIL] = "mail",
+			    [SMTP_EV_RCPT] = "rcpt",
+			    [SMTP_EV_DATA] = "data",
+			    [SMTP_EV_RSET] = "rset",
+			    [SMTP_EV_REJECTED] = "rejected",
+			    [SMTP_EV_QUIT] = "quit",
+			    [SMTP_EV_PROTOCOL] = "protocol error",
+			    [SMTP_EV_TOO_MANY_ERRORS] = "too many errors",
 			};
 			const char *kv[] = {"arg", ev->arg ? ev->arg : "", NULL};
 			log_event(CONFIG_LOG_DEBUG, &s->log, names[ev->type], kv);
@@ -487,7 +491,8 @@ static uint64_t session_count_client(struct server *srv, const char *addr)
 static void session_refuse(struct session *s, const char *why)
 {
 	char line[300];
-	int n = snprintf(line, sizeof line, "421 4.7.0 %s Error: %s\r\n", s->srv->cfg->hostname, why);
+	int n =
+	    snprintf(line, sizeof line, "421 4.7.0 %s Error: %s\r\n", s->srv->cfg->hostname, why);
 	uv_buf_t b = uv_buf_init(line, (unsigned)n);
 	uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
 	stats_lock(&s->srv->stats);
@@ -524,10 +529,11 @@ void session_accept(struct listener *l)
 	struct sockaddr_storage peer;
 	int plen = sizeof peer;
 	if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&peer, &plen) == 0) {
-		endpoint_format_addr((struct sockaddr *)&peer, s->client_addr, sizeof s->client_addr);
-		s->client_port = ntohs(peer.ss_family == AF_INET6
-					       ? ((struct sockaddr_in6 *)&peer)->sin6_port
-					       : ((struct sockaddr_in *)&peer)->sin_port);
+		endpoint_format_addr((struct sockaddr *)&peer, s->client_addr,
+		                     sizeof s->client_addr);
+		s->client_port =
+		    ntohs(peer.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&peer)->sin6_port
+		                                     : ((struct sockaddr_in *)&peer)->sin_port);
 	} else {
 		snprintf(s->client_addr, sizeof s->client_addr, "unknown");
 	}
@@ -538,14 +544,14 @@ void session_accept(struct listener *l)
 		int slen = sizeof self;
 		if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&self, &slen) == 0)
 			endpoint_format_addr((struct sockaddr *)&self, s->local_addr,
-					     sizeof s->local_addr);
+			                     sizeof s->local_addr);
 	}
 	if (strchr(s->client_addr, ':'))
 		snprintf(s->client_text, sizeof s->client_text, "[%s]:%u", s->client_addr,
-			 s->client_port);
+		         s->client_port);
 	else
 		snprintf(s->client_text, sizeof s->client_text, "%s:%u", s->client_addr,
-			 s->client_port);
+		         s->client_port);
 	s->log.session = s->id;
 	s->log.client = s->client_text;
 	s->log.listener = l->ep->text;
@@ -565,10 +571,10 @@ void session_accept(struct listener *l)
 	log_event(CONFIG_LOG_INFO, &s->log, "connect", NULL);
 
 	struct smtp_proto_config pc = {
-		.hostname = srv->cfg->hostname,
-		.max_message_size = srv->cfg->max_message_size,
-		.max_recipients = (unsigned)srv->cfg->max_recipients,
-		.bare_lf_reject = srv->cfg->bare_lf == CONFIG_BARE_LF_REJECT,
+	    .hostname = srv->cfg->hostname,
+	    .max_message_size = srv->cfg->max_message_size,
+	    .max_recipients = (unsigned)srv->cfg->max_recipients,
+	    .bare_lf_reject = srv->cfg->bare_lf == CONFIG_BARE_LF_REJECT,
 	};
 	struct smtp_proto_sink sink = {.ctx = s, .body = session_body, .event = session_event};
 	s->proto = smtp_proto_new(&pc, &sink);

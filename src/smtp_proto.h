@@ -65,15 +65,15 @@ struct smtp_proto_config {
 /* Things that happen, for the adapter's logs and counters. Informational only:
  * the adapter cannot change the reply from inside the callback. */
 enum smtp_event_type {
-	SMTP_EV_HELO,      /* arg: the HELO/EHLO name */
-	SMTP_EV_MAIL,      /* arg: reverse path (without brackets, may be "") */
-	SMTP_EV_RCPT,      /* arg: forward path accepted */
-	SMTP_EV_DATA,      /* DATA accepted (354 sent) or first BDAT chunk */
-	SMTP_EV_RSET,      /* transaction reset (RSET, new EHLO, after a message) */
-	SMTP_EV_REJECTED,  /* a message refused at the end of its data by the core
-			      itself (too big, bare LF, line too long); arg: the reply */
-	SMTP_EV_QUIT,      /* QUIT received */
-	SMTP_EV_PROTOCOL,  /* a protocol error reply was sent; arg: the reply */
+	SMTP_EV_HELO,     /* arg: the HELO/EHLO name */
+	SMTP_EV_MAIL,     /* arg: reverse path (without brackets, may be "") */
+	SMTP_EV_RCPT,     /* arg: forward path accepted */
+	SMTP_EV_DATA,     /* DATA accepted (354 sent) or first BDAT chunk */
+	SMTP_EV_RSET,     /* transaction reset (RSET, new EHLO, after a message) */
+	SMTP_EV_REJECTED, /* a message refused at the end of its data by the core
+	                     itself (too big, bare LF, line too long); arg: the reply */
+	SMTP_EV_QUIT,     /* QUIT received */
+	SMTP_EV_PROTOCOL, /* a protocol error reply was sent; arg: the reply */
 	SMTP_EV_TOO_MANY_ERRORS,
 };
 
@@ -97,15 +97,15 @@ struct smtp_proto_sink {
 enum smtp_wait {
 	SMTP_WAIT_NONE = 0,
 	SMTP_WAIT_EOM, /* a complete message arrived: store it, then resume() with
-			  250 (the transaction ends, the envelope is cleared by resume) or
-			  4xx/5xx */
+	                  250 (the transaction ends, the envelope is cleared by resume) or
+	                  4xx/5xx */
 };
 
 struct smtp_proto;
 
 /* NULL on out of memory. cfg and sink are copied. */
 struct smtp_proto *smtp_proto_new(const struct smtp_proto_config *cfg,
-				  const struct smtp_proto_sink *sink);
+                                  const struct smtp_proto_sink *sink);
 void smtp_proto_free(struct smtp_proto *p); /* NULL is a no-op */
 
 /* Queue "220 <hostname> ESMTP mailport". Before it, any input is an early
@@ -122,8 +122,7 @@ void smtp_proto_output_consume(struct smtp_proto *p, size_t n);
 enum smtp_wait smtp_proto_pending(const struct smtp_proto *p);
 /* Answer the pending wait with "code enhanced text" (enhanced may be NULL, text
  * may contain no CR/LF). */
-void smtp_proto_resume(struct smtp_proto *p, unsigned code, const char *enhanced,
-		       const char *text);
+void smtp_proto_resume(struct smtp_proto *p, unsigned code, const char *enhanced, const char *text);
 
 /* True once the session must end: the last reply is queued (221, 421, 554) and
  * feed() consumes nothing more. Flush the output, then close. */

@@ -21,7 +21,7 @@
 #include <time.h>
 
 /* "1732700000.M123456P1234Q42.hostname" */
-#define SPOOL_ID_MAX 256
+#define SPOOL_ID_MAX   256
 #define SPOOL_HOST_MAX 128
 
 struct spool_envelope {
@@ -33,14 +33,14 @@ struct spool_envelope {
 	bool esmtp;              /* EHLO was used: "with ESMTP" else "with SMTP" */
 	const char *client_addr; /* "203.0.113.7" (IPv4 never with ::ffff:) */
 	uint16_t client_port;
-	const char *local_addr;  /* the listener's own address */
+	const char *local_addr; /* the listener's own address */
 	uint16_t local_port;
 	const char *auth_user;   /* NULL: JSON null */
 	const char *tls_version; /* NULL: "tls":null */
 	const char *tls_cipher;
-	uint64_t size;           /* message as received (CRLF-counted, dot-unstuffed) */
+	uint64_t size;               /* message as received (CRLF-counted, dot-unstuffed) */
 	struct timespec received_at; /* CLOCK_REALTIME at end of data */
-	const char *hostname;    /* our name, for the Received header */
+	const char *hostname;        /* our name, for the Received header */
 	/* The PROXY header's addresses (SPEC 7), when the listener takes one.
 	 * proxy_src_addr NULL writes "proxy":null. */
 	const char *proxy_src_addr;
@@ -51,7 +51,7 @@ struct spool_envelope {
 
 /* Modes of what the spool creates (before the umask): group may read, so a
  * delivery agent in the service's group can pick messages up; others may not. */
-#define SPOOL_DIR_MODE 0750
+#define SPOOL_DIR_MODE  0750
 #define SPOOL_FILE_MODE 0640
 /* A file in tmp/ older than this is left over by a crash and removed at open:
  * Maildir's rule, safe even when another deliverer shares the directory. */
@@ -65,8 +65,7 @@ struct spool;
  * Directories it creates get SPOOL_DIR_MODE. Before returning it removes what a
  * crash left behind (see spool_open_cleaned()), so call it before the service
  * accepts anything; failures of that cleanup are not errors. */
-int spool_open(const char *dir, const char *hostname, struct spool **out, char *err,
-	       size_t errlen);
+int spool_open(const char *dir, const char *hostname, struct spool **out, char *err, size_t errlen);
 void spool_close(struct spool *s); /* NULL is a no-op */
 
 /* A new unique Maildir base name (time.MusecPpidQcounter.host, with '/' and ':'

@@ -6,7 +6,7 @@
 #include <string.h>
 
 int stats_init(struct stats *st, const char *hostname, const struct endpoint_list *eps,
-	       const char *const *tls_modes)
+               const char *const *tls_modes)
 {
 	memset(st, 0, sizeof *st);
 	pthread_mutex_init(&st->mu, NULL);
@@ -54,7 +54,7 @@ void stats_unlock(struct stats *st)
 }
 
 int stats_snapshot(struct stats *st, struct stats_counters *c, struct stats_listener **listeners,
-		   size_t *n)
+                   size_t *n)
 {
 	struct stats_listener *copy = NULL;
 	/* nlisteners is constant after init, so the allocation can be sized

@@ -20,7 +20,7 @@
 
 /* The loop beats every STATS_HEARTBEAT_MS; /livez fails past STATS_STALL_MS. */
 #define STATS_HEARTBEAT_MS 200
-#define STATS_STALL_MS 2000
+#define STATS_STALL_MS     2000
 
 struct stats_listener {
 	char address[ENDPOINT_TEXT_MAX]; /* "127.0.0.1", "::1" */
@@ -62,7 +62,7 @@ struct stats {
 
 /* Returns 0 or -ENOMEM. One stats_listener per endpoint, in order. */
 int stats_init(struct stats *st, const char *hostname, const struct endpoint_list *eps,
-	       const char *const *tls_modes);
+               const char *const *tls_modes);
 void stats_destroy(struct stats *st);
 
 void stats_lock(struct stats *st);
@@ -71,7 +71,7 @@ void stats_unlock(struct stats *st);
 /* A consistent copy for another thread. *listeners is malloc'ed (free() it).
  * Returns 0 or -ENOMEM. */
 int stats_snapshot(struct stats *st, struct stats_counters *c, struct stats_listener **listeners,
-		   size_t *n);
+                   size_t *n);
 
 /* Monotonic clock in milliseconds (CLOCK_MONOTONIC). */
 uint64_t stats_now_ms(void);

@@ -47,8 +47,8 @@ static void test_consume_and_printf(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_append_within_limit),
-		cmocka_unit_test(test_consume_and_printf),
+	    cmocka_unit_test(test_append_within_limit),
+	    cmocka_unit_test(test_consume_and_printf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
