@@ -111,10 +111,17 @@ const struct config_setting config_settings[] = {
 	 .help = "Most simultaneous SMTP connections from one client address."},
 	{.name = "command-timeout", .env = "SMTPD_COMMAND_TIMEOUT", .kind = CONFIG_DURATION,
 	 .offset = F(command_timeout), .def = "300", .min = 1, .implemented = true,
-	 .help = "How long a session waits for a command before 421 4.4.2."},
+	 .help = "Time for one whole command line, counted from the previous reply (a client "
+		 "that trickles a command byte by byte gets no more); then 421 4.4.2."},
 	{.name = "data-timeout", .env = "SMTPD_DATA_TIMEOUT", .kind = CONFIG_DURATION,
 	 .offset = F(data_timeout), .def = "600", .min = 1, .implemented = true,
-	 .help = "How long a session waits for more message data before 421 4.4.2."},
+	 .help = "Longest wait for message data before 421 4.4.2; the deadline only moves "
+		 "as fast as SMTPD_MIN_DATA_RATE allows."},
+	{.name = "min-data-rate", .env = "SMTPD_MIN_DATA_RATE", .kind = CONFIG_SIZE,
+	 .offset = F(min_data_rate), .def = "500", .min = 1, .implemented = true,
+	 .help = "Bytes per second a client must keep up in DATA/BDAT: each read of N bytes "
+		 "moves the data deadline N/rate seconds later, never beyond "
+		 "SMTPD_DATA_TIMEOUT from now (as Postfix's smtpd_min_data_rate)."},
 	{.name = "greet-delay", .env = "SMTPD_GREET_DELAY", .kind = CONFIG_DURATION,
 	 .offset = F(greet_delay), .def = "0", .implemented = true,
 	 .help = "How long the greeting is held back; a client that talks first is "

@@ -53,6 +53,7 @@ struct config {
 	uint64_t max_connections_per_client;
 	uint64_t command_timeout; /* seconds */
 	uint64_t data_timeout;    /* seconds */
+	uint64_t min_data_rate;   /* bytes per second in DATA/BDAT */
 	uint64_t greet_delay;     /* seconds */
 	enum config_bare_lf bare_lf;
 

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "server.h"
 #include "smtp_proto.h"
+#include "deliver.h"
 #include "spool.h"
 
 /* Bytes read per read call, and the most unconsumed input a session holds. */
@@ -59,20 +60,13 @@ struct session {
 
 	size_t writes_pending; /* bytes handed to uv_write, not yet written */
 	bool reading;
-	bool closing; /* session_close called */
-	bool storing; /* a spool job points at this session */
+	bool closing;      /* session_close called */
+	bool storing;      /* a delivery job points at this session */
+	bool pumping;      /* inside session_pump (no re-entry) */
+	bool replied;      /* output was flushed since the deadline was last set */
+	uint64_t deadline; /* loop time (ms) the timer fires at; 0 = none */
 	bool greeted;
 	bool draining; /* tell 421 at the end of the transaction */
-};
-
-/* A storage job on the thread pool. */
-struct session_store {
-	uv_work_t req;
-	struct session *s;
-	struct spool_envelope env;
-	char id[SPOOL_ID_MAX];
-	const char **rcpt;
-	int rc;
 };
 
 static void session_pump(struct session *s);
@@ -130,11 +124,40 @@ static void session_on_timeout(uv_timer_t *t)
 	session_pump(s);
 }
 
-static void session_arm_timer(struct session *s)
+static void session_set_deadline(struct session *s, uint64_t deadline)
+{
+	uint64_t now = uv_now(s->srv->loop);
+	s->deadline = deadline;
+	uv_timer_start(&s->timer, session_on_timeout, deadline > now ? deadline - now : 0, 0);
+}
+
+/* Deadlines against clients that trickle (issue 4): a command line must be
+ * complete within SMTPD_COMMAND_TIMEOUT of the previous reply, however its bytes
+ * are spread; in DATA/BDAT each read of N bytes moves the deadline N /
+ * SMTPD_MIN_DATA_RATE seconds later, never beyond SMTPD_DATA_TIMEOUT from now
+ * (Postfix's smtpd_min_data_rate). While a verdict is pending the client is not
+ * the one being waited for: no deadline runs. */
+static void session_update_deadline(struct session *s, bool was_data, bool replied, size_t nread)
 {
 	const struct config *cfg = s->srv->cfg;
-	uint64_t secs = smtp_proto_in_data(s->proto) ? cfg->data_timeout : cfg->command_timeout;
-	uv_timer_start(&s->timer, session_on_timeout, secs * 1000, 0);
+	uint64_t now = uv_now(s->srv->loop);
+	if (s->storing || smtp_proto_closing(s->proto)) {
+		uv_timer_stop(&s->timer);
+		s->deadline = 0;
+		return;
+	}
+	if (smtp_proto_in_data(s->proto)) {
+		uint64_t cap = now + cfg->data_timeout * 1000;
+		if (!was_data || s->deadline == 0) {
+			session_set_deadline(s, cap);
+		} else if (nread > 0) {
+			uint64_t d = s->deadline + nread * 1000 / cfg->min_data_rate;
+			session_set_deadline(s, d < cap ? d : cap);
+		}
+		return;
+	}
+	if (replied || was_data || s->deadline == 0)
+		session_set_deadline(s, now + cfg->command_timeout * 1000);
 }
 
 static void session_on_write(uv_write_t *req, int status)
@@ -160,6 +183,7 @@ static void session_flush(struct session *s)
 	size_t len = smtp_proto_output(s->proto, &data);
 	if (len == 0 || s->closing)
 		return;
+	s->replied = true;
 	size_t done = 0;
 	if (s->writes_pending == 0) {
 		uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
@@ -195,62 +219,60 @@ static void session_flush(struct session *s)
 	smtp_proto_output_consume(s->proto, len);
 }
 
-static void session_store_work(uv_work_t *req)
+/* The verdict on a message: count it, log it, answer it. Pumps only when it
+ * came back asynchronously; a synchronous verdict (discard) returns into the
+ * pump loop that started it, which goes on by itself. */
+static void session_delivered(struct deliver_job *job, const struct deliver_verdict *v)
 {
-	struct session_store *st = (struct session_store *)req;
-	st->rc = spool_store(st->s->srv->spool, &st->env, st->s->body.data, st->s->body.len);
-}
-
-/* Count, log and answer one finished store. Does not pump: the caller does. */
-static void session_store_finish(struct session_store *st, int rc)
-{
-	struct session *s = st->s;
+	struct session *s = job->ctx;
 	struct server *srv = s->srv;
 	s->storing = false;
 
 	stats_lock(&srv->stats);
-	if (rc == 0) {
+	if (v->code == 250) {
 		srv->stats.c.messages_accepted++;
-		srv->stats.c.messages_bytes += st->env.size;
-		srv->stats.c.spool_writable = true;
+		srv->stats.c.messages_bytes += job->env.size;
 		srv->stats.listeners[s->l->index].messages_accepted++;
 	} else {
+		srv->stats.c.messages_rejected++;
+	}
+	if (v->err == 0 && v->stored)
+		srv->stats.c.spool_writable = true;
+	if (v->err != 0) {
 		srv->stats.c.store_failures++;
-		if (rc == -EROFS || rc == -ENOSPC || rc == -EACCES || rc == -EDQUOT)
+		if (v->err == -EROFS || v->err == -ENOSPC || v->err == -EACCES || v->err == -EDQUOT)
 			srv->stats.c.spool_writable = false;
 	}
 	stats_unlock(&srv->stats);
 
 	char size[24];
-	snprintf(size, sizeof size, "%llu", (unsigned long long)st->env.size);
-	if (rc == 0) {
-		const char *kv[] = {"id", st->id, "from", st->env.mail_from, "size", size, NULL};
+	snprintf(size, sizeof size, "%llu", (unsigned long long)job->env.size);
+	if (v->code == 250) {
+		const char *kv[] = {"id", job->id, "from", job->env.mail_from, "size", size, NULL};
 		log_event(CONFIG_LOG_INFO, &s->log,
-		          srv->spool ? "message stored" : "message discarded", kv);
+		          v->stored ? "message stored" : "message discarded", kv);
 	} else {
-		const char *kv[] = {"id", st->id, "error", strerror(-rc), NULL};
-		log_event(CONFIG_LOG_ERROR, &s->log, "message not stored", kv);
+		char reply[16];
+		snprintf(reply, sizeof reply, "%u", v->code);
+		const char *kv[] = {"id",
+		                    job->id,
+		                    "reply",
+		                    reply,
+		                    "text",
+		                    v->text,
+		                    v->err ? "error" : NULL,
+		                    v->err ? strerror(-v->err) : NULL,
+		                    NULL};
+		log_event(v->err ? CONFIG_LOG_ERROR : CONFIG_LOG_INFO, &s->log,
+		          "message not accepted", kv);
 	}
 
 	if (!s->closing) {
-		char text[SPOOL_ID_MAX + 32];
-		if (rc == 0) {
-			snprintf(text, sizeof text, "Ok: queued as %s", st->id);
-			smtp_proto_resume(s->proto, 250, "2.0.0", text);
-		} else {
-			smtp_proto_resume(s->proto, 451, "4.3.0", "Error: queue file write error");
-		}
+		smtp_proto_resume(s->proto, v->code, v->enhanced, v->text);
 		buf_reset(&s->body);
 	}
-	free(st->rcpt);
-	free(st);
-}
+	deliver_job_free(job);
 
-static void session_store_done(uv_work_t *req, int status)
-{
-	struct session_store *st = (struct session_store *)req;
-	struct session *s = st->s;
-	session_store_finish(st, status < 0 ? status : st->rc);
 	if (s->closing) {
 		/* The client went away (or the drain closed it) while we stored: the
 		 * 250 was never sent, so the client retries. Finish the teardown that
@@ -261,36 +283,24 @@ static void session_store_done(uv_work_t *req, int status)
 		}
 		return;
 	}
-	session_pump(s);
+	if (!s->pumping)
+		session_pump(s);
 }
 
-/* The core has a complete message: store it (or discard it), then resume. */
+/* The core has a complete message: hand it to delivery, resume on its verdict. */
 static void session_end_of_message(struct session *s)
 {
 	struct server *srv = s->srv;
-	struct session_store *st = calloc(1, sizeof *st);
 	size_t n = smtp_proto_rcpt_count(s->proto);
-	const char **rcpt = calloc(n ? n : 1, sizeof *rcpt);
-	if (st == NULL || rcpt == NULL) {
-		free(st);
-		free(rcpt);
+	struct deliver_job *job = deliver_job_new(srv, n);
+	if (job == NULL) {
 		smtp_proto_resume(s->proto, 451, "4.3.0", "Error: out of memory");
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
-		rcpt[i] = smtp_proto_rcpt(s->proto, i);
-	st->s = s;
-	st->rcpt = rcpt;
-	if (srv->spool)
-		spool_new_id(srv->spool, st->id, sizeof st->id);
-	else
-		snprintf(st->id, sizeof st->id, "%s.%llu", s->id,
-		         (unsigned long long)++srv->next_message_id);
-	struct spool_envelope *e = &st->env;
-	e->id = st->id;
+		job->rcpt[i] = smtp_proto_rcpt(s->proto, i);
+	struct spool_envelope *e = &job->env;
 	e->mail_from = smtp_proto_mail_from(s->proto);
-	e->rcpt = rcpt;
-	e->nrcpt = n;
 	e->helo = smtp_proto_helo(s->proto);
 	e->esmtp = smtp_proto_esmtp(s->proto);
 	e->client_addr = s->client_addr;
@@ -300,29 +310,23 @@ static void session_end_of_message(struct session *s)
 	e->size = smtp_proto_message_size(s->proto);
 	clock_gettime(CLOCK_REALTIME, &e->received_at);
 	e->hostname = srv->cfg->hostname;
-
-	if (srv->cfg->deliver == CONFIG_DELIVER_DISCARD || srv->spool == NULL) {
-		/* Nothing to wait for: answer now; the caller's pump goes on. */
-		s->storing = true;
-		session_store_finish(st, 0);
-		return;
-	}
+	job->body = s->body.data;
+	job->len = s->body.len;
+	job->done = session_delivered;
+	job->ctx = s;
 	s->storing = true;
-	int rc = uv_queue_work(srv->loop, &st->req, session_store_work, session_store_done);
-	if (rc < 0) {
-		s->storing = false;
-		free(rcpt);
-		free(st);
-		smtp_proto_resume(s->proto, 451, "4.3.0", "Error: queue file write error");
-	}
+	deliver_start(job);
 }
 
-/* Feed what we hold to the core, act on what it asks, flush its replies, and
- * decide whether to read more. */
-static void session_pump(struct session *s)
+/* One turn of the session: feed what we hold to the core (nread bytes of it
+ * just arrived), act on what it asks, flush its replies, move the deadline,
+ * and decide whether to read more. */
+static void session_pump_read(struct session *s, size_t nread)
 {
-	if (s->closing)
+	if (s->closing || s->pumping)
 		return;
+	s->pumping = true;
+	bool was_data = smtp_proto_in_data(s->proto);
 	while (!smtp_proto_closing(s->proto) && smtp_proto_pending(s->proto) == SMTP_WAIT_NONE &&
 	       s->in.len > 0) {
 		size_t n = smtp_proto_feed(s->proto, s->in.data, s->in.len);
@@ -337,13 +341,16 @@ static void session_pump(struct session *s)
 		if (smtp_proto_output(s->proto, &unused) >= SMTP_PROTO_OUTPUT_HIGH)
 			break;
 	}
+	s->pumping = false;
 	if (s->draining && !smtp_proto_closing(s->proto) && !smtp_proto_in_transaction(s->proto) &&
 	    smtp_proto_pending(s->proto) == SMTP_WAIT_NONE)
 		smtp_proto_shutdown(s->proto);
+	s->replied = false;
 	session_flush(s);
 	if (s->closing)
 		return;
 	if (smtp_proto_closing(s->proto)) {
+		uv_timer_stop(&s->timer);
 		/* Close once the last reply has left. */
 		if (s->writes_pending == 0)
 			session_close(s);
@@ -353,7 +360,16 @@ static void session_pump(struct session *s)
 		}
 		return;
 	}
+	if (s->greeted)
+		session_update_deadline(s, was_data, s->replied, nread);
 	session_update_reading(s);
+}
+
+/* Feed what we hold to the core, act on what it asks, flush its replies, and
+ * decide whether to read more. */
+static void session_pump(struct session *s)
+{
+	session_pump_read(s, 0);
 }
 
 static void session_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
@@ -393,8 +409,7 @@ static void session_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *
 	if (nread == 0)
 		return;
 	s->in.len += (size_t)nread;
-	session_arm_timer(s);
-	session_pump(s);
+	session_pump_read(s, (size_t)nread);
 	/* An idle session keeps no read buffer (issue 8: small idle sessions). */
 	if (s->in.len == 0 && s->in.cap > 0 && !s->closing) {
 		buf_free(&s->in);
@@ -473,7 +488,6 @@ static void session_on_greet_delay(uv_timer_t *t)
 		s->greeted = true;
 		smtp_proto_greet(s->proto);
 	}
-	session_arm_timer(s);
 	session_pump(s);
 }
 
@@ -607,7 +621,6 @@ void session_accept(struct listener *l)
 	}
 	s->greeted = true;
 	smtp_proto_greet(s->proto);
-	session_arm_timer(s);
 	session_pump(s);
 }
 
