@@ -16,6 +16,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "proxy_proto.h"
+
 #define F(field) offsetof(struct config, field)
 
 /* Room for one quoted value or reason in an error message. Values are cut
@@ -41,6 +43,8 @@ static int config_check_hostname(char *value, char *why, size_t whylen);
 static int config_check_token(char *value, char *why, size_t whylen);
 static int config_check_secret(char *value, char *why, size_t whylen);
 static int config_check_url(char *value, char *why, size_t whylen);
+static int config_check_port_list(char *value, char *why, size_t whylen);
+static int config_check_cidrs(char *value, char *why, size_t whylen);
 
 static const char *const config_modes[] = {"off", "optional", "required", NULL};
 static const char *const config_bare_lfs[] = {"normalize", "reject", NULL};
@@ -140,77 +144,81 @@ const struct config_setting config_settings[] = {
 	 .def = "maildir", .choices = config_delivers, .implemented = true,
 	 .help = "Store each message in the spool, or discard it (for benchmarks and sinks)."},
 	{.name = "filter", .env = "SMTPD_FILTER", .kind = CONFIG_STRING, .offset = F(filter),
-	 .def = "", .metavar = "COMMAND", .check = config_check_any, .planned = "filtering",
+	 .def = "", .metavar = "COMMAND", .check = config_check_any, .implemented = true,
 	 .help = "Command run by /bin/sh -c with each message on stdin before it is accepted: "
 		 "exit 0 accepts, 75 defers, anything else refuses."},
 	{.name = "filter-timeout", .env = "SMTPD_FILTER_TIMEOUT", .kind = CONFIG_DURATION,
-	 .offset = F(filter_timeout), .def = "60", .min = 1, .planned = "filtering",
+	 .offset = F(filter_timeout), .def = "60", .min = 1, .implemented = true,
 	 .help = "A filter still running after this long is killed and the message gets "
 		 "451 4.3.0."},
 	{.name = "webhook-url", .env = "SMTPD_WEBHOOK_URL", .kind = CONFIG_STRING,
 	 .offset = F(webhook_url), .def = "", .metavar = "URL", .check = config_check_url,
-	 .planned = "webhook delivery",
+	 .implemented = true,
 	 .help = "http:// or https:// URL every stored message is POSTed to after its 250."},
 	{.name = "webhook-format", .env = "SMTPD_WEBHOOK_FORMAT", .kind = CONFIG_ENUM,
 	 .offset = F(webhook_format), .def = "json", .choices = config_webhook_formats,
-	 .planned = "webhook delivery",
+	 .implemented = true,
 	 .help = "Post JSON with the envelope and the base64 message, or the raw message."},
 	{.name = "webhook-secret", .env = "SMTPD_WEBHOOK_SECRET", .kind = CONFIG_STRING,
 	 .offset = F(webhook_secret), .def = "", .metavar = "SECRET", .secret = true,
-	 .check = config_check_secret, .planned = "webhook delivery",
+	 .check = config_check_secret, .implemented = true,
 	 .help = "Key of the X-Mailport-Signature HMAC-SHA256 header."},
 	{.name = "webhook-timeout", .env = "SMTPD_WEBHOOK_TIMEOUT", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_timeout), .def = "30", .min = 1, .planned = "webhook delivery",
+	 .offset = F(webhook_timeout), .def = "30", .min = 1, .implemented = true,
 	 .help = "How long one webhook request may take."},
 	{.name = "webhook-keep", .env = "SMTPD_WEBHOOK_KEEP", .kind = CONFIG_BOOL,
-	 .offset = F(webhook_keep), .def = "1", .planned = "webhook delivery",
+	 .offset = F(webhook_keep), .def = "1", .implemented = true,
 	 .help = "Keep delivered messages in cur/ (1) or remove them (0)."},
 	{.name = "webhook-retry-min", .env = "SMTPD_WEBHOOK_RETRY_MIN", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_retry_min), .def = "30", .min = 1, .planned = "webhook delivery",
+	 .offset = F(webhook_retry_min), .def = "30", .min = 1, .implemented = true,
 	 .help = "First delay before a failed webhook request is retried; it doubles each time."},
 	{.name = "webhook-retry-max", .env = "SMTPD_WEBHOOK_RETRY_MAX", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_retry_max), .def = "1h", .min = 1, .planned = "webhook delivery",
+	 .offset = F(webhook_retry_max), .def = "1h", .min = 1, .implemented = true,
 	 .help = "Longest delay between webhook retries."},
 	{.name = "webhook-max-age", .env = "SMTPD_WEBHOOK_MAX_AGE", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_max_age), .def = "72h", .min = 1, .planned = "webhook delivery",
+	 .offset = F(webhook_max_age), .def = "72h", .min = 1, .implemented = true,
 	 .help = "A message not delivered after this long is moved to failed/."},
 	{.name = "webhook-concurrency", .env = "SMTPD_WEBHOOK_CONCURRENCY", .kind = CONFIG_COUNT,
-	 .offset = F(webhook_concurrency), .def = "4", .min = 1, .planned = "webhook delivery",
+	 .offset = F(webhook_concurrency), .def = "4", .min = 1, .implemented = true,
 	 .help = "Most webhook requests in flight at once."},
 	{.name = "webhook-sync", .env = "SMTPD_WEBHOOK_SYNC", .kind = CONFIG_BOOL,
-	 .offset = F(webhook_sync), .def = "0", .planned = "webhook delivery",
+	 .offset = F(webhook_sync), .def = "0", .implemented = true,
 	 .help = "Post before answering the end of data: 250 only when the webhook took it."},
 
 	/* SPEC 6: TLS and AUTH. */
 	{.name = "tls", .env = "SMTPD_TLS", .kind = CONFIG_ENUM, .offset = F(tls), .def = "off",
-	 .choices = config_modes, .planned = "TLS",
-	 .help = "STARTTLS: off, offered (optional), or needed before MAIL (required)."},
+	 .choices = config_modes, .implemented = true,
+	 .help = "STARTTLS: off, offered (optional), or needed before MAIL and AUTH (required)."},
 	{.name = "tls-cert", .env = "SMTPD_TLS_CERT", .kind = CONFIG_STRING, .offset = F(tls_cert),
-	 .def = "", .metavar = "FILE", .planned = "TLS",
-	 .help = "PEM certificate chain; reloaded on SIGHUP."},
+	 .def = "", .def_text = "self-signed", .metavar = "FILE", .implemented = true,
+	 .help = "PEM certificate chain (leaf first); reloaded on SIGHUP and when the file "
+		 "changes. Without it, TLS uses a self-signed certificate made at start-up."},
 	{.name = "tls-key", .env = "SMTPD_TLS_KEY", .kind = CONFIG_STRING, .offset = F(tls_key),
-	 .def = "", .metavar = "FILE", .planned = "TLS",
-	 .help = "PEM private key of the certificate."},
+	 .def = "", .def_text = "in SMTPD_TLS_CERT", .metavar = "FILE", .implemented = true,
+	 .help = "PEM private key (RSA or ECDSA, not encrypted) of the certificate."},
 	{.name = "tls-ports", .env = "SMTPD_TLS_PORTS", .kind = CONFIG_STRING,
-	 .offset = F(tls_ports), .def = "", .metavar = "LIST", .planned = "TLS",
+	 .offset = F(tls_ports), .def = "", .metavar = "LIST", .check = config_check_port_list,
+	 .implemented = true,
 	 .help = "Comma-separated ports whose listeners speak TLS from the first byte "
-		 "(RFC 8314, e.g. 465)."},
+		 "(RFC 8314, e.g. 465); each must be a port of SMTPD_PORTS."},
 	{.name = "tls-ciphers", .env = "SMTPD_TLS_CIPHERS", .kind = CONFIG_STRING,
 	 .offset = F(tls_ciphers), .def = "", .def_text = "OpenSSL's", .metavar = "LIST",
-	 .planned = "TLS",
-	 .help = "OpenSSL cipher list for TLS 1.2."},
+	 .implemented = true,
+	 .help = "OpenSSL cipher list for TLS 1.2 (TLS 1.3 keeps OpenSSL's suites)."},
 	{.name = "tls-min-version", .env = "SMTPD_TLS_MIN_VERSION", .kind = CONFIG_STRING,
 	 .offset = F(tls_min_version), .def = "TLSv1.2", .choices = config_tls_versions,
-	 .planned = "TLS",
+	 .implemented = true,
 	 .help = "Oldest TLS version accepted."},
 	{.name = "auth", .env = "SMTPD_AUTH", .kind = CONFIG_ENUM, .offset = F(auth), .def = "off",
-	 .choices = config_modes, .planned = "AUTH",
-	 .help = "SMTP AUTH: off, offered (optional), or needed before MAIL (required)."},
+	 .choices = config_modes, .implemented = true,
+	 .help = "SMTP AUTH PLAIN and LOGIN: off, offered (optional), or needed before MAIL "
+		 "(required)."},
 	{.name = "auth-users-file", .env = "SMTPD_AUTH_USERS_FILE", .kind = CONFIG_STRING,
-	 .offset = F(auth_users_file), .def = "", .metavar = "FILE", .planned = "AUTH",
-	 .help = "File of user:hash lines, crypt(3) hashes (yescrypt, SHA-512, bcrypt)."},
+	 .offset = F(auth_users_file), .def = "", .metavar = "FILE", .implemented = true,
+	 .help = "File of user:hash lines, crypt(3) hashes (yescrypt, SHA-512, bcrypt); "
+		 "reloaded on SIGHUP."},
 	{.name = "auth-insecure", .env = "SMTPD_AUTH_INSECURE", .kind = CONFIG_BOOL,
-	 .offset = F(auth_insecure), .def = "0", .planned = "AUTH",
+	 .offset = F(auth_insecure), .def = "0", .implemented = true,
 	 .help = "Offer PLAIN and LOGIN without TLS too."},
 
 	/* SPEC 7: operations. */
@@ -220,13 +228,14 @@ const struct config_setting config_settings[] = {
 		 "(0: none)."},
 	{.name = "proxy-ports", .env = "SMTPD_PROXY_PORTS", .kind = CONFIG_STRING,
 	 .offset = F(proxy_ports), .def = "", .metavar = "LIST",
-	 .planned = "PROXY protocol support",
+	 .check = config_check_port_list, .implemented = true,
 	 .help = "Comma-separated ports whose listeners require a PROXY protocol v1 or v2 "
-		 "header."},
+		 "header (within 5 s, before the greeting) from a peer in SMTPD_PROXY_TRUSTED."},
 	{.name = "proxy-trusted", .env = "SMTPD_PROXY_TRUSTED", .kind = CONFIG_STRING,
 	 .offset = F(proxy_trusted), .def = "", .metavar = "CIDRS",
-	 .planned = "PROXY protocol support",
-	 .help = "Comma-separated CIDR blocks allowed to send a PROXY header."},
+	 .check = config_check_cidrs, .implemented = true,
+	 .help = "Comma-separated CIDR blocks (10.0.0.0/8, 2001:db8::/32) allowed to send a "
+		 "PROXY header; connections from other peers to SMTPD_PROXY_PORTS are closed."},
 	{.name = "log-format", .env = "SMTPD_LOG_FORMAT", .kind = CONFIG_ENUM,
 	 .offset = F(log_format), .def = "text", .choices = config_log_formats, .implemented = true,
 	 .help = "Log lines on stderr as text or as one JSON object each."},
@@ -579,6 +588,62 @@ static int config_check_url(char *value, char *why, size_t whylen)
 	config_quote(q, sizeof q, value);
 	config_fmt(why, whylen, "%s is not an http:// or https:// URL", q);
 	return -1;
+}
+
+/* "25, 587": comma-separated ports (1-65535), blanks around items ignored. */
+static int config_check_port_list(char *value, char *why, size_t whylen)
+{
+	char q[CONFIG_WHY_MAX];
+	config_quote(q, sizeof q, value);
+	const char *p = value;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '\0')
+		return 0;
+	for (;;) {
+		char item[8];
+		size_t n = 0;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		while (*p != '\0' && *p != ',' && *p != ' ' && *p != '\t') {
+			if (n + 1 < sizeof item)
+				item[n] = *p;
+			n++;
+			p++;
+		}
+		while (*p == ' ' || *p == '\t')
+			p++;
+		unsigned port;
+		if (n == 0 || n >= sizeof item || (item[n] = '\0', config_port(item, &port) < 0) ||
+		    (*p != ',' && *p != '\0')) {
+			config_fmt(why, whylen,
+			           "%s is not a comma-separated list of port numbers (1-65535)", q);
+			return -1;
+		}
+		if (*p == '\0')
+			return 0;
+		p++;
+	}
+}
+
+unsigned config_port_list_next(const char **cursor)
+{
+	const char *p = *cursor;
+	while (*p == ' ' || *p == '\t' || *p == ',')
+		p++;
+	unsigned port = 0;
+	while (*p >= '0' && *p <= '9')
+		port = port * 10 + (unsigned)(*p++ - '0');
+	*cursor = p;
+	return port <= 65535 ? port : 0;
+}
+
+/* SMTPD_PROXY_TRUSTED: parsed by the same code the server uses to match peers. */
+static int config_check_cidrs(char *value, char *why, size_t whylen)
+{
+	struct proxy_proto_cidr v[PROXY_PROTO_CIDRS_MAX];
+	size_t n;
+	return proxy_proto_cidr_parse(value, v, PROXY_PROTO_CIDRS_MAX, &n, why, whylen);
 }
 
 /* "a, b or c" for errors, "a|b|c" for --help. */
@@ -1158,6 +1223,45 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp,
 		config_fmt(err, errlen, "%s (%llus) is shorter than %s (%llus)", hi_src,
 		           (unsigned long long)cfg->webhook_retry_max, lo_src,
 		           (unsigned long long)cfg->webhook_retry_min);
+		return -1;
+	}
+
+	/* SPEC 7: a PROXY listener takes headers from trusted peers only; with no
+	 * trusted peer it could never be used, which is surely a mistake. */
+	if (cfg->proxy_ports[0] != '\0' && cfg->proxy_trusted[0] == '\0') {
+		config_fmt(err, errlen,
+		           "SMTPD_PROXY_TRUSTED: must list the load balancers' addresses (CIDR "
+		           "blocks) when SMTPD_PROXY_PORTS is set");
+		return -1;
+	}
+
+	/* SPEC 6: settings that only make sense together. */
+	if (cfg->tls_key[0] != '\0' && cfg->tls_cert[0] == '\0') {
+		config_fmt(err, errlen,
+		           "SMTPD_TLS_KEY is set but SMTPD_TLS_CERT, its certificate, "
+		           "is not");
+		return -1;
+	}
+	if (cfg->auth != CONFIG_MODE_OFF && cfg->auth_users_file[0] == '\0') {
+		config_fmt(err, errlen,
+		           "SMTPD_AUTH_USERS_FILE: must name the users file when SMTPD_AUTH is %s",
+		           cfg->auth == CONFIG_MODE_REQUIRED ? "required" : "optional");
+		return -1;
+	}
+	/* AUTH is only offered under TLS: required without any TLS would refuse
+	 * every message. */
+	if (cfg->auth == CONFIG_MODE_REQUIRED && !cfg->auth_insecure &&
+	    cfg->tls == CONFIG_MODE_OFF && cfg->tls_ports[0] == '\0') {
+		config_fmt(err, errlen,
+		           "SMTPD_AUTH: required needs TLS (SMTPD_TLS or SMTPD_TLS_PORTS) or "
+		           "SMTPD_AUTH_INSECURE=1, or no client could ever send mail");
+		return -1;
+	}
+
+	/* The webhook posts what the spool holds: nothing to post without it. */
+	if (cfg->webhook_url[0] != '\0' && cfg->deliver == CONFIG_DELIVER_DISCARD) {
+		config_fmt(err, errlen,
+		           "SMTPD_WEBHOOK_URL needs the spool, but SMTPD_DELIVER is discard");
 		return -1;
 	}
 

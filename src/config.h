@@ -172,4 +172,8 @@ int config_parse_size(const char *s, uint64_t *out);
 int config_parse_duration(const char *s, uint64_t *out_seconds); /* <= CONFIG_DURATION_MAX */
 int config_parse_count(const char *s, uint64_t *out);            /* plain unsigned decimal */
 
+/* Walk a port list that passed the table's check ("25, 587", as SMTPD_PROXY_PORTS
+ * holds it): returns the next port and moves *cursor past it, 0 at the end. */
+unsigned config_port_list_next(const char **cursor);
+
 #endif

@@ -30,6 +30,7 @@
 #include <microhttpd.h>
 
 #include "buf.h"
+#include "messages.h"
 
 /* A side port for probes and scrapes needs few connections; the limit keeps a
  * misbehaving scraper from taking file descriptors the SMTP side needs. */
@@ -49,6 +50,7 @@
 struct httpd {
 	struct MHD_Daemon *daemon;
 	struct stats *stats;
+	struct spool *spool; /* the /messages API; NULL: none */
 	char *version;
 	char *token; /* "" = no token */
 	size_t token_len;
@@ -176,10 +178,10 @@ static json_t *httpd_listeners_json(const struct stats_listener *l, size_t n)
 	if (a == NULL)
 		return NULL;
 	for (size_t i = 0; i < n; i++) {
-		json_t *o = json_pack("{s:s, s:i, s:s, s:b, s:s, s:s, s:I, s:I, s:I}", "address",
-		                      l[i].address, "port", (int)l[i].port, "family",
+		json_t *o = json_pack("{s:s, s:i, s:s, s:b, s:s, s:b, s:s, s:I, s:I, s:I}",
+		                      "address", l[i].address, "port", (int)l[i].port, "family",
 		                      l[i].ipv6 ? "ipv6" : "ipv4", "any", (int)l[i].any, "tls",
-		                      l[i].tls ? l[i].tls : "none", "state",
+		                      l[i].tls ? l[i].tls : "none", "proxy", (int)l[i].proxy, "state",
 		                      l[i].state ? l[i].state : "closed", "connections_active",
 		                      httpd_int(l[i].connections_active), "connections_total",
 		                      httpd_int(l[i].connections_total), "messages_accepted",
@@ -190,6 +192,26 @@ static json_t *httpd_listeners_json(const struct stats_listener *l, size_t n)
 		}
 	}
 	return a;
+}
+
+/* The delivery queue (SPEC 5) and the filter's verdicts, added to /status. */
+static int httpd_delivery_json(json_t *v, const struct stats_counters *c)
+{
+	int64_t now = (int64_t)time(NULL);
+	uint64_t oldest = c->delivery_oldest > 0 && now > c->delivery_oldest
+	                      ? (uint64_t)(now - c->delivery_oldest)
+	                      : 0;
+	json_t *d = json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I}", "pending", httpd_int(c->delivery_pending), "delivered",
+	    httpd_int(c->delivery_delivered), "failed", httpd_int(c->delivery_failed), "retries",
+	    httpd_int(c->delivery_retries), "oldest_pending_seconds", httpd_int(oldest));
+	json_t *f =
+	    json_pack("{s:I, s:I, s:I, s:I}", "accepted", httpd_int(c->filter_accepted), "rejected",
+	              httpd_int(c->filter_rejected), "tempfailed", httpd_int(c->filter_tempfailed),
+	              "timeouts", httpd_int(c->filter_timeouts));
+	if (json_object_set_new(v, "delivery", d) < 0 || json_object_set_new(v, "filter", f) < 0)
+		return -1;
+	return 0;
 }
 
 static enum MHD_Result httpd_status(struct httpd *h, struct MHD_Connection *conn)
@@ -221,6 +243,10 @@ static enum MHD_Result httpd_status(struct httpd *h, struct MHD_Connection *conn
 	              "messages", "accepted", httpd_int(c.messages_accepted), "rejected",
 	              httpd_int(c.messages_rejected), "bytes", httpd_int(c.messages_bytes));
 	json_decref(listeners);
+	if (v != NULL && httpd_delivery_json(v, &c) < 0) {
+		json_decref(v);
+		v = NULL;
+	}
 	return httpd_send_json(conn, MHD_HTTP_OK, v, NULL, NULL);
 }
 
@@ -351,6 +377,33 @@ static void httpd_process_metrics(struct httpd *h, struct buf *b)
 	buf_printf(b, "process_start_time_seconds %.2f\n", h->process_start);
 }
 
+static void httpd_delivery_metrics(struct buf *b, const struct stats_counters *c)
+{
+	int64_t now = (int64_t)time(NULL);
+	httpd_metric(b, "mailport_delivery_pending", "gauge",
+	             "Messages in new/ waiting for the webhook to take them.", c->delivery_pending);
+	httpd_metric(b, "mailport_delivery_delivered_total", "counter",
+	             "Messages the webhook answered 2xx.", c->delivery_delivered);
+	httpd_metric(b, "mailport_delivery_failed_total", "counter", "Messages moved to failed/.",
+	             c->delivery_failed);
+	httpd_metric(b, "mailport_delivery_retries_total", "counter",
+	             "Webhook attempts that failed and will be retried.", c->delivery_retries);
+	httpd_metric(b, "mailport_delivery_oldest_pending_seconds", "gauge",
+	             "Age of the oldest message waiting for the webhook.",
+	             c->delivery_oldest > 0 && now > c->delivery_oldest
+	                 ? (uint64_t)(now - c->delivery_oldest)
+	                 : 0);
+	httpd_metric(b, "mailport_filter_accepted_total", "counter",
+	             "Messages the content filter accepted.", c->filter_accepted);
+	httpd_metric(b, "mailport_filter_rejected_total", "counter",
+	             "Messages the content filter refused (554).", c->filter_rejected);
+	httpd_metric(b, "mailport_filter_tempfailed_total", "counter",
+	             "Messages the content filter deferred (451), timeouts included.",
+	             c->filter_tempfailed);
+	httpd_metric(b, "mailport_filter_timeouts_total", "counter",
+	             "Content filters killed after SMTPD_FILTER_TIMEOUT.", c->filter_timeouts);
+}
+
 static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *conn)
 {
 	struct stats_counters c;
@@ -387,6 +440,7 @@ static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *con
 	             c.messages_bytes);
 	httpd_metric(&b, "mailport_store_failures_total", "counter",
 	             "Messages not stored because of a storage error.", c.store_failures);
+	httpd_delivery_metrics(&b, &c);
 	httpd_listener_metric(&b, "mailport_listener_connections_active", "gauge",
 	                      "Open SMTP connections per listener.", l, n,
 	                      offsetof(struct stats_listener, connections_active));
@@ -417,6 +471,54 @@ static const struct httpd_route httpd_routes[] = {
 };
 
 /* ---- dispatch ------------------------------------------------------------ */
+
+static bool httpd_authorized(struct httpd *h, struct MHD_Connection *conn);
+
+/* /messages (SPEC 3): token first, then messages.c decides. */
+static enum MHD_Result httpd_messages(struct httpd *h, struct MHD_Connection *conn, const char *url,
+                                      size_t plen, const char *method)
+{
+	if (!httpd_authorized(h, conn))
+		return httpd_error(conn, MHD_HTTP_UNAUTHORIZED, "unauthorized",
+		                   MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"mailport\"");
+	char *path = strndup(url + 9, plen - 9);
+	if (path == NULL)
+		return MHD_NO;
+	struct messages_reply r;
+	messages_handle(h->spool, method, path,
+	                MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit"),
+	                MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "offset"), &r);
+	free(path);
+	if (r.fd >= 0) {
+		/* libmicrohttpd owns the descriptor from here and sends the file. */
+		struct MHD_Response *resp = MHD_create_response_from_fd((uint64_t)r.size, r.fd);
+		if (resp == NULL) {
+			close(r.fd);
+			return MHD_NO;
+		}
+		enum MHD_Result ok = MHD_YES;
+		if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "message/rfc822") !=
+		        MHD_YES ||
+		    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") !=
+		        MHD_YES)
+			ok = MHD_NO;
+		if (ok == MHD_YES)
+			ok = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+		MHD_destroy_response(resp);
+		return ok;
+	}
+	if (r.status == MHD_HTTP_NO_CONTENT) {
+		char *empty = malloc(1);
+		if (empty == NULL)
+			return MHD_NO;
+		return httpd_send(conn, MHD_HTTP_NO_CONTENT, HTTPD_JSON, empty, 0, NULL, NULL);
+	}
+	if (r.json == NULL)
+		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
+		                   NULL);
+	return httpd_send_json(conn, r.status, r.json, r.allow ? MHD_HTTP_HEADER_ALLOW : NULL,
+	                       r.allow);
+}
 
 /* Compares in time that depends only on the lengths, so a remote client cannot
  * find the token byte by byte from response times. */
@@ -467,6 +569,8 @@ static enum MHD_Result httpd_access(void *cls, struct MHD_Connection *conn, cons
 
 	/* libmicrohttpd has already cut the query string off; be sure anyway. */
 	size_t plen = strcspn(url, "?");
+	if (plen >= 9 && memcmp(url, "/messages", 9) == 0 && (plen == 9 || url[9] == '/'))
+		return httpd_messages(h, conn, url, plen, method);
 	const struct httpd_route *route = NULL;
 	for (size_t i = 0; i < sizeof httpd_routes / sizeof httpd_routes[0]; i++) {
 		if (strlen(httpd_routes[i].path) == plen &&
@@ -565,6 +669,7 @@ int httpd_start(const struct httpd_options *opt, struct httpd **out, char *err, 
 		return -ENOMEM;
 	}
 	h->stats = opt->stats;
+	h->spool = opt->spool;
 	h->version = strdup(opt->version ? opt->version : "");
 	h->token = strdup(opt->token ? opt->token : "");
 	if (h->version == NULL || h->token == NULL) {

@@ -12,6 +12,7 @@
 #include "endpoint.h"
 #include "stats.h"
 
+struct spool;
 struct httpd;
 
 struct httpd_options {
@@ -19,6 +20,7 @@ struct httpd_options {
 	const char *version;         /* MAILPORT_VERSION */
 	const char *token;           /* SMTPD_HTTP_TOKEN, "" = none (protects /metrics) */
 	struct stats *stats;         /* outlives the httpd */
+	struct spool *spool;         /* the /messages API (outlives the httpd); NULL: empty */
 };
 
 /* Start listening. Returns 0, or a negative errno with a one-line message in err

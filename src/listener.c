@@ -40,6 +40,11 @@ int listener_open_all(struct server *srv, char *err, size_t errlen)
 		l->srv = srv;
 		l->ep = &srv->eps->v[i];
 		l->index = i;
+		/* SPEC 7: a port in SMTPD_PROXY_PORTS makes every listener on it a
+		 * PROXY listener, whatever its address. */
+		const char *cursor = srv->cfg->proxy_ports;
+		for (unsigned port; (port = config_port_list_next(&cursor)) != 0;)
+			l->proxy |= port == l->ep->port;
 		int rc = uv_tcp_init(srv->loop, &l->tcp);
 		if (rc < 0)
 			goto fail;
@@ -61,12 +66,15 @@ int listener_open_all(struct server *srv, char *err, size_t errlen)
 		}
 	}
 	stats_lock(&srv->stats);
-	for (size_t i = 0; i < srv->nlisteners; i++)
+	for (size_t i = 0; i < srv->nlisteners; i++) {
 		srv->stats.listeners[i].state = "listening";
+		srv->stats.listeners[i].proxy = srv->listeners[i].proxy;
+	}
 	srv->stats.c.listeners_bound = true;
 	stats_unlock(&srv->stats);
 	for (size_t i = 0; i < srv->nlisteners; i++)
-		log_info("listening on %s", srv->listeners[i].ep->text);
+		log_info("listening on %s%s", srv->listeners[i].ep->text,
+		         srv->listeners[i].proxy ? " (PROXY protocol)" : "");
 	return 0;
 }
 

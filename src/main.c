@@ -12,10 +12,39 @@
 
 extern char **environ;
 
+/* config_load's warnings wait until the log format is known: with
+ * SMTPD_LOG_FORMAT=json every line on stderr is a JSON object (SPEC 7). */
+#define MAIN_WARNINGS_MAX 16
+static char main_warnings[MAIN_WARNINGS_MAX][512];
+static size_t main_nwarnings;
+
 static void main_warn(void *ctx, const char *msg)
 {
 	(void)ctx;
-	fprintf(stderr, "mailport: warning: %s\n", msg);
+	if (main_nwarnings < MAIN_WARNINGS_MAX)
+		snprintf(main_warnings[main_nwarnings++], sizeof main_warnings[0], "%s", msg);
+}
+
+/* cfg NULL: the configuration did not load, so plain text. */
+static void main_flush_warnings(const struct config *cfg)
+{
+	for (size_t i = 0; i < main_nwarnings; i++) {
+		if (cfg != NULL && cfg->log_format == CONFIG_LOG_JSON)
+			log_event(CONFIG_LOG_WARN, NULL, main_warnings[i], NULL);
+		else
+			fprintf(stderr, "mailport: warning: %s\n", main_warnings[i]);
+	}
+	main_nwarnings = 0;
+}
+
+/* The one line of a fatal error (SPEC 1), a JSON object (level error, the same
+ * text as msg) once the configuration has said SMTPD_LOG_FORMAT=json. */
+static void main_fatal(const struct config *cfg, const char *err)
+{
+	if (cfg != NULL && cfg->log_format == CONFIG_LOG_JSON)
+		log_event(CONFIG_LOG_ERROR, NULL, err, NULL);
+	else
+		fprintf(stderr, "mailport: %s\n", err);
 }
 
 /* The HTTP side port must not take an SMTP listener's address:port. */
@@ -43,16 +72,62 @@ static int main_check_http(const struct config *cfg, const struct endpoint_list 
 	return 0;
 }
 
+/* SPEC 7: a port in SMTPD_PROXY_PORTS that no listener has is a typo that would
+ * leave the real listener without its PROXY header (and every client logged as
+ * the load balancer). */
+static int main_check_proxy(const struct config *cfg, const struct endpoint_list *eps, char *err,
+                            size_t errlen)
+{
+	const char *cursor = cfg->proxy_ports;
+	for (unsigned port; (port = config_port_list_next(&cursor)) != 0;) {
+		bool found = false;
+		for (size_t i = 0; i < eps->n && !found; i++)
+			found = eps->v[i].port == port;
+		if (!found) {
+			snprintf(err, errlen,
+			         "SMTPD_PROXY_PORTS: port %u is not the port of any listener "
+			         "(SMTPD_PORTS)",
+			         port);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* SPEC 6: likewise a port in SMTPD_TLS_PORTS that no listener has would leave
+ * the intended listener speaking plaintext. */
+static int main_check_tls(const struct config *cfg, const struct endpoint_list *eps, char *err,
+                          size_t errlen)
+{
+	const char *cursor = cfg->tls_ports;
+	for (unsigned port; (port = config_port_list_next(&cursor)) != 0;) {
+		bool found = false;
+		for (size_t i = 0; i < eps->n && !found; i++)
+			found = eps->v[i].port == port;
+		if (!found) {
+			snprintf(err, errlen,
+			         "SMTPD_TLS_PORTS: port %u is not the port of any listener "
+			         "(SMTPD_PORTS)",
+			         port);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct config cfg;
 	memset(&cfg, 0, sizeof cfg);
 	char err[1024] = "";
 	if (config_load(&cfg, argc, argv, environ, main_warn, NULL, err, sizeof err) < 0) {
-		fprintf(stderr, "mailport: %s\n", err);
+		main_flush_warnings(NULL);
+		main_fatal(NULL, err);
 		config_free(&cfg);
 		return 2;
 	}
+	log_setup(cfg.log_format, cfg.log_level);
+	main_flush_warnings(&cfg);
 	switch (cfg.action) {
 	case CONFIG_ACTION_HELP:
 		config_print_help(stdout);
@@ -80,8 +155,12 @@ int main(int argc, char **argv)
 	int rc = endpoint_load(cfg.hosts, cfg.ports, endpoint_system_env(), &eps, err, sizeof err);
 	if (rc == ENDPOINT_OK && main_check_http(&cfg, &eps, err, sizeof err) < 0)
 		rc = ENDPOINT_ECONFIG;
+	if (rc == ENDPOINT_OK && main_check_proxy(&cfg, &eps, err, sizeof err) < 0)
+		rc = ENDPOINT_ECONFIG;
+	if (rc == ENDPOINT_OK && main_check_tls(&cfg, &eps, err, sizeof err) < 0)
+		rc = ENDPOINT_ECONFIG;
 	if (rc != ENDPOINT_OK) {
-		fprintf(stderr, "mailport: %s\n", err);
+		main_fatal(&cfg, err);
 		endpoint_list_free(&eps);
 		config_free(&cfg);
 		return rc == ENDPOINT_ECONFIG ? 2 : 1;
@@ -95,10 +174,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
-	log_setup(cfg.log_format, cfg.log_level);
 	int code = server_run(&cfg, &eps, err, sizeof err);
 	if (code != 0)
-		fprintf(stderr, "mailport: %s\n", err);
+		main_fatal(&cfg, err);
 	endpoint_list_free(&eps);
 	config_free(&cfg);
 	return code;

@@ -7,8 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
+#include "deliver.h"
 #include "httpd.h"
 #include "log.h"
+#include "reaper.h"
 #include "spool.h"
 
 static void server_on_handle_closed(uv_handle_t *h)
@@ -20,11 +23,18 @@ static void server_on_handle_closed(uv_handle_t *h)
  * loop ends and server_run returns. */
 static void server_finish(struct server *srv)
 {
+	/* Filters, webhook requests, curl's handles: nothing may keep the loop. */
+	deliver_stop(srv);
 	uv_close((uv_handle_t *)&srv->heartbeat, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->grace, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->sigterm, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->sigint, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->sighup, server_on_handle_closed);
+	reaper_stop();
+	if (srv->tls_watching) {
+		srv->tls_watching = false;
+		uv_close((uv_handle_t *)&srv->tls_watch, server_on_handle_closed);
+	}
 }
 
 void server_session_gone(struct server *srv)
@@ -51,6 +61,8 @@ static void server_on_grace(uv_timer_t *t)
 	log_warn("shutdown grace period over, closing %llu session(s)",
 	         (unsigned long long)srv->nsessions);
 	srv->grace_over = true;
+	/* Running filters and synchronous posts get their 451 now. */
+	deliver_stop(srv);
 	server_drain_all(srv, true);
 }
 
@@ -63,6 +75,7 @@ static void server_on_signal(uv_signal_t *h, int signum)
 			log_warn("second %s: closing all sessions now", strsignal(signum));
 			srv->grace_over = true;
 			uv_timer_stop(&srv->grace);
+			deliver_stop(srv);
 			server_drain_all(srv, true);
 		}
 		return;
@@ -82,14 +95,191 @@ static void server_on_signal(uv_signal_t *h, int signum)
 	server_drain_all(srv, false);
 }
 
-/* SIGHUP is the reload signal (SPEC 6: the TLS certificate). Until there is
- * something to reload it must at least not kill the service, which is what the
- * default action would do to a container's PID 1 or a daemon under a supervisor. */
+/* ---------------------------------------------------- TLS and AUTH (SPEC 6) */
+
+/* How often the certificate files are stat'ed, so that a rotation (cert-manager
+ * swapping a Kubernetes secret, a renewed certificate) is picked up without a
+ * signal: two stat() calls, cheap enough for the loop. */
+#define SERVER_TLS_WATCH_MS 3000
+
+static const char *const server_tls_names[] = {
+    [LISTENER_TLS_NONE] = "none",
+    [LISTENER_TLS_STARTTLS] = "starttls",
+    [LISTENER_TLS_IMPLICIT] = "implicit",
+};
+
+static enum listener_tls server_listener_tls(const struct config *cfg, const struct endpoint *ep)
+{
+	const char *cursor = cfg->tls_ports;
+	for (unsigned port; (port = config_port_list_next(&cursor)) != 0;)
+		if (port == ep->port)
+			return LISTENER_TLS_IMPLICIT;
+	return cfg->tls != CONFIG_MODE_OFF ? LISTENER_TLS_STARTTLS : LISTENER_TLS_NONE;
+}
+
+static void server_tls_reload(struct server *srv, const char *why);
+
+/* A reload came back: the new context serves new handshakes; sessions that
+ * started with the old one keep it (it is freed with the last of them). A
+ * refused file leaves the old certificate in place. */
+static void server_tls_loaded(void *ctx, struct tlsio_ctx *c, const char *err)
+{
+	struct server *srv = ctx;
+	srv->tls_reloading = false;
+	if (c == NULL) {
+		srv->tls_refused = srv->tls_attempt;
+		srv->tls_has_refused = true;
+		log_error("TLS certificate not reloaded, the old one stays in use: %s", err);
+	} else {
+		tlsio_ctx_free(srv->tls);
+		srv->tls = c;
+		srv->tls_has_refused = false;
+		log_info("TLS certificate reloaded: %s", tlsio_ctx_describe(c));
+	}
+	if (srv->tls_reload_again) {
+		srv->tls_reload_again = false;
+		server_tls_reload(srv, "asked again meanwhile");
+	}
+}
+
+/* Read the certificate and key again on the thread pool (file I/O and PEM
+ * parsing stay off the loop). One reload at a time. */
+static void server_tls_reload(struct server *srv, const char *why)
+{
+	if (srv->tls == NULL || tlsio_ctx_self_signed(srv->tls))
+		return;
+	if (srv->tls_reloading) {
+		srv->tls_reload_again = true;
+		return;
+	}
+	tlsio_stamp_get(&srv->tls_settings, &srv->tls_attempt);
+	int rc = tlsio_ctx_load_async(srv->loop, &srv->tls_settings, server_tls_loaded, srv);
+	if (rc < 0) {
+		log_error("TLS certificate not reloaded: %s", uv_strerror(rc));
+		return;
+	}
+	srv->tls_reloading = true;
+	log_info("reloading the TLS certificate (%s)", why);
+}
+
+static void server_on_tls_watch(uv_timer_t *t)
+{
+	struct server *srv = t->data;
+	if (srv->tls == NULL || srv->tls_reloading)
+		return;
+	struct tlsio_stamp now;
+	tlsio_stamp_get(&srv->tls_settings, &now);
+	/* Unchanged, or the very files a reload already refused. */
+	if (tlsio_stamp_equal(&now, tlsio_ctx_stamp(srv->tls)) ||
+	    (srv->tls_has_refused && tlsio_stamp_equal(&now, &srv->tls_refused)))
+		return;
+	server_tls_reload(srv, "the certificate files changed");
+}
+
+static void server_users_loaded(void *ctx, struct auth_users *u, const char *err)
+{
+	struct server *srv = ctx;
+	srv->users_reloading = false;
+	if (u == NULL) {
+		log_error("AUTH users not reloaded, the old ones stay in use: %s", err);
+		return;
+	}
+	/* Checks that are running hold their own reference to the old table. */
+	auth_users_unref(srv->users);
+	srv->users = u;
+	log_info("AUTH users reloaded: %zu user(s) from %s", auth_users_count(u),
+	         srv->cfg->auth_users_file);
+}
+
+/* SIGHUP reloads the TLS certificate and key and the AUTH users file, both on
+ * the thread pool, without touching live sessions. (The default action would
+ * kill a container's PID 1 or a daemon under a supervisor.) */
 static void server_on_hup(uv_signal_t *h, int signum)
 {
-	(void)h;
 	(void)signum;
-	log_info("SIGHUP received: nothing to reload");
+	struct server *srv = h->data;
+	bool tls = srv->tls != NULL && !tlsio_ctx_self_signed(srv->tls);
+	if (!tls && srv->users == NULL) {
+		log_info("SIGHUP received: nothing to reload");
+		return;
+	}
+	log_info("SIGHUP received: reloading%s%s%s", tls ? " the TLS certificate" : "",
+	         tls && srv->users ? " and" : "", srv->users ? " the AUTH users" : "");
+	if (tls)
+		server_tls_reload(srv, "SIGHUP");
+	if (srv->users != NULL && !srv->users_reloading) {
+		int rc = auth_users_load_async(srv->loop, srv->cfg->auth_users_file,
+		                               server_users_loaded, srv);
+		if (rc < 0)
+			log_error("AUTH users not reloaded: %s", uv_strerror(rc));
+		else
+			srv->users_reloading = true;
+	}
+}
+
+/* Start-up, before anything is bound: the TLS context (from the files, or a
+ * self-signed certificate) when a listener speaks TLS, and the AUTH users.
+ * Returns 0, or the exit code with a one-line message in err. */
+static int server_security_init(struct server *srv, char *err, size_t errlen)
+{
+	const struct config *cfg = srv->cfg;
+	const struct endpoint_list *eps = srv->eps;
+	bool tls = false;
+	for (size_t i = 0; i < eps->n; i++)
+		tls |= server_listener_tls(cfg, &eps->v[i]) != LISTENER_TLS_NONE;
+	if (tls) {
+		srv->tls_addresses = calloc(eps->n ? eps->n : 1, sizeof *srv->tls_addresses);
+		if (srv->tls_addresses == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return 1;
+		}
+		for (size_t i = 0; i < eps->n; i++)
+			srv->tls_addresses[i] = eps->v[i].address;
+		srv->tls_settings = (struct tlsio_settings){
+		    .cert_file = cfg->tls_cert,
+		    .key_file = cfg->tls_key,
+		    .ciphers = cfg->tls_ciphers,
+		    .min_version = cfg->tls_min_version,
+		    .hostname = cfg->hostname,
+		    .addresses = srv->tls_addresses,
+		    .naddresses = eps->n,
+		};
+		int rc = tlsio_ctx_new(&srv->tls_settings, &srv->tls, err, errlen);
+		if (rc < 0)
+			return rc == TLSIO_ERR_CONFIG ? 2 : 1;
+	}
+	if (cfg->auth != CONFIG_MODE_OFF &&
+	    auth_users_load(cfg->auth_users_file, &srv->users, err, errlen) < 0)
+		return 1;
+	/* Logged once both worked: a start-up failure is one line (SPEC 1). */
+	if (srv->tls != NULL && tlsio_ctx_self_signed(srv->tls))
+		log_warn("TLS: no SMTPD_TLS_CERT given: generated a self-signed ECDSA P-256 "
+		         "certificate (%s); clients cannot verify it",
+		         tlsio_ctx_describe(srv->tls));
+	else if (srv->tls != NULL)
+		log_info("TLS: certificate from %s: %s", cfg->tls_cert,
+		         tlsio_ctx_describe(srv->tls));
+	if (srv->tls == NULL && cfg->tls_cert[0] != '\0')
+		log_warn("SMTPD_TLS_CERT is set, but no listener speaks TLS (SMTPD_TLS is off and "
+		         "SMTPD_TLS_PORTS empty): it is not used");
+	if (srv->users != NULL) {
+		log_info("AUTH: %zu user(s) from %s", auth_users_count(srv->users),
+		         cfg->auth_users_file);
+		if (auth_users_count(srv->users) == 0)
+			log_warn("AUTH: %s holds no user, so every AUTH fails",
+			         cfg->auth_users_file);
+	}
+	return 0;
+}
+
+static void server_security_free(struct server *srv)
+{
+	tlsio_ctx_free(srv->tls);
+	srv->tls = NULL;
+	auth_users_unref(srv->users);
+	srv->users = NULL;
+	free(srv->tls_addresses);
+	srv->tls_addresses = NULL;
 }
 
 static void server_on_heartbeat(uv_timer_t *t)
@@ -112,6 +302,7 @@ static int server_start_http(struct server *srv, char *err, size_t errlen)
 	    .version = MAILPORT_VERSION,
 	    .token = srv->cfg->http_token,
 	    .stats = &srv->stats,
+	    .spool = srv->spool,
 	};
 	int rc = httpd_start(&opt, &srv->httpd, err, errlen);
 	if (rc == 0)
@@ -136,8 +327,27 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 	signal(SIGPIPE, SIG_IGN);
 
 	int code = 1;
-	if (stats_init(&srv.stats, cfg->hostname, eps, NULL) < 0) {
+	/* Validated by config_load with the same parser: this does not fail. */
+	char why[256];
+	if (proxy_proto_cidr_parse(cfg->proxy_trusted, srv.proxy_trusted, PROXY_PROTO_CIDRS_MAX,
+	                           &srv.nproxy_trusted, why, sizeof why) < 0) {
+		snprintf(err, errlen, "SMTPD_PROXY_TRUSTED: %s", why);
+		uv_loop_close(&loop);
+		return 1;
+	}
+	/* SPEC 3: each listener's "tls" in /status. */
+	const char **tls_modes = calloc(eps->n ? eps->n : 1, sizeof *tls_modes);
+	for (size_t i = 0; tls_modes != NULL && i < eps->n; i++)
+		tls_modes[i] = server_tls_names[server_listener_tls(cfg, &eps->v[i])];
+	if (tls_modes == NULL || stats_init(&srv.stats, cfg->hostname, eps, tls_modes) < 0) {
+		free(tls_modes);
 		snprintf(err, errlen, "out of memory");
+		goto out_stats;
+	}
+	free(tls_modes);
+	int sec = server_security_init(&srv, err, errlen);
+	if (sec != 0) {
+		code = sec;
 		goto out_stats;
 	}
 	if (cfg->deliver == CONFIG_DELIVER_MAILDIR &&
@@ -145,7 +355,19 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 		goto out_stats;
 	if (listener_open_all(&srv, err, errlen) < 0)
 		goto out_listeners;
+	for (size_t i = 0; i < srv.nlisteners; i++) {
+		srv.listeners[i].tls = server_listener_tls(cfg, srv.listeners[i].ep);
+		if (srv.listeners[i].tls == LISTENER_TLS_IMPLICIT)
+			log_info("TLS from the first byte on %s (SMTPD_TLS_PORTS)",
+			         srv.listeners[i].ep->text);
+	}
 	if (server_start_http(&srv, err, errlen) < 0) {
+		listener_close_all(&srv);
+		goto out_listeners;
+	}
+	if (deliver_init(&srv, err, errlen) < 0) {
+		deliver_stop(&srv);
+		httpd_stop(srv.httpd);
 		listener_close_all(&srv);
 		goto out_listeners;
 	}
@@ -164,6 +386,15 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 	uv_signal_init(&loop, &srv.sighup);
 	srv.sighup.data = &srv;
 	uv_signal_start(&srv.sighup, server_on_hup, SIGHUP);
+	/* As a container's PID 1, collect the orphans it inherits (reaper.h). */
+	if (reaper_start(&loop) < 0)
+		log_warn("PID 1: cannot watch SIGCHLD; orphaned processes stay zombies");
+	uv_timer_init(&loop, &srv.tls_watch);
+	srv.tls_watch.data = &srv;
+	srv.tls_watching = true;
+	if (srv.tls != NULL && !tlsio_ctx_self_signed(srv.tls))
+		uv_timer_start(&srv.tls_watch, server_on_tls_watch, SERVER_TLS_WATCH_MS,
+		               SERVER_TLS_WATCH_MS);
 
 	log_info("mailport %s ready: %zu listener(s), deliver=%s, spool=%s", MAILPORT_VERSION,
 	         srv.nlisteners, cfg->deliver == CONFIG_DELIVER_DISCARD ? "discard" : "maildir",
@@ -176,9 +407,11 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 out_listeners:
 	/* Let the close callbacks of whatever was opened run. */
 	uv_run(&loop, UV_RUN_DEFAULT);
+	deliver_free(&srv);
 	free(srv.listeners);
 	spool_close(srv.spool);
 out_stats:
+	server_security_free(&srv);
 	stats_destroy(&srv.stats);
 	uv_loop_close(&loop);
 	return code;

@@ -13,12 +13,22 @@
 
 #include "config.h"
 #include "endpoint.h"
+#include "proxy_proto.h"
 #include "stats.h"
+#include "tlsio.h"
 
 struct server;
 struct session;
 struct spool;
 struct httpd;
+struct auth_users;
+
+/* SPEC 6: how a listener speaks TLS (the "tls" of /status). */
+enum listener_tls {
+	LISTENER_TLS_NONE,     /* SMTPD_TLS=off and not a TLS port */
+	LISTENER_TLS_STARTTLS, /* SMTPD_TLS optional or required: STARTTLS offered */
+	LISTENER_TLS_IMPLICIT, /* on SMTPD_TLS_PORTS: TLS from the first byte (RFC 8314) */
+};
 
 struct listener {
 	uv_tcp_t tcp;
@@ -26,6 +36,8 @@ struct listener {
 	const struct endpoint *ep;
 	size_t index; /* in srv->listeners and stats.listeners */
 	bool open;    /* tcp handle initialised and not yet closed */
+	bool proxy;   /* on SMTPD_PROXY_PORTS: a PROXY header comes before the greeting */
+	enum listener_tls tls;
 };
 
 struct server {
@@ -37,6 +49,7 @@ struct server {
 	struct stats stats;
 	struct spool *spool;
 	struct httpd *httpd;
+	struct deliver_state *deliver; /* deliver.c: filters and the webhook */
 
 	uv_timer_t heartbeat;
 	uv_timer_t grace;
@@ -52,10 +65,31 @@ struct server {
 
 	bool draining;
 	bool grace_over;
+
+	/* SMTPD_PROXY_TRUSTED: the peers allowed to send a PROXY header. */
+	struct proxy_proto_cidr proxy_trusted[PROXY_PROTO_CIDRS_MAX];
+	size_t nproxy_trusted;
+
+	/* SPEC 6 (server.c): the TLS context new handshakes use, replaced by a
+	 * reload while sessions keep the one they started with, and the AUTH users
+	 * (reference counted: a reload does not pull them from a running check). */
+	struct tlsio_ctx *tls; /* NULL when no listener speaks TLS */
+	struct tlsio_settings tls_settings;
+	const char **tls_addresses;     /* listener addresses, for a self-signed cert */
+	uv_timer_t tls_watch;           /* stats the certificate files now and then */
+	struct tlsio_stamp tls_attempt; /* the files as a reload in flight found them */
+	struct tlsio_stamp tls_refused; /* ... and as the last refused reload did */
+	bool tls_watching;
+	bool tls_reloading;
+	bool tls_reload_again;
+	bool tls_has_refused;
+	struct auth_users *users; /* NULL when SMTPD_AUTH=off */
+	bool users_reloading;
 };
 
 /* Run the service until it has drained after SIGTERM/SIGINT. Returns the exit
- * code (0 clean; 1 start-up failure with a one-line message in err). */
+ * code (0 clean; 1 start-up failure with a one-line message in err; 2 for a
+ * setting only OpenSSL can judge, SMTPD_TLS_CIPHERS). */
 int server_run(const struct config *cfg, const struct endpoint_list *eps, char *err, size_t errlen);
 
 /* listener.c */

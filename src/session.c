@@ -10,13 +10,20 @@
  *
  * Lifetime: one teardown path, session_close(); the memory is released in the
  * last close callback, and not before a storage job that still points at the
- * session has come back (s->storing). */
+ * session has come back (s->storing).
+ *
+ * I/O (SPEC 6): the socket is read and written through a connection type,
+ * plain TCP or TLS (OpenSSL over memory BIOs, tlsio.c), which implement the
+ * same operations, so that STARTTLS switches a live session and nothing above
+ * the I/O layer knows which it has. AUTH credentials are checked on the thread
+ * pool; a failure is answered after a delay that grows with each one. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "auth.h"
 #include "buf.h"
 #include "log.h"
 #include "server.h"
@@ -27,6 +34,15 @@
 /* Bytes read per read call, and the most unconsumed input a session holds. */
 #define SESSION_READ_SIZE 16384
 #define SESSION_INPUT_MAX 65536
+/* A TLS handshake must be over within the command timeout, and never takes
+ * longer than this: one round trip, a silent client is dropped. */
+#define SESSION_TLS_HANDSHAKE_MAX_MS 30000
+/* A failed AUTH is answered after 1 s, doubling with each failure of the
+ * session up to 16 s (a uv timer: nothing sleeps). */
+#define SESSION_AUTH_DELAY_MS     1000u
+#define SESSION_AUTH_DELAY_SHIFTS 4u
+
+struct session_conn;
 
 struct session_write {
 	uv_write_t req;
@@ -58,6 +74,17 @@ struct session {
 	uint16_t local_port;
 	struct log_ctx log;
 
+	/* PROXY protocol (SPEC 7). On a PROXY listener nothing reaches the SMTP core
+	 * before the header (proxy_wait); then client_* hold the client it carried,
+	 * proxy_* what the envelope records, and peer_text the load balancer. */
+	bool proxy_wait;
+	bool proxied; /* the header carried addresses (not LOCAL / UNKNOWN) */
+	char proxy_src[ENDPOINT_TEXT_MAX];
+	uint16_t proxy_src_port;
+	char proxy_dst[ENDPOINT_TEXT_MAX];
+	uint16_t proxy_dst_port;
+	char peer_text[ENDPOINT_TEXT_MAX + 8];
+
 	size_t writes_pending; /* bytes handed to uv_write, not yet written */
 	bool reading;
 	bool closing;      /* session_close called */
@@ -67,11 +94,26 @@ struct session {
 	uint64_t deadline; /* loop time (ms) the timer fires at; 0 = none */
 	bool greeted;
 	bool draining; /* tell 421 at the end of the transaction */
+
+	/* I/O (SPEC 6): plain, or TLS after STARTTLS / on a TLS port. */
+	const struct session_conn *conn;
+	struct tlsio *tls;
+	bool handshaking;
+	char tls_version[16]; /* "TLSv1.3" once the handshake is done */
+	char tls_cipher[64];
+	/* AUTH (SPEC 6): a check on the thread pool, then a failure's delay. */
+	struct auth_check *auth_check;
+	uv_timer_t auth_timer; /* initialised at the first failure */
+	bool auth_timer_init;
+	bool auth_busy; /* SMTP_WAIT_AUTH is being answered */
+	unsigned auth_failures;
 };
 
 static void session_pump(struct session *s);
 static void session_close(struct session *s);
+static void session_tls_goodbye(struct session *s);
 static void session_update_reading(struct session *s);
+static void session_proxy_input(struct session *s);
 
 struct session *session_next(struct session *s)
 {
@@ -84,6 +126,7 @@ static void session_on_handle_closed(uv_handle_t *h)
 	if (--s->handles_open > 0 || s->storing)
 		return;
 	smtp_proto_free(s->proto);
+	tlsio_free(s->tls);
 	buf_free(&s->in);
 	buf_free(&s->body);
 	struct server *srv = s->srv;
@@ -112,6 +155,12 @@ static void session_close(struct session *s)
 	srv->stats.listeners[s->l->index].connections_active--;
 	stats_unlock(&srv->stats);
 
+	/* A check still running frees itself; its answer is not wanted. */
+	auth_check_cancel(s->auth_check);
+	s->auth_check = NULL;
+	session_tls_goodbye(s);
+	if (s->auth_timer_init)
+		uv_close((uv_handle_t *)&s->auth_timer, session_on_handle_closed);
 	uv_close((uv_handle_t *)&s->timer, session_on_handle_closed);
 	uv_close((uv_handle_t *)&s->tcp, session_on_handle_closed);
 }
@@ -141,7 +190,12 @@ static void session_update_deadline(struct session *s, bool was_data, bool repli
 {
 	const struct config *cfg = s->srv->cfg;
 	uint64_t now = uv_now(s->srv->loop);
-	if (s->storing || smtp_proto_closing(s->proto)) {
+	/* The handshake has its own deadline (session_tls_start). */
+	if (s->handshaking)
+		return;
+	/* Also while AUTH credentials are checked: we are the slow one. */
+	if (s->storing || smtp_proto_closing(s->proto) ||
+	    smtp_proto_pending(s->proto) == SMTP_WAIT_AUTH) {
 		uv_timer_stop(&s->timer);
 		s->deadline = 0;
 		return;
@@ -175,8 +229,292 @@ static void session_on_write(uv_write_t *req, int status)
 	session_pump(s);
 }
 
-/* Write the core's queued replies: first straight to the socket, and only what
- * the kernel would not take right away is copied into a write request. */
+/* ---- I/O: the connection types (SPEC 6) --------------------------------- */
+
+/* What plain TCP and TLS both implement (Redis' connection types). */
+struct session_conn {
+	const char *name;
+	/* libuv asks for a buffer to read into. */
+	void (*alloc)(struct session *s, uv_buf_t *out);
+	/* n bytes were read into that buffer: make them input in s->in.
+	 * 0, or -1 when the session must close (logged already). */
+	int (*received)(struct session *s, size_t n);
+	/* Move input the layer still holds into s->in (TLS: what it has not
+	 * decrypted yet because s->in was full). 0 or -1. */
+	int (*fill)(struct session *s);
+	/* Send plaintext. 0, or -1 when the session must close. */
+	int (*write)(struct session *s, const char *data, size_t len);
+};
+
+/* Scratch space for ciphertext read from and written to the socket. Used only
+ * within one libuv callback on the loop thread, so one serves every session. */
+static char session_tls_in[SESSION_READ_SIZE];
+static char session_tls_out[SESSION_READ_SIZE];
+
+/* Room at the end of s->in, grown by one read's worth up to its cap; 0 when
+ * it is full or memory ran out. */
+static size_t session_in_reserve(struct session *s)
+{
+	if (s->in.cap - s->in.len < SESSION_READ_SIZE) {
+		size_t want = s->in.len + SESSION_READ_SIZE;
+		if (want > SESSION_INPUT_MAX)
+			want = SESSION_INPUT_MAX;
+		if (want > s->in.cap) {
+			char *nd = realloc(s->in.data, want);
+			if (nd == NULL)
+				return 0;
+			s->in.data = nd;
+			s->in.cap = want;
+		}
+	}
+	return s->in.cap - s->in.len;
+}
+
+/* Bytes to the socket: straight away when nothing is queued, and only what the
+ * kernel would not take right away is copied into a write request. */
+static int session_write_raw(struct session *s, const char *data, size_t len)
+{
+	size_t done = 0;
+	if (s->writes_pending == 0) {
+		uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+		int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+		if (n > 0)
+			done = (size_t)n;
+		else if (n < 0 && n != UV_EAGAIN)
+			return -1;
+	}
+	if (done == len)
+		return 0;
+	size_t rest = len - done;
+	struct session_write *w = malloc(sizeof *w + rest);
+	if (w == NULL)
+		return -1;
+	w->s = s;
+	w->len = rest;
+	memcpy(w->data, data + done, rest);
+	uv_buf_t b = uv_buf_init(w->data, (unsigned)rest);
+	if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, session_on_write) < 0) {
+		free(w);
+		return -1;
+	}
+	s->writes_pending += rest;
+	return 0;
+}
+
+/* Plain TCP: libuv reads straight into s->in. */
+static void session_plain_alloc(struct session *s, uv_buf_t *out)
+{
+	size_t room = session_in_reserve(s);
+	*out = room ? uv_buf_init(s->in.data + s->in.len, (unsigned)room) : uv_buf_init(NULL, 0);
+}
+
+static int session_plain_received(struct session *s, size_t n)
+{
+	s->in.len += n;
+	return 0;
+}
+
+static int session_plain_fill(struct session *s)
+{
+	(void)s;
+	return 0;
+}
+
+static const struct session_conn session_conn_plain = {
+    .name = "plain",
+    .alloc = session_plain_alloc,
+    .received = session_plain_received,
+    .fill = session_plain_fill,
+    .write = session_write_raw,
+};
+
+static void session_tls_established(struct session *s);
+
+/* What OpenSSL wrote (handshake records, alerts, encrypted replies) to the socket. */
+static int session_tls_send(struct session *s)
+{
+	size_t n;
+	while ((n = tlsio_take_output(s->tls, session_tls_out, sizeof session_tls_out)) > 0)
+		if (session_write_raw(s, session_tls_out, n) < 0)
+			return -1;
+	return 0;
+}
+
+/* Decrypt what TLS holds into s->in while there is room; this is also where
+ * the handshake advances. */
+static int session_tls_fill(struct session *s)
+{
+	int rc = 0;
+	while (tlsio_input_pending(s->tls)) {
+		size_t room = session_in_reserve(s);
+		if (room == 0) {
+			if (s->in.len < SESSION_INPUT_MAX) {
+				log_event(CONFIG_LOG_ERROR, &s->log, "out of memory", NULL);
+				rc = -1;
+			}
+			break;
+		}
+		ssize_t n = tlsio_read(s->tls, s->in.data + s->in.len, room);
+		if (n > 0) {
+			s->in.len += (size_t)n;
+			continue;
+		}
+		if (n == TLSIO_EOF) {
+			log_event(CONFIG_LOG_DEBUG, &s->log, "tls closed by the client", NULL);
+			rc = -1;
+		} else if (n == TLSIO_ERROR) {
+			const char *kv[] = {"reason", tlsio_error(s->tls), NULL};
+			log_event(CONFIG_LOG_WARN, &s->log,
+			          s->handshaking ? "tls handshake failed" : "tls error", kv);
+			rc = -1;
+		}
+		break;
+	}
+	if (session_tls_send(s) < 0)
+		rc = -1;
+	if (rc == 0 && s->handshaking && tlsio_established(s->tls))
+		session_tls_established(s);
+	return rc;
+}
+
+/* TLS: libuv reads ciphertext into scratch space, fed to OpenSSL at once. */
+static void session_tls_alloc(struct session *s, uv_buf_t *out)
+{
+	(void)s;
+	*out = uv_buf_init(session_tls_in, sizeof session_tls_in);
+}
+
+static int session_tls_received(struct session *s, size_t n)
+{
+	if (tlsio_feed(s->tls, session_tls_in, n) < 0) {
+		log_event(CONFIG_LOG_ERROR, &s->log, "out of memory", NULL);
+		return -1;
+	}
+	return session_tls_fill(s);
+}
+
+static int session_tls_write(struct session *s, const char *data, size_t len)
+{
+	/* Nothing is said before the handshake is over: a timeout or a drain in
+	 * the middle of it closes the connection instead. */
+	if (!tlsio_established(s->tls) || tlsio_write(s->tls, data, len) < 0)
+		return -1;
+	return session_tls_send(s);
+}
+
+static const struct session_conn session_conn_tls = {
+    .name = "tls",
+    .alloc = session_tls_alloc,
+    .received = session_tls_received,
+    .fill = session_tls_fill,
+    .write = session_tls_write,
+};
+
+/* A close_notify, best effort, as the connection closes. */
+static void session_tls_goodbye(struct session *s)
+{
+	if (s->tls == NULL || !tlsio_established(s->tls))
+		return;
+	tlsio_shutdown(s->tls);
+	size_t n = tlsio_take_output(s->tls, session_tls_out, sizeof session_tls_out);
+	if (n > 0 && s->writes_pending == 0) {
+		uv_buf_t b = uv_buf_init(session_tls_out, (unsigned)n);
+		uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+	}
+}
+
+static void session_on_handshake_timeout(uv_timer_t *t)
+{
+	struct session *s = t->data;
+	log_event(CONFIG_LOG_INFO, &s->log, "tls handshake timeout", NULL);
+	session_close(s);
+}
+
+/* From now on the session speaks TLS through t; the handshake must end
+ * within its deadline. */
+static void session_tls_start(struct session *s, struct tlsio *t)
+{
+	s->tls = t;
+	s->conn = &session_conn_tls;
+	s->handshaking = true;
+	s->deadline = 0;
+	uint64_t ms = s->srv->cfg->command_timeout * 1000;
+	if (ms > SESSION_TLS_HANDSHAKE_MAX_MS)
+		ms = SESSION_TLS_HANDSHAKE_MAX_MS;
+	uv_timer_start(&s->timer, session_on_handshake_timeout, ms, 0);
+}
+
+static void session_begin(struct session *s);
+static void session_flush(struct session *s);
+
+static void session_tls_established(struct session *s)
+{
+	s->handshaking = false;
+	uv_timer_stop(&s->timer);
+	snprintf(s->tls_version, sizeof s->tls_version, "%s", tlsio_version(s->tls));
+	snprintf(s->tls_cipher, sizeof s->tls_cipher, "%s", tlsio_cipher(s->tls));
+	const char *kv[] = {"version", s->tls_version, "cipher", s->tls_cipher, NULL};
+	log_event(CONFIG_LOG_INFO, &s->log, "tls established", kv);
+	if (s->l->tls == LISTENER_TLS_IMPLICIT && !s->greeted)
+		session_begin(s); /* RFC 8314: the greeting comes under TLS */
+	else
+		session_set_deadline(s, uv_now(s->srv->loop) + s->srv->cfg->command_timeout * 1000);
+}
+
+/* RFC 3207: the core accepted STARTTLS. The 220 goes out in plaintext, then
+ * whatever the client sent behind STARTTLS is thrown away, never executed
+ * (CVE-2011-0411), and the session speaks TLS. */
+static void session_starttls(struct session *s)
+{
+	struct tlsio *t = s->srv->tls ? tlsio_new(s->srv->tls) : NULL;
+	if (t == NULL) {
+		log_event(CONFIG_LOG_ERROR, &s->log, "starttls refused: no TLS session available",
+		          NULL);
+		smtp_proto_resume(s->proto, 454, "4.7.0",
+		                  "TLS not available due to temporary reason");
+		return;
+	}
+	smtp_proto_tls_started(s->proto);
+	if (s->in.len > 0) {
+		char n[24];
+		snprintf(n, sizeof n, "%zu", s->in.len);
+		const char *kv[] = {"bytes", n, NULL};
+		log_event(CONFIG_LOG_WARN, &s->log, "plaintext pipelined after STARTTLS discarded",
+		          kv);
+		buf_reset(&s->in);
+	}
+	session_flush(s);
+	if (s->closing) {
+		tlsio_free(t);
+		return;
+	}
+	session_tls_start(s, t);
+}
+
+/* RFC 8314: a listener on SMTPD_TLS_PORTS speaks TLS from the first byte. */
+static void session_implicit_tls(struct session *s)
+{
+	struct tlsio *t = s->srv->tls ? tlsio_new(s->srv->tls) : NULL;
+	if (t == NULL) {
+		log_event(CONFIG_LOG_ERROR, &s->log, "no TLS session available", NULL);
+		session_close(s);
+		return;
+	}
+	session_tls_start(s, t);
+	/* What followed a PROXY header is already the client's TLS. */
+	if (s->in.len > 0) {
+		int rc = tlsio_feed(t, s->in.data, s->in.len);
+		buf_reset(&s->in);
+		if (rc < 0 || session_tls_fill(s) < 0) {
+			session_close(s);
+			return;
+		}
+	}
+	if (!s->closing)
+		session_update_reading(s);
+}
+
+/* Write the core's queued replies through the connection. */
 static void session_flush(struct session *s)
 {
 	const char *data;
@@ -184,39 +522,72 @@ static void session_flush(struct session *s)
 	if (len == 0 || s->closing)
 		return;
 	s->replied = true;
-	size_t done = 0;
-	if (s->writes_pending == 0) {
-		uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-		int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-		if (n > 0)
-			done = (size_t)n;
-		else if (n < 0 && n != UV_EAGAIN) {
-			smtp_proto_output_consume(s->proto, len);
-			session_close(s);
-			return;
-		}
-	}
-	if (done < len) {
-		size_t rest = len - done;
-		struct session_write *w = malloc(sizeof *w + rest);
-		if (w == NULL) {
-			smtp_proto_output_consume(s->proto, len);
-			session_close(s);
-			return;
-		}
-		w->s = s;
-		w->len = rest;
-		memcpy(w->data, data + done, rest);
-		uv_buf_t b = uv_buf_init(w->data, (unsigned)rest);
-		if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, session_on_write) < 0) {
-			free(w);
-			smtp_proto_output_consume(s->proto, len);
-			session_close(s);
-			return;
-		}
-		s->writes_pending += rest;
-	}
+	int rc = s->conn->write(s, data, len);
 	smtp_proto_output_consume(s->proto, len);
+	if (rc < 0)
+		session_close(s);
+}
+
+/* ---- AUTH (SPEC 6) ------------------------------------------------------- */
+
+static void session_on_auth_delay(uv_timer_t *t)
+{
+	struct session *s = t->data;
+	s->auth_busy = false;
+	smtp_proto_resume(s->proto, 535, "5.7.8", "Authentication credentials invalid");
+	session_pump(s);
+}
+
+/* The check came back from the thread pool. Passwords and the names of
+ * failed attempts are not logged (SPEC 7). */
+static void session_auth_checked(void *ctx, bool ok)
+{
+	struct session *s = ctx;
+	s->auth_check = NULL;
+	const char *mech = smtp_proto_auth_mechanism(s->proto);
+	if (ok) {
+		const char *kv[] = {"user", smtp_proto_auth_username(s->proto), "mechanism", mech,
+		                    NULL};
+		log_event(CONFIG_LOG_INFO, &s->log, "authenticated", kv);
+		s->auth_busy = false;
+		smtp_proto_resume(s->proto, 235, "2.7.0", "Authentication successful");
+		session_pump(s);
+		return;
+	}
+	unsigned shift = s->auth_failures < SESSION_AUTH_DELAY_SHIFTS ? s->auth_failures
+	                                                              : SESSION_AUTH_DELAY_SHIFTS;
+	uint64_t ms = (uint64_t)SESSION_AUTH_DELAY_MS << shift;
+	s->auth_failures++;
+	char n[16], d[24];
+	snprintf(n, sizeof n, "%u", s->auth_failures);
+	snprintf(d, sizeof d, "%llu", (unsigned long long)ms);
+	const char *kv[] = {"mechanism", mech, "failures", n, "delay_ms", d, NULL};
+	log_event(CONFIG_LOG_WARN, &s->log, "authentication failed", kv);
+	if (!s->auth_timer_init) {
+		uv_timer_init(s->srv->loop, &s->auth_timer);
+		s->auth_timer.data = s;
+		s->auth_timer_init = true;
+		s->handles_open++;
+	}
+	uv_timer_start(&s->auth_timer, session_on_auth_delay, ms, 0);
+}
+
+/* SMTP_WAIT_AUTH: verify the credentials off the loop (crypt(3) is slow by
+ * design). */
+static void session_auth_start(struct session *s)
+{
+	size_t len;
+	const char *pass = smtp_proto_auth_password(s->proto, &len);
+	s->auth_busy = true;
+	if (s->srv->users != NULL)
+		s->auth_check = auth_check_start(s->srv->loop, s->srv->users,
+		                                 smtp_proto_auth_username(s->proto),
+		                                 pass ? pass : "", len, session_auth_checked, s);
+	if (s->auth_check == NULL) {
+		s->auth_busy = false;
+		log_event(CONFIG_LOG_ERROR, &s->log, "authentication unavailable", NULL);
+		smtp_proto_resume(s->proto, 454, "4.7.0", "Temporary authentication failure");
+	}
 }
 
 /* The verdict on a message: count it, log it, answer it. Pumps only when it
@@ -307,6 +678,17 @@ static void session_end_of_message(struct session *s)
 	e->client_port = s->client_port;
 	e->local_addr = s->local_addr;
 	e->local_port = s->local_port;
+	e->auth_user = smtp_proto_auth_user(s->proto);
+	if (s->tls_version[0] != '\0') {
+		e->tls_version = s->tls_version;
+		e->tls_cipher = s->tls_cipher;
+	}
+	if (s->proxied) {
+		e->proxy_src_addr = s->proxy_src;
+		e->proxy_src_port = s->proxy_src_port;
+		e->proxy_dst_addr = s->proxy_dst;
+		e->proxy_dst_port = s->proxy_dst_port;
+	}
 	e->size = smtp_proto_message_size(s->proto);
 	clock_gettime(CLOCK_REALTIME, &e->received_at);
 	e->hostname = srv->cfg->hostname;
@@ -314,6 +696,7 @@ static void session_end_of_message(struct session *s)
 	job->len = s->body.len;
 	job->done = session_delivered;
 	job->ctx = s;
+	job->log = &s->log;
 	s->storing = true;
 	deliver_start(job);
 }
@@ -323,16 +706,37 @@ static void session_end_of_message(struct session *s)
  * and decide whether to read more. */
 static void session_pump_read(struct session *s, size_t nread)
 {
-	if (s->closing || s->pumping)
+	if (s->closing || s->pumping || s->proxy_wait)
 		return;
 	s->pumping = true;
 	bool was_data = smtp_proto_in_data(s->proto);
-	while (!smtp_proto_closing(s->proto) && smtp_proto_pending(s->proto) == SMTP_WAIT_NONE &&
-	       s->in.len > 0) {
+	bool failed = false;
+	/* Draining (SPEC 7): once its transaction is over a session takes no more
+	 * commands, so a client pipelining its next message behind the final dot
+	 * gets 421 for it instead of starting a transaction the drain must wait for. */
+	while (!s->closing && !smtp_proto_closing(s->proto) &&
+	       smtp_proto_pending(s->proto) == SMTP_WAIT_NONE &&
+	       !(s->draining && !smtp_proto_in_transaction(s->proto))) {
+		/* TLS may hold input it could not decrypt while s->in was full. */
+		if (s->conn->fill(s) < 0) {
+			failed = true;
+			break;
+		}
+		if (s->in.len == 0)
+			break;
 		size_t n = smtp_proto_feed(s->proto, s->in.data, s->in.len);
 		buf_consume(&s->in, n);
-		if (smtp_proto_pending(s->proto) == SMTP_WAIT_EOM && !s->storing) {
+		enum smtp_wait wait = smtp_proto_pending(s->proto);
+		if (wait == SMTP_WAIT_EOM && !s->storing) {
 			session_end_of_message(s);
+			continue;
+		}
+		if (wait == SMTP_WAIT_STARTTLS) {
+			session_starttls(s);
+			continue;
+		}
+		if (wait == SMTP_WAIT_AUTH && !s->auth_busy) {
+			session_auth_start(s);
 			continue;
 		}
 		if (n == 0)
@@ -342,6 +746,10 @@ static void session_pump_read(struct session *s, size_t nread)
 			break;
 	}
 	s->pumping = false;
+	if (failed)
+		session_close(s);
+	if (s->closing)
+		return;
 	if (s->draining && !smtp_proto_closing(s->proto) && !smtp_proto_in_transaction(s->proto) &&
 	    smtp_proto_pending(s->proto) == SMTP_WAIT_NONE)
 		smtp_proto_shutdown(s->proto);
@@ -376,21 +784,7 @@ static void session_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
 	(void)suggested;
 	struct session *s = h->data;
-	/* Grow the input buffer by one read's worth, never past its cap. */
-	if (s->in.cap - s->in.len < SESSION_READ_SIZE) {
-		size_t want = s->in.len + SESSION_READ_SIZE;
-		if (want > SESSION_INPUT_MAX)
-			want = SESSION_INPUT_MAX;
-		char *nd = want > s->in.cap ? realloc(s->in.data, want) : s->in.data;
-		if (nd == NULL) {
-			*out = uv_buf_init(NULL, 0);
-			return;
-		}
-		s->in.data = nd;
-		if (want > s->in.cap)
-			s->in.cap = want;
-	}
-	*out = uv_buf_init(s->in.data + s->in.len, (unsigned)(s->in.cap - s->in.len));
+	s->conn->alloc(s, out);
 }
 
 static void session_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
@@ -408,8 +802,17 @@ static void session_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *
 	}
 	if (nread == 0)
 		return;
-	s->in.len += (size_t)nread;
-	session_pump_read(s, (size_t)nread);
+	size_t before = s->in.len;
+	if (s->conn->received(s, (size_t)nread) < 0) {
+		session_close(s);
+		return;
+	}
+	if (s->closing)
+		return;
+	if (s->proxy_wait)
+		session_proxy_input(s);
+	else
+		session_pump_read(s, s->in.len > before ? s->in.len - before : 0);
 	/* An idle session keeps no read buffer (issue 8: small idle sessions). */
 	if (s->in.len == 0 && s->in.cap > 0 && !s->closing) {
 		buf_free(&s->in);
@@ -508,12 +911,137 @@ static void session_refuse(struct session *s, const char *why)
 	int n =
 	    snprintf(line, sizeof line, "421 4.7.0 %s Error: %s\r\n", s->srv->cfg->hostname, why);
 	uv_buf_t b = uv_buf_init(line, (unsigned)n);
-	uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+	/* A TLS port's client would read plaintext as a broken TLS record. */
+	if (s->l->tls != LISTENER_TLS_IMPLICIT)
+		uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
 	stats_lock(&s->srv->stats);
 	s->srv->stats.c.connections_refused++;
 	stats_unlock(&s->srv->stats);
 	const char *kv[] = {"reason", why, NULL};
 	log_event(CONFIG_LOG_WARN, &s->log, "connection refused", kv);
+}
+
+/* The SMTP conversation starts: greet now, or after SMTPD_GREET_DELAY. On a
+ * TLS port the handshake comes first, and then this again. */
+static void session_begin(struct session *s)
+{
+	struct server *srv = s->srv;
+	if (s->l->tls == LISTENER_TLS_IMPLICIT && s->tls == NULL) {
+		session_implicit_tls(s);
+		return;
+	}
+	if (srv->draining) {
+		smtp_proto_shutdown(s->proto);
+		session_pump(s);
+		return;
+	}
+	if (srv->cfg->greet_delay > 0) {
+		/* Read during the delay: a client that talks first is an early
+		 * talker and the core answers it 554 5.5.0 (Postfix's pregreet).
+		 * Input already held (what followed a PROXY header) is judged now. */
+		uv_timer_start(&s->timer, session_on_greet_delay, srv->cfg->greet_delay * 1000, 0);
+		session_pump(s);
+		return;
+	}
+	s->greeted = true;
+	smtp_proto_greet(s->proto);
+	session_pump(s);
+}
+
+/* ---- PROXY protocol (SPEC 7) -------------------------------------------- */
+
+/* A connection that never became an SMTP session: no reply (the peer has not
+ * shown it is a load balancer we trust, or has failed to speak its protocol),
+ * counted as refused, logged with the reason. */
+static void session_proxy_fail(struct session *s, const char *why)
+{
+	stats_lock(&s->srv->stats);
+	s->srv->stats.c.connections_refused++;
+	stats_unlock(&s->srv->stats);
+	const char *kv[] = {"reason", why, NULL};
+	log_event(CONFIG_LOG_WARN, &s->log, "connection refused", kv);
+	session_close(s);
+}
+
+static void session_on_proxy_timeout(uv_timer_t *t)
+{
+	session_proxy_fail(t->data, "no PROXY header within 5 s");
+}
+
+/* A PROXY listener: only SMTPD_PROXY_TRUSTED peers may speak, and they must
+ * send the header within PROXY_PROTO_TIMEOUT_MS; nothing is sent before it. */
+static void session_proxy_begin(struct session *s)
+{
+	struct server *srv = s->srv;
+	struct sockaddr_storage peer;
+	int plen = sizeof peer;
+	snprintf(s->peer_text, sizeof s->peer_text, "%s", s->client_text);
+	if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&peer, &plen) != 0 ||
+	    !proxy_proto_cidr_match(srv->proxy_trusted, srv->nproxy_trusted,
+	                            (struct sockaddr *)&peer)) {
+		session_proxy_fail(s, "peer not in SMTPD_PROXY_TRUSTED");
+		return;
+	}
+	s->proxy_wait = true;
+	uv_timer_start(&s->timer, session_on_proxy_timeout, PROXY_PROTO_TIMEOUT_MS, 0);
+	session_update_reading(s);
+}
+
+static void session_set_client_text(struct session *s)
+{
+	if (strchr(s->client_addr, ':'))
+		snprintf(s->client_text, sizeof s->client_text, "[%s]:%u", s->client_addr,
+		         s->client_port);
+	else
+		snprintf(s->client_text, sizeof s->client_text, "%s:%u", s->client_addr,
+		         s->client_port);
+}
+
+static uint16_t session_port_of(const struct sockaddr_storage *ss)
+{
+	return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+	                                       : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
+/* Bytes arrived while waiting for the header. Whatever follows a complete
+ * header stays in s->in for the SMTP core. */
+static void session_proxy_input(struct session *s)
+{
+	struct server *srv = s->srv;
+	struct proxy_proto_header h;
+	int n = proxy_proto_parse(s->in.data, s->in.len, &h);
+	if (n == PROXY_PROTO_NEED_MORE)
+		return;
+	if (n < 0) {
+		session_proxy_fail(s, "invalid PROXY header");
+		return;
+	}
+	buf_consume(&s->in, (size_t)n);
+	s->proxy_wait = false;
+	uv_timer_stop(&s->timer);
+	/* LOCAL (a load balancer's own health check) and UNKNOWN carry no client:
+	 * the connection's own addresses stay, as the specification says. */
+	if (!h.local) {
+		s->proxied = true;
+		endpoint_format_addr((struct sockaddr *)&h.src, s->proxy_src, sizeof s->proxy_src);
+		s->proxy_src_port = session_port_of(&h.src);
+		endpoint_format_addr((struct sockaddr *)&h.dst, s->proxy_dst, sizeof s->proxy_dst);
+		s->proxy_dst_port = session_port_of(&h.dst);
+		snprintf(s->client_addr, sizeof s->client_addr, "%s", s->proxy_src);
+		s->client_port = s->proxy_src_port;
+		session_set_client_text(s);
+	}
+	const char *kv[] = {"proxy", h.version == 1 ? "v1" : "v2", "proxy_peer", s->peer_text,
+	                    h.local ? "proxy_local" : NULL, "true", NULL};
+	log_event(CONFIG_LOG_INFO, &s->log, "connect", kv);
+	/* The per-client limit of session_accept, now that the client is known;
+	 * the count includes this session. */
+	if (session_count_client(srv, s->client_addr) > srv->cfg->max_connections_per_client) {
+		session_refuse(s, "too many connections from your address");
+		session_close(s);
+		return;
+	}
+	session_begin(s);
 }
 
 void session_accept(struct listener *l)
@@ -524,6 +1052,7 @@ void session_accept(struct listener *l)
 		return;
 	s->srv = srv;
 	s->l = l;
+	s->conn = &session_conn_plain;
 	buf_init(&s->in, SESSION_INPUT_MAX);
 	buf_init(&s->body, srv->cfg->max_message_size);
 	uv_tcp_init(srv->loop, &s->tcp);
@@ -560,12 +1089,7 @@ void session_accept(struct listener *l)
 			endpoint_format_addr((struct sockaddr *)&self, s->local_addr,
 			                     sizeof s->local_addr);
 	}
-	if (strchr(s->client_addr, ':'))
-		snprintf(s->client_text, sizeof s->client_text, "[%s]:%u", s->client_addr,
-		         s->client_port);
-	else
-		snprintf(s->client_text, sizeof s->client_text, "%s:%u", s->client_addr,
-		         s->client_port);
+	session_set_client_text(s);
 	s->log.session = s->id;
 	s->log.client = s->client_text;
 	s->log.listener = l->ep->text;
@@ -582,13 +1106,24 @@ void session_accept(struct listener *l)
 	srv->stats.listeners[l->index].connections_active++;
 	srv->stats.listeners[l->index].connections_total++;
 	stats_unlock(&srv->stats);
-	log_event(CONFIG_LOG_INFO, &s->log, "connect", NULL);
+	/* Behind a load balancer the connect line waits for the client's address. */
+	if (!l->proxy)
+		log_event(CONFIG_LOG_INFO, &s->log, "connect", NULL);
 
 	struct smtp_proto_config pc = {
 	    .hostname = srv->cfg->hostname,
 	    .max_message_size = srv->cfg->max_message_size,
 	    .max_recipients = (unsigned)srv->cfg->max_recipients,
 	    .bare_lf_reject = srv->cfg->bare_lf == CONFIG_BARE_LF_REJECT,
+	    /* SPEC 6 */
+	    .tls_available = l->tls == LISTENER_TLS_STARTTLS,
+	    .tls_active = l->tls == LISTENER_TLS_IMPLICIT,
+	    .tls_required =
+	        l->tls == LISTENER_TLS_STARTTLS && srv->cfg->tls == CONFIG_MODE_REQUIRED,
+	    .auth = srv->cfg->auth == CONFIG_MODE_REQUIRED   ? SMTP_AUTH_REQUIRED
+	            : srv->cfg->auth == CONFIG_MODE_OPTIONAL ? SMTP_AUTH_OPTIONAL
+	                                                     : SMTP_AUTH_OFF,
+	    .auth_insecure = srv->cfg->auth_insecure,
 	};
 	struct smtp_proto_sink sink = {.ctx = s, .body = session_body, .event = session_event};
 	s->proto = smtp_proto_new(&pc, &sink);
@@ -602,32 +1137,29 @@ void session_accept(struct listener *l)
 		session_close(s);
 		return;
 	}
-	if (same_client >= srv->cfg->max_connections_per_client) {
+	/* On a PROXY listener the peer is the load balancer: the client is known,
+	 * and limited, once its header has arrived (session_proxy_input). */
+	if (!l->proxy && same_client >= srv->cfg->max_connections_per_client) {
 		session_refuse(s, "too many connections from your address");
 		session_close(s);
 		return;
 	}
-	if (srv->draining) {
-		smtp_proto_shutdown(s->proto);
-		session_pump(s);
+	if (l->proxy) {
+		session_proxy_begin(s);
 		return;
 	}
-	if (srv->cfg->greet_delay > 0) {
-		/* Read during the delay: a client that talks first is an early
-		 * talker and the core answers it 554 5.5.0 (Postfix's pregreet). */
-		uv_timer_start(&s->timer, session_on_greet_delay, srv->cfg->greet_delay * 1000, 0);
-		session_update_reading(s);
-		return;
-	}
-	s->greeted = true;
-	smtp_proto_greet(s->proto);
-	session_pump(s);
+	session_begin(s);
 }
 
 void session_drain(struct session *s, bool force)
 {
 	if (s->closing)
 		return;
+	/* Still waiting for its PROXY header: no SMTP session to end yet. */
+	if (s->proxy_wait) {
+		session_close(s);
+		return;
+	}
 	s->draining = true;
 	if (force) {
 		if (!smtp_proto_closing(s->proto))

@@ -38,7 +38,23 @@
  *   commands, as in Postfix. The text-line limit and bare-LF rule apply to
  *   BDAT content too; their verdict is given at BDAT LAST.
  * - Every 5xx answer to a command line counts towards SMTP_PROTO_MAX_ERRORS;
- *   refusals of a message at its end do not. */
+ *   refusals of a message at its end do not.
+ * - STARTTLS (RFC 3207) and AUTH (RFC 4954) answer 502 5.5.1 when not
+ *   configured. STARTTLS needs EHLO/HELO first and no transaction (503), is
+ *   503 once TLS is active, and waits for the adapter (SMTP_WAIT_STARTTLS);
+ *   TLS up, everything the client said is forgotten, authentication included.
+ *   With tls_required, MAIL and AUTH before TLS get 530 5.7.0.
+ * - AUTH: refusals in this order: 503 (no EHLO/HELO, already authenticated,
+ *   inside a transaction), 530 5.7.0 (TLS required first), 538 5.7.11 (no
+ *   TLS, not auth_insecure), 501 5.5.4 (syntax), 504 5.5.4 (mechanism other
+ *   than PLAIN/LOGIN), 501 5.5.2 (not base64, or a PLAIN message without its
+ *   two NULs); "*" cancels with 501 5.7.0. A PLAIN authorization identity
+ *   other than the user, or a user name over 255 octets, makes the user ""
+ *   so that it fails like any wrong password. AUTH lines and responses may be
+ *   12288 octets; the buffer for more than 512 exists only while one is read
+ *   and is wiped after use, like the short line buffer. A 5xx verdict counts
+ *   towards the error limit; with auth required, MAIL before AUTH is 530 5.7.0.
+ *   Authentication survives RSET and a new EHLO, not STARTTLS. */
 #include "smtp_proto.h"
 
 #include <assert.h>
@@ -76,12 +92,17 @@ enum smtp_proto_state {
 	SMTP_ST_BDAT,      /* reading the octets of a BDAT chunk */
 	SMTP_ST_EOM,       /* a message is complete: SMTP_WAIT_EOM */
 	SMTP_ST_CLOSED,    /* the last reply is queued; nothing more is read */
+	SMTP_ST_STARTTLS,  /* STARTTLS accepted: SMTP_WAIT_STARTTLS */
+	SMTP_ST_AUTH,      /* reading an AUTH response line (after a 334) */
+	SMTP_ST_AUTH_WAIT, /* AUTH credentials complete: SMTP_WAIT_AUTH */
 };
 
 static const char *const smtp_proto_state_names[] = {
-    [SMTP_ST_NEW] = "NEW",       [SMTP_ST_CONNECTED] = "CONNECTED", [SMTP_ST_HELO] = "HELO",
-    [SMTP_ST_DATA] = "DATA",     [SMTP_ST_BDAT] = "BDAT",           [SMTP_ST_EOM] = "EOM",
-    [SMTP_ST_CLOSED] = "CLOSED",
+    [SMTP_ST_NEW] = "NEW",       [SMTP_ST_CONNECTED] = "CONNECTED",
+    [SMTP_ST_HELO] = "HELO",     [SMTP_ST_DATA] = "DATA",
+    [SMTP_ST_BDAT] = "BDAT",     [SMTP_ST_EOM] = "EOM",
+    [SMTP_ST_CLOSED] = "CLOSED", [SMTP_ST_STARTTLS] = "STARTTLS",
+    [SMTP_ST_AUTH] = "AUTH",     [SMTP_ST_AUTH_WAIT] = "AUTH_WAIT",
 };
 
 /* Where the DATA reader is within a line (RFC 5321 4.1.1.4 and 4.5.2). */
@@ -106,6 +127,9 @@ struct smtp_msg {
 	bool sink_failed;
 };
 
+/* RFC 4954 mechanisms. */
+enum smtp_auth_mech { SMTP_AUTH_MECH_PLAIN, SMTP_AUTH_MECH_LOGIN };
+
 /* Why a BDAT chunk is read only to be discarded: its reply at the chunk end. */
 struct smtp_bdat_err {
 	unsigned code;
@@ -120,10 +144,21 @@ struct smtp_proto {
 	unsigned errors;
 	char hostname[SMTP_PROTO_DOMAIN_MAX + 1];
 
-	/* Command line being read. */
+	/* Command line being read. An AUTH line may be longer (RFC 4954 4): it
+	 * moves to auth_line, allocated while it is read and wiped after use. */
 	char line[SMTP_PROTO_CMD_BUF + 1];
 	size_t line_len;
 	bool line_overflow;
+	char *auth_line; /* SMTP_PROTO_AUTH_LINE_MAX octets, or NULL */
+
+	/* SPEC 6: TLS and AUTH. */
+	bool tls_active;
+	bool authenticated;
+	enum smtp_auth_mech auth_mech;
+	bool auth_login_user; /* LOGIN: the user name came, the password is next */
+	char auth_username[SMTP_PROTO_AUTH_USER_MAX + 1]; /* the user once authenticated */
+	const char *auth_password;                        /* into the line, SMTP_WAIT_AUTH only */
+	size_t auth_password_len;
 
 	/* Session. */
 	char helo[SMTP_PROTO_DOMAIN_MAX + 1];
@@ -275,13 +310,29 @@ struct smtp_proto *smtp_proto_new(const struct smtp_proto_config *cfg,
 		return NULL;
 	}
 	p->state = SMTP_ST_NEW;
+	p->tls_active = p->cfg.tls_active;
 	return p;
+}
+
+/* Forget an AUTH exchange: its lines held credentials (SPEC 7: never kept,
+ * never logged). */
+static void smtp_proto_auth_wipe(struct smtp_proto *p)
+{
+	explicit_bzero(p->line, sizeof p->line);
+	if (p->auth_line != NULL) {
+		explicit_bzero(p->auth_line, SMTP_PROTO_AUTH_LINE_MAX);
+		free(p->auth_line);
+		p->auth_line = NULL;
+	}
+	p->auth_password = NULL;
+	p->auth_password_len = 0;
 }
 
 void smtp_proto_free(struct smtp_proto *p)
 {
 	if (p == NULL)
 		return;
+	smtp_proto_auth_wipe(p);
 	free(p->rcpt);
 	free(p);
 }
@@ -748,6 +799,15 @@ static bool smtp_proto_parse_number(const char *v, uint64_t *out)
 
 /* ------------------------------------------------------------- commands */
 
+/* AUTH is offered (EHLO) and usable now: configured, not done yet, and
+ * under TLS unless SMTPD_AUTH_INSECURE (SPEC 6); never before a STARTTLS that
+ * SMTPD_TLS=required asks for. */
+static bool smtp_proto_auth_offered(const struct smtp_proto *p)
+{
+	return p->cfg.auth != SMTP_AUTH_OFF && !p->authenticated &&
+	       (p->tls_active || (p->cfg.auth_insecure && !p->cfg.tls_required));
+}
+
 static void smtp_proto_cmd_helo_ehlo(struct smtp_proto *p, char *arg, bool esmtp)
 {
 	size_t n = strlen(arg);
@@ -777,7 +837,11 @@ static void smtp_proto_cmd_helo_ehlo(struct smtp_proto *p, char *arg, bool esmtp
 	smtp_proto_out_line(p, "250-8BITMIME");            /* RFC 6152 */
 	smtp_proto_out_line(p, "250-SMTPUTF8");            /* RFC 6531 */
 	smtp_proto_out_line(p, "250-ENHANCEDSTATUSCODES"); /* RFC 2034 */
-	smtp_proto_out_line(p, "250 CHUNKING");            /* RFC 3030 */
+	if (p->cfg.tls_available && !p->tls_active)
+		smtp_proto_out_line(p, "250-STARTTLS"); /* RFC 3207 */
+	if (smtp_proto_auth_offered(p))
+		smtp_proto_out_line(p, "250-AUTH PLAIN LOGIN"); /* RFC 4954, 4616 */
+	smtp_proto_out_line(p, "250 CHUNKING");                 /* RFC 3030 */
 }
 
 static void smtp_proto_cmd_ehlo(struct smtp_proto *p, char *arg)
@@ -1017,6 +1081,210 @@ static void smtp_proto_cmd_help(struct smtp_proto *p, char *arg)
 	                 "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
 }
 
+/* ------------------------------------------------------ STARTTLS and AUTH */
+
+/* RFC 3207 4: the adapter answers SMTP_WAIT_STARTTLS with a TLS session
+ * (smtp_proto_tls_started) or a 454. */
+static void smtp_proto_cmd_starttls(struct smtp_proto *p, char *arg)
+{
+	(void)arg;
+	if (p->tls_active) {
+		smtp_proto_error(p, 503, "5.5.1", "Error: TLS already active");
+		return;
+	}
+	/* A transaction would be forgotten by the TLS reset (RFC 3207 4.2):
+	 * refuse, as OpenSMTPD does, rather than drop it silently. */
+	if (p->in_tx) {
+		smtp_proto_error(p, 503, "5.5.1", "Error: MAIL transaction in progress");
+		return;
+	}
+	smtp_proto_enter_state(p, SMTP_ST_STARTTLS);
+}
+
+static int smtp_proto_base64_value(char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/* RFC 4648 4 base64, strictly: whole quanta, '=' padding only at the very end
+ * (RFC 4954 4: a response that is not base64 is refused). Decodes s[0..n) in
+ * place (the output is never longer than what was read); false if invalid. */
+static bool smtp_proto_base64_decode(char *s, size_t n, size_t *out)
+{
+	if (n % 4 != 0)
+		return false;
+	size_t o = 0;
+	for (size_t i = 0; i < n; i += 4) {
+		uint32_t v = 0;
+		unsigned pad = 0;
+		for (size_t k = 0; k < 4; k++) {
+			int d = 0;
+			if (s[i + k] == '=') {
+				if (i + 4 != n || k < 2)
+					return false;
+				pad++;
+			} else if (pad > 0 || (d = smtp_proto_base64_value(s[i + k])) < 0) {
+				return false;
+			}
+			v = v << 6 | (uint32_t)d;
+		}
+		s[o++] = (char)(v >> 16);
+		if (pad < 2)
+			s[o++] = (char)(v >> 8 & 0xff);
+		if (pad < 1)
+			s[o++] = (char)(v & 0xff);
+	}
+	*out = o;
+	return true;
+}
+
+/* The name the client wants to authenticate as. One that no user can have
+ * (too long, or holding a NUL) becomes "", which never verifies, so that every
+ * failure costs the same delay in the adapter. */
+static void smtp_proto_auth_set_user(struct smtp_proto *p, const char *u, size_t n)
+{
+	if (n > SMTP_PROTO_AUTH_USER_MAX || memchr(u, '\0', n) != NULL)
+		n = 0;
+	memcpy(p->auth_username, u, n);
+	p->auth_username[n] = '\0';
+}
+
+static void smtp_proto_auth_abort(struct smtp_proto *p, unsigned code, const char *enhanced,
+                                  const char *text)
+{
+	p->auth_username[0] = '\0';
+	smtp_proto_enter_state(p, smtp_proto_cmd_state(p));
+	smtp_proto_error(p, code, enhanced, "%s", text);
+}
+
+/* Credentials complete: the adapter verifies them (SMTP_WAIT_AUTH). */
+static void smtp_proto_auth_ready(struct smtp_proto *p, const char *pass, size_t len)
+{
+	p->auth_password = pass;
+	p->auth_password_len = len;
+	smtp_proto_enter_state(p, SMTP_ST_AUTH_WAIT);
+}
+
+/* One decoded client response, data[0..n), of the current mechanism. */
+static void smtp_proto_auth_step(struct smtp_proto *p, char *data, size_t n)
+{
+	if (p->auth_mech == SMTP_AUTH_MECH_LOGIN) {
+		/* draft-murchison-sasl-login: a user name, then a password. */
+		if (!p->auth_login_user) {
+			smtp_proto_auth_set_user(p, data, n);
+			p->auth_login_user = true;
+			smtp_proto_enter_state(p, SMTP_ST_AUTH);
+			smtp_proto_out_line(p, "334 UGFzc3dvcmQ6"); /* "Password:" */
+			return;
+		}
+		smtp_proto_auth_ready(p, data, n);
+		return;
+	}
+	/* RFC 4616 2: [authzid] NUL authcid NUL passwd, no other NUL. */
+	char *z1 = memchr(data, '\0', n);
+	char *z2 = z1 ? memchr(z1 + 1, '\0', n - (size_t)(z1 + 1 - data)) : NULL;
+	if (z2 == NULL || memchr(z2 + 1, '\0', n - (size_t)(z2 + 1 - data)) != NULL) {
+		smtp_proto_auth_abort(p, 501, "5.5.2", "Invalid PLAIN response");
+		return;
+	}
+	size_t zlen = (size_t)(z1 - data), ulen = (size_t)(z2 - z1 - 1);
+	smtp_proto_auth_set_user(p, z1 + 1, ulen);
+	/* Acting as someone else (an authorization identity other than the
+	 * user's own) is not supported: such a request cannot succeed. */
+	if (zlen > 0 && (zlen != ulen || memcmp(data, z1 + 1, ulen) != 0))
+		p->auth_username[0] = '\0';
+	smtp_proto_auth_ready(p, z2 + 1, n - (size_t)(z2 + 1 - data));
+}
+
+/* A line after a 334 (RFC 4954 4): base64, or "*" to cancel. */
+static void smtp_proto_auth_response(struct smtp_proto *p, char *line, size_t n, bool overflow)
+{
+	if (overflow) {
+		smtp_proto_auth_abort(p, 500, "5.5.6", "Line too long");
+		return;
+	}
+	if (n > 0 && line[n - 1] == '\r')
+		n--;
+	if (n == 1 && line[0] == '*') {
+		smtp_proto_auth_abort(p, 501, "5.7.0", "Authentication aborted");
+		return;
+	}
+	size_t len = 0;
+	if (!(n == 1 && line[0] == '=') && !smtp_proto_base64_decode(line, n, &len)) {
+		smtp_proto_auth_abort(p, 501, "5.5.2", "Cannot decode response");
+		return;
+	}
+	smtp_proto_auth_step(p, line, len);
+}
+
+/* RFC 4954 4: AUTH mechanism [initial-response]. */
+static void smtp_proto_cmd_auth(struct smtp_proto *p, char *arg)
+{
+	if (p->authenticated) {
+		smtp_proto_error(p, 503, "5.5.1", "Error: already authenticated");
+		return;
+	}
+	if (p->in_tx) {
+		smtp_proto_error(p, 503, "5.5.1", "Error: MAIL transaction in progress");
+		return;
+	}
+	if (!p->tls_active && p->cfg.tls_required) {
+		smtp_proto_error(p, 530, "5.7.0", "Must issue a STARTTLS command first");
+		return;
+	}
+	/* RFC 4954 6: 538 for a plaintext mechanism over an unencrypted link. */
+	if (!p->tls_active && !p->cfg.auth_insecure) {
+		smtp_proto_error(p, 538, "5.7.11",
+		                 "Encryption required for requested authentication mechanism");
+		return;
+	}
+	char *ir = strchr(arg, ' ');
+	if (ir != NULL) {
+		*ir++ = '\0';
+		while (*ir == ' ')
+			ir++;
+		if (strchr(ir, ' ') != NULL) {
+			smtp_proto_error(p, 501, "5.5.4",
+			                 "Syntax: AUTH mechanism [initial-response]");
+			return;
+		}
+	}
+	if (strcasecmp(arg, "PLAIN") == 0) {
+		p->auth_mech = SMTP_AUTH_MECH_PLAIN;
+	} else if (strcasecmp(arg, "LOGIN") == 0) {
+		p->auth_mech = SMTP_AUTH_MECH_LOGIN;
+	} else {
+		smtp_proto_error(p, 504, "5.5.4", "Unrecognized authentication type");
+		return;
+	}
+	p->auth_username[0] = '\0';
+	p->auth_login_user = false;
+	if (ir == NULL || *ir == '\0') {
+		smtp_proto_enter_state(p, SMTP_ST_AUTH);
+		/* PLAIN: an empty challenge; LOGIN: "Username:". */
+		smtp_proto_out_line(p, p->auth_mech == SMTP_AUTH_MECH_PLAIN ? "334 "
+		                                                            : "334 VXNlcm5hbWU6");
+		return;
+	}
+	/* RFC 4954 4: "=" is an empty initial response. */
+	size_t len = 0;
+	if (strcmp(ir, "=") != 0 && !smtp_proto_base64_decode(ir, strlen(ir), &len)) {
+		smtp_proto_error(p, 501, "5.5.2", "Cannot decode response");
+		return;
+	}
+	smtp_proto_auth_step(p, ir, len);
+}
+
 /* Ordering and argument rules, checked by the dispatcher before proceed(). */
 #define SMTP_CMD_NEED_HELO (1u << 0) /* 503 before HELO/EHLO (RFC 5321 4.1.4) */
 #define SMTP_CMD_NEED_MAIL (1u << 1) /* 503 outside a transaction */
@@ -1028,6 +1296,10 @@ static void smtp_proto_cmd_help(struct smtp_proto *p, char *arg)
 /* RFC 2920 3.1: must end a pipelined group. Input already behind it, before
  * PIPELINING was offered, is answered 554 5.5.0 and the session closes. */
 #define SMTP_CMD_GROUP_END (1u << 7)
+#define SMTP_CMD_IF_TLS    (1u << 8)  /* 502 unless STARTTLS is configured (SPEC 6) */
+#define SMTP_CMD_IF_AUTH   (1u << 9)  /* 502 unless AUTH is configured */
+#define SMTP_CMD_NEED_TLS  (1u << 10) /* 530 before STARTTLS with SMTPD_TLS=required */
+#define SMTP_CMD_NEED_AUTH (1u << 11) /* 530 before AUTH with SMTPD_AUTH=required */
 
 struct smtp_cmd {
 	const char *verb;
@@ -1039,8 +1311,9 @@ struct smtp_cmd {
 static const struct smtp_cmd smtp_proto_cmds[] = {
     {"EHLO", SMTP_CMD_ARG | SMTP_CMD_GROUP_END, "EHLO hostname", smtp_proto_cmd_ehlo},
     {"HELO", SMTP_CMD_ARG | SMTP_CMD_GROUP_END, "HELO hostname", smtp_proto_cmd_helo},
-    {"MAIL", SMTP_CMD_NEED_HELO | SMTP_CMD_NO_TX | SMTP_CMD_ARG, "MAIL FROM:<address>",
-     smtp_proto_cmd_mail},
+    {"MAIL",
+     SMTP_CMD_NEED_HELO | SMTP_CMD_NO_TX | SMTP_CMD_NEED_TLS | SMTP_CMD_NEED_AUTH | SMTP_CMD_ARG,
+     "MAIL FROM:<address>", smtp_proto_cmd_mail},
     {"RCPT", SMTP_CMD_NEED_HELO | SMTP_CMD_NEED_MAIL | SMTP_CMD_ARG, "RCPT TO:<address>",
      smtp_proto_cmd_rcpt},
     {"DATA", SMTP_CMD_NEED_HELO | SMTP_CMD_NEED_MAIL | SMTP_CMD_NEED_RCPT | SMTP_CMD_NO_ARG, "DATA",
@@ -1052,8 +1325,10 @@ static const struct smtp_cmd smtp_proto_cmds[] = {
     {"QUIT", SMTP_CMD_NO_ARG, "QUIT", smtp_proto_cmd_quit},
     {"VRFY", SMTP_CMD_ARG, "VRFY address", smtp_proto_cmd_vrfy},
     {"HELP", 0, "HELP", smtp_proto_cmd_help},
-    {"STARTTLS", SMTP_CMD_NOT_IMPL, "STARTTLS", NULL},
-    {"AUTH", SMTP_CMD_NOT_IMPL, "AUTH mechanism", NULL},
+    {"STARTTLS", SMTP_CMD_IF_TLS | SMTP_CMD_NEED_HELO | SMTP_CMD_NO_ARG, "STARTTLS",
+     smtp_proto_cmd_starttls},
+    {"AUTH", SMTP_CMD_IF_AUTH | SMTP_CMD_NEED_HELO | SMTP_CMD_ARG, "AUTH mechanism",
+     smtp_proto_cmd_auth},
 };
 
 /* Answer 502/503/501 for a command that may not run now; true if it may. */
@@ -1061,7 +1336,9 @@ static bool smtp_proto_cmd_allowed(struct smtp_proto *p, const struct smtp_cmd *
                                    const char *arg)
 {
 	unsigned f = cmd->flags;
-	if (f & SMTP_CMD_NOT_IMPL)
+	if ((f & SMTP_CMD_NOT_IMPL) ||
+	    ((f & SMTP_CMD_IF_TLS) && !p->cfg.tls_available && !p->cfg.tls_active) ||
+	    ((f & SMTP_CMD_IF_AUTH) && p->cfg.auth == SMTP_AUTH_OFF))
 		smtp_proto_error(p, 502, "5.5.1", "Command not implemented");
 	else if ((f & SMTP_CMD_NEED_HELO) && p->state == SMTP_ST_CONNECTED)
 		smtp_proto_error(p, 503, "5.5.1", "Error: send HELO/EHLO first");
@@ -1071,6 +1348,10 @@ static bool smtp_proto_cmd_allowed(struct smtp_proto *p, const struct smtp_cmd *
 		smtp_proto_error(p, 503, "5.5.1", "Error: need RCPT command");
 	else if ((f & SMTP_CMD_NO_TX) && p->in_tx)
 		smtp_proto_error(p, 503, "5.5.1", "Error: nested MAIL command");
+	else if ((f & SMTP_CMD_NEED_TLS) && p->cfg.tls_required && !p->tls_active)
+		smtp_proto_error(p, 530, "5.7.0", "Must issue a STARTTLS command first");
+	else if ((f & SMTP_CMD_NEED_AUTH) && p->cfg.auth == SMTP_AUTH_REQUIRED && !p->authenticated)
+		smtp_proto_error(p, 530, "5.7.0", "Authentication required");
 	else if (((f & SMTP_CMD_ARG) && arg[0] == '\0') ||
 	         ((f & SMTP_CMD_NO_ARG) && arg[0] != '\0'))
 		smtp_proto_error(p, 501, "5.5.4", "Syntax: %s", cmd->usage);
@@ -1079,30 +1360,65 @@ static bool smtp_proto_cmd_allowed(struct smtp_proto *p, const struct smtp_cmd *
 	return false;
 }
 
-/* A complete command line is in p->line; rest is how much input follows it
- * in this feed() call. */
-static void smtp_proto_command(struct smtp_proto *p, size_t rest)
+/* The buffer the current line goes to, and how much it holds before its LF. */
+static char *smtp_proto_linebuf(struct smtp_proto *p)
 {
-	size_t n = p->line_len;
-	bool overflow = p->line_overflow;
-	p->line_len = 0;
-	p->line_overflow = false;
+	return p->auth_line != NULL ? p->auth_line : p->line;
+}
+
+static size_t smtp_proto_linecap(const struct smtp_proto *p)
+{
+	return p->auth_line != NULL ? SMTP_PROTO_AUTH_LINE_MAX - 1 : SMTP_PROTO_CMD_BUF;
+}
+
+/* A line about to pass 512 octets goes on only when it is an AUTH line (RFC
+ * 4954 4): a response after a 334, or an AUTH command while AUTH is
+ * configured. d[0..n) is the input that follows what the line holds. Then the
+ * line moves to a buffer of SMTP_PROTO_AUTH_LINE_MAX, which exists only until
+ * the line is used: an idle session keeps none. */
+static bool smtp_proto_line_grow(struct smtp_proto *p, const char *d, size_t n)
+{
+	if (p->auth_line != NULL)
+		return false;
+	if (p->state != SMTP_ST_AUTH) {
+		char verb[5];
+		size_t k = 0;
+		for (; k < sizeof verb && k < p->line_len; k++)
+			verb[k] = p->line[k];
+		for (size_t i = 0; k < sizeof verb && i < n; i++)
+			verb[k++] = d[i];
+		if (p->cfg.auth == SMTP_AUTH_OFF || k < sizeof verb ||
+		    strncasecmp(verb, "AUTH ", sizeof verb) != 0)
+			return false;
+	}
+	p->auth_line = malloc(SMTP_PROTO_AUTH_LINE_MAX);
+	if (p->auth_line == NULL)
+		return false;
+	memcpy(p->auth_line, p->line, p->line_len);
+	return true;
+}
+
+/* A complete command line of n octets is in line (overflow: it was too long
+ * and not stored); rest is how much input follows it in this feed() call. */
+static void smtp_proto_command_line(struct smtp_proto *p, char *line, size_t n, bool overflow,
+                                    size_t rest)
+{
 	if (overflow) {
 		smtp_proto_error(p, 500, "5.5.6", "Line too long");
 		return;
 	}
 	/* CRLF, or a bare LF: lenient in commands, like Postfix. */
-	if (n > 0 && p->line[n - 1] == '\r')
+	if (n > 0 && line[n - 1] == '\r')
 		n--;
-	p->line[n] = '\0';
+	line[n] = '\0';
 	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)p->line[i];
+		unsigned char c = (unsigned char)line[i];
 		if ((c < 0x20 && c != '\t') || c == 0x7f) {
 			smtp_proto_error(p, 500, "5.5.2", "Error: invalid character in command");
 			return;
 		}
 	}
-	char *verb = p->line;
+	char *verb = line;
 	char *arg = strchr(verb, ' ');
 	if (arg != NULL) {
 		*arg++ = '\0';
@@ -1134,6 +1450,25 @@ static void smtp_proto_command(struct smtp_proto *p, size_t rest)
 		cmd->proceed(p, arg);
 }
 
+/* A complete line is in the line buffer: a command, or a response to a 334. */
+static void smtp_proto_command(struct smtp_proto *p, size_t rest)
+{
+	char *line = smtp_proto_linebuf(p);
+	size_t n = p->line_len;
+	bool overflow = p->line_overflow;
+	bool auth = p->state == SMTP_ST_AUTH || p->auth_line != NULL ||
+	            (n >= 4 && strncasecmp(line, "AUTH", 4) == 0);
+	p->line_len = 0;
+	p->line_overflow = false;
+	if (p->state == SMTP_ST_AUTH)
+		smtp_proto_auth_response(p, line, n, overflow);
+	else
+		smtp_proto_command_line(p, line, n, overflow, rest);
+	/* The credentials stay in the line until their verdict (resume). */
+	if (auth && p->state != SMTP_ST_AUTH_WAIT)
+		smtp_proto_auth_wipe(p);
+}
+
 /* Read command input up to and including one LF. An overlong line is not
  * stored: the rest of it is skipped and answered at its LF (Postfix). */
 static size_t smtp_proto_command_feed(struct smtp_proto *p, const char *d, size_t n)
@@ -1141,10 +1476,12 @@ static size_t smtp_proto_command_feed(struct smtp_proto *p, const char *d, size_
 	const char *lf = memchr(d, '\n', n);
 	size_t take = lf ? (size_t)(lf - d) : n;
 	if (!p->line_overflow) {
-		if (take > SMTP_PROTO_CMD_BUF - p->line_len) {
+		if (take > smtp_proto_linecap(p) - p->line_len &&
+		    (!smtp_proto_line_grow(p, d, take) ||
+		     take > smtp_proto_linecap(p) - p->line_len)) {
 			p->line_overflow = true;
 		} else {
-			memcpy(p->line + p->line_len, d, take);
+			memcpy(smtp_proto_linebuf(p) + p->line_len, d, take);
 			p->line_len += take;
 		}
 	}
@@ -1168,7 +1505,7 @@ size_t smtp_proto_feed(struct smtp_proto *p, const char *data, size_t len)
 		return 0;
 	}
 	size_t off = 0;
-	while (off < len && p->state != SMTP_ST_CLOSED && p->state != SMTP_ST_EOM &&
+	while (off < len && p->state != SMTP_ST_CLOSED && smtp_proto_pending(p) == SMTP_WAIT_NONE &&
 	       p->out_len <= SMTP_PROTO_OUTPUT_HIGH) {
 		if (p->state == SMTP_ST_DATA)
 			off += smtp_proto_data_feed(p, data + off, len - off);
@@ -1198,11 +1535,59 @@ void smtp_proto_output_consume(struct smtp_proto *p, size_t n)
 
 enum smtp_wait smtp_proto_pending(const struct smtp_proto *p)
 {
-	return p->state == SMTP_ST_EOM ? SMTP_WAIT_EOM : SMTP_WAIT_NONE;
+	switch (p->state) {
+	case SMTP_ST_EOM:
+		return SMTP_WAIT_EOM;
+	case SMTP_ST_STARTTLS:
+		return SMTP_WAIT_STARTTLS;
+	case SMTP_ST_AUTH_WAIT:
+		return SMTP_WAIT_AUTH;
+	default:
+		return SMTP_WAIT_NONE;
+	}
+}
+
+/* The verdict on AUTH credentials: 2xx authenticates the session. */
+static void smtp_proto_auth_resume(struct smtp_proto *p, unsigned code, const char *enhanced,
+                                   const char *text)
+{
+	smtp_proto_auth_wipe(p);
+	smtp_proto_enter_state(p, smtp_proto_cmd_state(p));
+	if (code < 200 || code > 599 || (code >= 300 && code < 400)) {
+		code = 454;
+		enhanced = "4.7.0";
+		text = "Temporary authentication failure";
+	}
+	if (code < 300) {
+		p->authenticated = true;
+		smtp_proto_reply(p, code, enhanced, "%s", text ? text : "");
+		return;
+	}
+	p->auth_username[0] = '\0';
+	/* A failed AUTH counts towards the error limit (a guessing client). */
+	if (code >= 500)
+		smtp_proto_error(p, code, enhanced, "%s", text ? text : "");
+	else
+		smtp_proto_reply(p, code, enhanced, "%s", text ? text : "");
 }
 
 void smtp_proto_resume(struct smtp_proto *p, unsigned code, const char *enhanced, const char *text)
 {
+	if (p->state == SMTP_ST_STARTTLS) {
+		/* Only a refusal comes through here (smtp_proto_tls_started says yes). */
+		if (code < 400 || code > 599) {
+			code = 454;
+			enhanced = "4.7.0";
+			text = "TLS not available due to temporary reason";
+		}
+		smtp_proto_enter_state(p, smtp_proto_cmd_state(p));
+		smtp_proto_reply(p, code, enhanced, "%s", text ? text : "");
+		return;
+	}
+	if (p->state == SMTP_ST_AUTH_WAIT) {
+		smtp_proto_auth_resume(p, code, enhanced, text);
+		return;
+	}
 	/* Nothing pending (e.g. the session timed out meanwhile): ignored. */
 	if (p->state != SMTP_ST_EOM)
 		return;
@@ -1279,6 +1664,57 @@ bool smtp_proto_esmtp(const struct smtp_proto *p)
 uint64_t smtp_proto_message_size(const struct smtp_proto *p)
 {
 	return p->msg.size;
+}
+
+void smtp_proto_tls_started(struct smtp_proto *p)
+{
+	if (p->state != SMTP_ST_STARTTLS)
+		return;
+	smtp_proto_reply(p, 220, "2.0.0", "Ready to start TLS");
+	/* RFC 3207 4.2: the server MUST discard any knowledge obtained from the
+	 * client, such as the argument to EHLO, which was not obtained from the
+	 * TLS negotiation itself. (The adapter discards the input it holds.) */
+	p->tls_active = true;
+	p->helo[0] = '\0';
+	p->esmtp = false;
+	smtp_proto_tx_clear(p);
+	p->authenticated = false;
+	p->auth_username[0] = '\0';
+	p->line_len = 0;
+	p->line_overflow = false;
+	smtp_proto_enter_state(p, SMTP_ST_CONNECTED);
+}
+
+bool smtp_proto_tls_active(const struct smtp_proto *p)
+{
+	return p->tls_active;
+}
+
+const char *smtp_proto_auth_mechanism(const struct smtp_proto *p)
+{
+	if (p->state != SMTP_ST_AUTH_WAIT)
+		return "";
+	return p->auth_mech == SMTP_AUTH_MECH_PLAIN ? "PLAIN" : "LOGIN";
+}
+
+const char *smtp_proto_auth_username(const struct smtp_proto *p)
+{
+	return p->state == SMTP_ST_AUTH_WAIT ? p->auth_username : "";
+}
+
+const char *smtp_proto_auth_password(const struct smtp_proto *p, size_t *len)
+{
+	if (p->state != SMTP_ST_AUTH_WAIT || p->auth_password == NULL) {
+		*len = 0;
+		return NULL;
+	}
+	*len = p->auth_password_len;
+	return p->auth_password;
+}
+
+const char *smtp_proto_auth_user(const struct smtp_proto *p)
+{
+	return p->authenticated ? p->auth_username : NULL;
 }
 
 const char *smtp_proto_state_name(const struct smtp_proto *p)

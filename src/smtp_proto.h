@@ -11,8 +11,10 @@
  *     n = smtp_proto_feed(p, data, len);      -- consumes up to len bytes
  *     write out smtp_proto_output(); smtp_proto_output_consume()
  *     if smtp_proto_pending(p) != SMTP_WAIT_NONE:
- *         stop reading, decide (e.g. store the message), then
- *         smtp_proto_resume(p, code, enhanced, text), and feed the rest (data+n).
+ *         stop reading, decide (e.g. store the message, check AUTH
+ *         credentials), then smtp_proto_resume(p, code, enhanced, text), and
+ *         feed the rest (data+n) -- except after SMTP_WAIT_STARTTLS answered
+ *         with smtp_proto_tls_started(): the rest is dropped, never fed.
  *     if smtp_proto_closing(p): flush the output, then close.
  * feed() stops early (returns n < len) when a verdict is pending, when the
  * session is closing, or when the queued output passed SMTP_PROTO_OUTPUT_HIGH
@@ -54,12 +56,31 @@
 #define SMTP_PROTO_OUTPUT_HIGH 16384
 /* Bad commands tolerated before the session is dropped (421 4.7.0). */
 #define SMTP_PROTO_MAX_ERRORS 20
+/* RFC 4954 4: an AUTH command line (with its initial response) and each AUTH
+ * response line may be up to 12288 octets including CRLF. Only those lines may
+ * pass SMTP_PROTO_COMMAND_LINE_MAX; their buffer exists only while they are read. */
+#define SMTP_PROTO_AUTH_LINE_MAX 12288
+/* The longest AUTH user name passed on; a longer one can never authenticate. */
+#define SMTP_PROTO_AUTH_USER_MAX 255
+
+/* SMTPD_AUTH (SPEC 6). */
+enum smtp_auth_mode {
+	SMTP_AUTH_OFF = 0,  /* AUTH answered 502 5.5.1, not advertised */
+	SMTP_AUTH_OPTIONAL, /* offered (under TLS unless auth_insecure) */
+	SMTP_AUTH_REQUIRED, /* and MAIL without it gets 530 5.7.0 */
+};
 
 struct smtp_proto_config {
 	const char *hostname;      /* greeting and EHLO name; copied */
 	uint64_t max_message_size; /* SIZE; bodies over it: read to the end, 552 5.3.4 */
 	unsigned max_recipients;   /* past it: 452 4.5.3, earlier recipients kept */
 	bool bare_lf_reject;       /* SMTPD_BARE_LF=reject: 550 5.5.2 at end of data */
+	/* SPEC 6. STARTTLS is answered 502 5.5.1 unless tls_available. */
+	bool tls_available; /* STARTTLS offered while the session is not under TLS */
+	bool tls_active;    /* under TLS from the first byte (implicit TLS, RFC 8314) */
+	bool tls_required;  /* SMTPD_TLS=required: MAIL and AUTH before TLS get 530 5.7.0 */
+	enum smtp_auth_mode auth;
+	bool auth_insecure; /* SMTPD_AUTH_INSECURE: AUTH offered without TLS too */
 };
 
 /* Things that happen, for the adapter's logs and counters. Informational only:
@@ -99,6 +120,16 @@ enum smtp_wait {
 	SMTP_WAIT_EOM, /* a complete message arrived: store it, then resume() with
 	                  250 (the transaction ends, the envelope is cleared by resume) or
 	                  4xx/5xx */
+	/* STARTTLS was accepted (RFC 3207). Either resume() with a refusal (454
+	 * 4.7.0 when no TLS session can be made now), or prepare TLS and call
+	 * smtp_proto_tls_started(): it queues "220 2.0.0 Ready to start TLS", which
+	 * the adapter writes in plaintext, then it discards every input byte it
+	 * holds beyond the STARTTLS line (CVE-2011-0411) and speaks TLS. */
+	SMTP_WAIT_STARTTLS,
+	/* AUTH credentials are complete (RFC 4954): verify smtp_proto_auth_username()
+	 * and smtp_proto_auth_password(), then resume() with 235 2.7.0 (the session
+	 * is authenticated) or 535 5.7.8 / 454 4.7.0 (it is not). */
+	SMTP_WAIT_AUTH,
 };
 
 struct smtp_proto;
@@ -153,6 +184,26 @@ bool smtp_proto_esmtp(const struct smtp_proto *p); /* EHLO (not HELO) was used *
 /* Size of the message as received: dot-unstuffed, counting CRLF line ends
  * (the RFC 1870 measure), i.e. what the client's message is. */
 uint64_t smtp_proto_message_size(const struct smtp_proto *p);
+
+/* TLS is up (SMTP_WAIT_STARTTLS answered): queue "220 2.0.0 Ready to start
+ * TLS" and forget everything learnt before it (RFC 3207 4.2): HELO/EHLO, the
+ * transaction, the authentication; the client must EHLO again. STARTTLS is no
+ * longer offered. Ignored unless SMTP_WAIT_STARTTLS is pending. */
+void smtp_proto_tls_started(struct smtp_proto *p);
+/* The session is under TLS (implicit, or after STARTTLS). */
+bool smtp_proto_tls_active(const struct smtp_proto *p);
+
+/* During SMTP_WAIT_AUTH: the mechanism ("PLAIN" or "LOGIN"), the user name
+ * (NUL-free, at most SMTP_PROTO_AUTH_USER_MAX octets; "" when the client's name
+ * cannot be a user: too long, or a PLAIN authorization identity that differs
+ * from it) and the password (*len octets, may hold any octet but never seen
+ * by the core's events). Valid until resume(); the core wipes the password
+ * then. Outside SMTP_WAIT_AUTH: "" / NULL. */
+const char *smtp_proto_auth_mechanism(const struct smtp_proto *p);
+const char *smtp_proto_auth_username(const struct smtp_proto *p);
+const char *smtp_proto_auth_password(const struct smtp_proto *p, size_t *len);
+/* The authenticated user (after 235), or NULL. */
+const char *smtp_proto_auth_user(const struct smtp_proto *p);
 
 /* The name of the core's current state ("CONNECTED", "HELO", "DATA", "BDAT",
  * "EOM", "CLOSED", ...), for the adapter's debug logs: the pure core does not

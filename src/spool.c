@@ -360,10 +360,11 @@ static size_t spool_utf8_len(const unsigned char *p, size_t n)
  * junk). jansson refuses invalid UTF-8, and writing it unchecked would make the
  * file invalid JSON, so each byte outside a valid sequence becomes U+FFFD. The
  * raw bytes stay in the message's own Received and Return-Path headers. */
-static json_t *spool_json_str(const char *str)
+json_t *spool_json_text(const char *text, size_t n)
 {
-	const unsigned char *p = (const unsigned char *)spool_str(str);
-	size_t n = strlen((const char *)p);
+	const unsigned char *p = (const unsigned char *)(text ? text : "");
+	if (text == NULL)
+		n = 0;
 	size_t i = 0, bad = 0;
 	while (i < n) {
 		size_t l = spool_utf8_len(p + i, n - i);
@@ -393,6 +394,11 @@ static json_t *spool_json_str(const char *str)
 	return j;
 }
 
+static json_t *spool_json_str(const char *str)
+{
+	return spool_json_text(spool_str(str), strlen(spool_str(str)));
+}
+
 static json_t *spool_json_endpoint(const char *addr, uint16_t port)
 {
 	json_t *o = json_object();
@@ -417,7 +423,8 @@ static void spool_rfc3339(const struct timespec *ts, char *out, size_t len)
 	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts->tv_nsec / 1000000);
 }
 
-char *spool_envelope_json(const struct spool_envelope *env)
+/* The envelope as a jansson object (a new reference), NULL on out of memory. */
+static json_t *spool_envelope_obj(const struct spool_envelope *env)
 {
 	json_t *o = json_object();
 	json_t *rcpt = json_array();
@@ -460,10 +467,20 @@ char *spool_envelope_json(const struct spool_envelope *env)
 	     json_object_set(o, "tls", tls) == 0 && json_object_set(o, "proxy", proxy) == 0 &&
 	     json_object_set_new(o, "size", json_integer((json_int_t)env->size)) == 0 &&
 	     json_object_set_new(o, "received_at", json_string(when)) == 0;
-	char *out = ok ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(rcpt);
 	json_decref(tls);
 	json_decref(proxy);
+	if (!ok) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+char *spool_envelope_json(const struct spool_envelope *env)
+{
+	json_t *o = spool_envelope_obj(env);
+	char *out = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(o);
 	return out;
 }
@@ -532,7 +549,7 @@ static int spool_headers(struct buf *b, const struct spool *s, const struct spoo
 	if (rc == 0)
 		rc = buf_append(b, ")\n\tby ", 6);
 	if (rc == 0)
-		rc = spool_hdr_text(b, env->hostname ? env->hostname : s->hostname);
+		rc = spool_hdr_text(b, env->hostname ? env->hostname : s ? s->hostname : "");
 	if (rc == 0)
 		rc = buf_printf(b, " (mailport) with %s id ", proto);
 	if (rc == 0)
@@ -605,20 +622,54 @@ static bool spool_id_ok(const char *id)
 	       strlen(id) < SPOOL_ID_MAX;
 }
 
+int spool_trace_headers(const struct spool *s, const struct spool_envelope *env, struct buf *out)
+{
+	return spool_headers(out, s, env);
+}
+
+/* The meta/ JSON of a new message: the envelope, plus a "delivery" object when
+ * one is given (a message stored already delivered, SMTPD_WEBHOOK_SYNC). */
+static char *spool_meta_json(const struct spool_envelope *env, const char *delivery)
+{
+	if (delivery == NULL)
+		return spool_envelope_json(env);
+	json_t *o = spool_envelope_obj(env);
+	json_t *d = json_loads(delivery, 0, NULL);
+	char *out = NULL;
+	if (o != NULL && d != NULL && json_object_set(o, "delivery", d) == 0)
+		out = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(d);
+	json_decref(o);
+	return out;
+}
+
 int spool_store(struct spool *s, const struct spool_envelope *env, const char *body, size_t len)
+{
+	return spool_store_ex(s, env, body, len, NULL);
+}
+
+int spool_store_ex(struct spool *s, const struct spool_envelope *env, const char *body, size_t len,
+                   const struct spool_store_opts *opts)
 {
 	if (!spool_id_ok(env->id))
 		return -EINVAL;
 	char meta[SPOOL_ID_MAX + 16], meta_tmp[SPOOL_ID_MAX + 16];
 	snprintf(meta, sizeof meta, "%s.json", env->id);
 	snprintf(meta_tmp, sizeof meta_tmp, ".%s.json.tmp", env->id);
+	int dest_fd = s->new_fd, cur_fd = -1;
 
 	struct buf hdr;
 	buf_init(&hdr, 0);
 	char *json = NULL;
 	int rc = spool_headers(&hdr, s, env);
-	if (rc == 0 && (json = spool_envelope_json(env)) == NULL)
+	if (rc == 0 && (json = spool_meta_json(env, opts ? opts->delivery_json : NULL)) == NULL)
 		rc = -ENOMEM;
+	if (rc == 0 && opts && opts->to_cur) {
+		cur_fd = openat(s->dir_fd, "cur", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (cur_fd < 0)
+			rc = -errno;
+		dest_fd = cur_fd;
+	}
 	if (rc < 0)
 		goto out;
 	struct iovec msg[2] = {{hdr.data, hdr.len}, {(void *)body, len}};
@@ -644,17 +695,17 @@ int spool_store(struct spool *s, const struct spool_envelope *env, const char *b
 		goto drop_meta;
 	}
 
-	/* 3. Into new/, and 4. make that rename durable before the 250. */
-	if (renameat(s->tmp_fd, env->id, s->new_fd, env->id) < 0) {
+	/* 3. Into new/ (or cur/), and 4. make that rename durable before the 250. */
+	if (renameat(s->tmp_fd, env->id, dest_fd, env->id) < 0) {
 		rc = -errno;
 		goto drop_meta;
 	}
-	if (fsync(s->new_fd) < 0) {
+	if (fsync(dest_fd) < 0) {
 		rc = -errno;
 		/* The client will get a 4xx and send again: take the message back
 		 * out of new/ (before its envelope) so it is not delivered twice. */
-		unlinkat(s->new_fd, env->id, 0);
-		(void)fsync(s->new_fd);
+		unlinkat(dest_fd, env->id, 0);
+		(void)fsync(dest_fd);
 		unlinkat(s->meta_fd, meta, 0);
 		goto out;
 	}
@@ -665,9 +716,283 @@ drop_meta:
 drop_tmp:
 	unlinkat(s->tmp_fd, env->id, 0);
 out:
+	if (cur_fd >= 0)
+		close(cur_fd);
 	free(json);
 	buf_free(&hdr);
 	return rc;
+}
+
+/* ---- delivery and the messages API ------------------------------------------------- */
+
+static const char *const spool_state_dirs[] = {"new", "cur", "failed"};
+
+const char *spool_state_name(enum spool_state st)
+{
+	return spool_state_dirs[st];
+}
+
+bool spool_id_valid(const char *id)
+{
+	if (!spool_id_ok(id))
+		return false;
+	for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
+		bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		          (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == '_' ||
+		          *p == '\\' || *p == ',' || *p == '=';
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* The name of message `id` in st's directory: the id itself or, in cur/, the
+ * id with the Maildir info a mail reader may have added ("<id>:2,S"). */
+static int spool_find_name(struct spool *s, enum spool_state st, const char *id, char *name,
+                           size_t len)
+{
+	char path[SPOOL_ID_MAX + 16];
+	snprintf(path, sizeof path, "%s/%s", spool_state_dirs[st], id);
+	struct stat sb;
+	if (fstatat(s->dir_fd, path, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (!S_ISREG(sb.st_mode))
+			return -ENOENT;
+		snprintf(name, len, "%s", id);
+		return 0;
+	}
+	if (errno != ENOENT)
+		return -errno;
+	if (st != SPOOL_STATE_CUR)
+		return -ENOENT;
+	int fd = openat(s->dir_fd, "cur", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
+	size_t idlen = strlen(id);
+	int rc = -ENOENT;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, id, idlen) == 0 && de->d_name[idlen] == ':' &&
+		    strlen(de->d_name) < len) {
+			snprintf(name, len, "%s", de->d_name);
+			rc = 0;
+			break;
+		}
+	}
+	closedir(d);
+	return rc;
+}
+
+int spool_open_message(struct spool *s, enum spool_state st, const char *id, int *fdp,
+                       uint64_t *size)
+{
+	if (!spool_id_ok(id))
+		return -EINVAL;
+	char name[NAME_MAX + 1], path[NAME_MAX + 16];
+	int rc = spool_find_name(s, st, id, name, sizeof name);
+	if (rc < 0)
+		return rc;
+	snprintf(path, sizeof path, "%s/%s", spool_state_dirs[st], name);
+	int fd = openat(s->dir_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	struct stat sb;
+	if (fstat(fd, &sb) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		close(fd);
+		return -ENOENT;
+	}
+	if (size)
+		*size = (uint64_t)sb.st_size;
+	*fdp = fd;
+	return 0;
+}
+
+int spool_locate(struct spool *s, const char *id, enum spool_state *st)
+{
+	/* In the order a message moves (new -> cur or failed), so a move that
+	 * happens during the search is still found in a later directory. */
+	for (int i = 0; i < 3; i++) {
+		char name[NAME_MAX + 1];
+		int rc = spool_find_name(s, (enum spool_state)i, id, name, sizeof name);
+		if (rc == 0) {
+			*st = (enum spool_state)i;
+			return 0;
+		}
+		if (rc != -ENOENT)
+			return rc;
+	}
+	return -ENOENT;
+}
+
+/* Read up to max bytes of fd into a malloc'ed, NUL-terminated buffer. */
+static int spool_read_fd(int fd, size_t max, char **data, size_t *len)
+{
+	struct stat sb;
+	if (fstat(fd, &sb) < 0)
+		return -errno;
+	size_t want = (uint64_t)sb.st_size < max ? (size_t)sb.st_size : max;
+	char *p = malloc(want + 1);
+	if (p == NULL)
+		return -ENOMEM;
+	size_t got = 0;
+	while (got < want) {
+		ssize_t n = read(fd, p + got, want - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int e = errno;
+			free(p);
+			return -e;
+		}
+		if (n == 0)
+			break; /* shorter than it was: take what is there */
+		got += (size_t)n;
+	}
+	p[got] = '\0';
+	*data = p;
+	*len = got;
+	return 0;
+}
+
+int spool_read_message(struct spool *s, enum spool_state st, const char *id, size_t max,
+                       char **data, size_t *len)
+{
+	int fd;
+	int rc = spool_open_message(s, st, id, &fd, NULL);
+	if (rc < 0)
+		return rc;
+	rc = spool_read_fd(fd, max, data, len);
+	close(fd);
+	return rc;
+}
+
+int spool_meta_read(struct spool *s, const char *id, char **json)
+{
+	if (!spool_id_ok(id))
+		return -EINVAL;
+	char name[SPOOL_ID_MAX + 16];
+	snprintf(name, sizeof name, "%s.json", id);
+	int fd = openat(s->meta_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	size_t len;
+	int rc = spool_read_fd(fd, SPOOL_META_MAX, json, &len);
+	close(fd);
+	return rc;
+}
+
+int spool_meta_write(struct spool *s, const char *id, const char *json, bool durable)
+{
+	if (!spool_id_ok(id))
+		return -EINVAL;
+	char meta[SPOOL_ID_MAX + 16], meta_tmp[SPOOL_ID_MAX + 16];
+	snprintf(meta, sizeof meta, "%s.json", id);
+	snprintf(meta_tmp, sizeof meta_tmp, ".%s.json.tmp", id);
+	struct iovec iov[2] = {{(void *)json, strlen(json)}, {(void *)"\n", 1}};
+	/* A temporary name left by a crash would make O_EXCL fail. */
+	unlinkat(s->meta_fd, meta_tmp, 0);
+	int rc = spool_write_file(s->meta_fd, meta_tmp, iov, 2);
+	if (rc < 0)
+		return rc;
+	if (renameat(s->meta_fd, meta_tmp, s->meta_fd, meta) < 0) {
+		rc = -errno;
+		unlinkat(s->meta_fd, meta_tmp, 0);
+		return rc;
+	}
+	if (durable && fsync(s->meta_fd) < 0)
+		return -errno;
+	return 0;
+}
+
+static int spool_fsync_dir(struct spool *s, const char *dir)
+{
+	int fd = openat(s->dir_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = fsync(fd) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+int spool_move(struct spool *s, const char *id, enum spool_state from, enum spool_state to)
+{
+	if (!spool_id_ok(id))
+		return -EINVAL;
+	char name[NAME_MAX + 1], src[NAME_MAX + 16], dst[SPOOL_ID_MAX + 16];
+	int rc = spool_find_name(s, from, id, name, sizeof name);
+	if (rc < 0)
+		return rc;
+	snprintf(src, sizeof src, "%s/%s", spool_state_dirs[from], name);
+	snprintf(dst, sizeof dst, "%s/%s", spool_state_dirs[to], id);
+	/* failed/ is made on first use: most spools never need it. */
+	if (to == SPOOL_STATE_FAILED) {
+		rc = spool_mkdir_at(s->dir_fd, "failed");
+		if (rc < 0)
+			return rc;
+	}
+	if (renameat(s->dir_fd, src, s->dir_fd, dst) < 0)
+		return -errno;
+	return spool_fsync_dir(s, spool_state_dirs[to]);
+}
+
+int spool_remove(struct spool *s, enum spool_state st, const char *id)
+{
+	if (!spool_id_ok(id))
+		return -EINVAL;
+	char name[NAME_MAX + 1], path[NAME_MAX + 16], meta[SPOOL_ID_MAX + 16];
+	int rc = spool_find_name(s, st, id, name, sizeof name);
+	if (rc < 0)
+		return rc;
+	snprintf(path, sizeof path, "%s/%s", spool_state_dirs[st], name);
+	if (unlinkat(s->dir_fd, path, 0) < 0)
+		return -errno;
+	/* The message first: an envelope without its message is a leftover that
+	 * spool_open() removes; a message without its envelope would be a hole. */
+	snprintf(meta, sizeof meta, "%s.json", id);
+	if (unlinkat(s->meta_fd, meta, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int spool_meta_remove(struct spool *s, const char *id)
+{
+	if (!spool_id_ok(id))
+		return -EINVAL;
+	char meta[SPOOL_ID_MAX + 16];
+	snprintf(meta, sizeof meta, "%s.json", id);
+	if (unlinkat(s->meta_fd, meta, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+int spool_list_ids(struct spool *s, enum spool_state st, char ***ids, size_t *n)
+{
+	struct spool_names names = {0};
+	int rc = spool_list(s, spool_state_dirs[st], false, &names);
+	if (rc < 0) {
+		spool_names_free(&names);
+		*ids = NULL;
+		*n = 0;
+		return rc;
+	}
+	*ids = names.v;
+	*n = names.n;
+	return 0;
+}
+
+void spool_ids_free(char **ids, size_t n)
+{
+	struct spool_names names = {.v = ids, .n = n, .cap = n};
+	spool_names_free(&names);
 }
 
 /* ---- open/close ---------------------------------------------------------------------- */

@@ -92,6 +92,74 @@ int spool_store(struct spool *s, const struct spool_envelope *env, const char *b
  * not valid UTF-8 become U+FFFD each, so the result is always valid JSON. */
 char *spool_envelope_json(const struct spool_envelope *env);
 
+/* ---- delivery (webhook) and the messages API ----------------------------------
+ * All of these are blocking file operations, safe from any thread (they only
+ * use the spool's directory descriptors, constant after spool_open): the loop
+ * calls them through uv_queue_work, the HTTP thread directly. Messages may move
+ * between directories or disappear at any moment (delivery, DELETE), so every
+ * caller must take -ENOENT as "gone", not as an error. */
+
+/* The directory a message is in. Its messages API name is the same word. */
+enum spool_state { SPOOL_STATE_NEW, SPOOL_STATE_CUR, SPOOL_STATE_FAILED };
+#define SPOOL_STATES 3
+/* "new", "cur", "failed" */
+const char *spool_state_name(enum spool_state st);
+
+/* meta/<id>.json is never read past this size. */
+#define SPOOL_META_MAX (4u << 20)
+
+/* Store like spool_store(), with options. */
+struct spool_store_opts {
+	bool to_cur;               /* rename into cur/ instead of new/ (already delivered) */
+	const char *delivery_json; /* a JSON object added to the envelope as "delivery", or NULL */
+};
+int spool_store_ex(struct spool *s, const struct spool_envelope *env, const char *body, size_t len,
+                   const struct spool_store_opts *opts);
+
+/* Append to `out` the Return-Path and Received headers spool_store() writes
+ * before the message, byte for byte (the same env gives the same text), so a
+ * filter sees exactly what will be stored. s may be NULL (discard): env->hostname
+ * is then the only name used. Returns 0 or a negative errno. */
+struct buf;
+int spool_trace_headers(const struct spool *s, const struct spool_envelope *env, struct buf *out);
+
+/* A JSON string (new reference) of n bytes that need not be valid UTF-8: each
+ * byte outside a valid sequence becomes U+FFFD. NULL on out of memory. */
+struct json_t;
+struct json_t *spool_json_text(const char *text, size_t n);
+
+/* An id the messages API accepts: a plain file name of the characters our ids
+ * use ([A-Za-z0-9._-], '\' of the host escapes, ',' '='), never starting with
+ * a dot, so "../x" or "a/b" can never reach a path. */
+bool spool_id_valid(const char *id);
+
+/* Open message `id` in st's directory read-only (in cur/, also "<id>:2,..."
+ * names). Returns 0 with *fd (and *size when not NULL), or -ENOENT / -errno. */
+int spool_open_message(struct spool *s, enum spool_state st, const char *id, int *fd,
+                       uint64_t *size);
+/* Which directory holds `id`: searched new, cur, failed, the order messages
+ * move in, so a move during the search is still found. -ENOENT if none. */
+int spool_locate(struct spool *s, const char *id, enum spool_state *st);
+/* Read at most max bytes of a message (malloc'ed, NUL-terminated). */
+int spool_read_message(struct spool *s, enum spool_state st, const char *id, size_t max,
+                       char **data, size_t *len);
+/* Read meta/<id>.json (malloc'ed, NUL-terminated). */
+int spool_meta_read(struct spool *s, const char *id, char **json);
+/* Replace meta/<id>.json atomically: write a temporary file, fsync it, rename
+ * it over; with durable, fsync meta/ too. Readers see the old or the new file. */
+int spool_meta_write(struct spool *s, const char *id, const char *json, bool durable);
+/* Rename a message from one directory to another (failed/ is created on first
+ * use) and fsync the target directory. */
+int spool_move(struct spool *s, const char *id, enum spool_state from, enum spool_state to);
+/* Remove a message, then its envelope. */
+int spool_remove(struct spool *s, enum spool_state st, const char *id);
+/* Remove meta/<id>.json alone (after a move found the message gone). */
+int spool_meta_remove(struct spool *s, const char *id);
+/* The ids in st's directory, unsorted (Maildir info cut off, dot files
+ * skipped; a missing directory is empty). Free with spool_ids_free(). */
+int spool_list_ids(struct spool *s, enum spool_state st, char ***ids, size_t *n);
+void spool_ids_free(char **ids, size_t n);
+
 /* The directory the spool lives in. */
 const char *spool_dir(const struct spool *s);
 

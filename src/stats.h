@@ -29,6 +29,7 @@ struct stats_listener {
 	bool any;
 	const char *tls;   /* "none", "starttls", "implicit" (static strings) */
 	const char *state; /* "listening", "closed" (static strings) */
+	bool proxy;        /* SMTPD_PROXY_PORTS: clients come through a PROXY header */
 	uint64_t connections_active;
 	uint64_t connections_total;
 	uint64_t messages_accepted;
@@ -45,6 +46,17 @@ struct stats_counters {
 	uint64_t messages_rejected; /* refused at the end of their data */
 	uint64_t messages_bytes;    /* sum of accepted message sizes */
 	uint64_t store_failures;    /* storage errors (answered 451) */
+	/* The webhook delivery queue (SPEC 5), written by webhook.c. */
+	uint64_t delivery_pending;   /* messages in new/ waiting for a 2xx */
+	uint64_t delivery_delivered; /* since start: answered 2xx */
+	uint64_t delivery_failed;    /* since start: moved to failed/ */
+	uint64_t delivery_retries;   /* since start: attempts that will be retried */
+	int64_t delivery_oldest;     /* Unix seconds the oldest pending message arrived, 0 = none */
+	/* SMTPD_FILTER verdicts (deliver.c). */
+	uint64_t filter_accepted;
+	uint64_t filter_rejected;   /* 554 */
+	uint64_t filter_tempfailed; /* 451: exit 75, a crash, a timeout */
+	uint64_t filter_timeouts;   /* killed after SMTPD_FILTER_TIMEOUT */
 };
 
 struct stats {

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config libuv1-dev libmicrohttpd-dev libjansson-dev libssl-dev
-      libcmocka-dev python3 swaks curl iproute2 postfix)
+      libcurl4-openssl-dev libcrypt-dev libcmocka-dev python3 swaks curl iproute2 postfix
+      openssl whois)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

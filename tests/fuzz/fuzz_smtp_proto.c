@@ -2,8 +2,10 @@
  *
  * Input: byte 0 seeds the feed() piece sizes, byte 1 picks options (small
  * size limit, bare_lf_reject, no greeting, lazy output draining, a final
- * timeout, a failing body sink); the rest is what the client sends. Pending
- * verdicts are resumed with 250 and 451 alternately, as an adapter would.
+ * timeout, a failing body sink, STARTTLS + AUTH offered, implicit TLS with AUTH
+ * required); the rest is what the client sends. Pending verdicts are resumed
+ * with 250 and 451 alternately, as an adapter would; STARTTLS is started or
+ * refused, AUTH answered 235 or 535, alternately too.
  *
  * Invariants checked (abort() on violation):
  * - feed() consumes at most what it is given, and makes progress unless a
@@ -105,6 +107,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    .max_message_size = (opt & 0x01) ? FUZZ_SMALL_SIZE : FUZZ_SIZE,
 	    .max_recipients = FUZZ_MAX_RCPT,
 	    .bare_lf_reject = (opt & 0x02) != 0,
+	    .tls_available = (opt & 0x40) != 0,
+	    .tls_active = (opt & 0x80) != 0,
+	    .auth = (opt & 0x80)   ? SMTP_AUTH_REQUIRED
+	            : (opt & 0x40) ? SMTP_AUTH_OPTIONAL
+	                           : SMTP_AUTH_OFF,
+	    .auth_insecure = (opt & 0x40) && (seed & 1),
 	};
 	struct smtp_proto_sink sink = {.ctx = &f, .body = fuzz_body, .event = fuzz_event};
 	struct smtp_proto *p = smtp_proto_new(&cfg, &sink);
@@ -124,6 +132,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				smtp_proto_resume(p, 451, "4.3.0", "Try again later");
 			fuzz_check(smtp_proto_pending(p) == SMTP_WAIT_NONE);
 			fuzz_check(!smtp_proto_in_transaction(p));
+			fuzz_drain(p);
+			continue;
+		}
+		if (smtp_proto_pending(p) == SMTP_WAIT_STARTTLS) {
+			fuzz_check(!smtp_proto_tls_active(p) && !smtp_proto_in_transaction(p));
+			if (verdicts++ % 2 == 0) {
+				smtp_proto_tls_started(p);
+				fuzz_check(smtp_proto_tls_active(p));
+				fuzz_check(smtp_proto_helo(p)[0] == '\0');
+				fuzz_check(smtp_proto_auth_user(p) == NULL);
+			} else {
+				smtp_proto_resume(p, 454, "4.7.0", "TLS not available");
+			}
+			fuzz_check(smtp_proto_pending(p) == SMTP_WAIT_NONE);
+			fuzz_drain(p);
+			continue;
+		}
+		if (smtp_proto_pending(p) == SMTP_WAIT_AUTH) {
+			size_t plen;
+			const char *pw = smtp_proto_auth_password(p, &plen);
+			const char *user = smtp_proto_auth_username(p);
+			fuzz_check(pw != NULL && strlen(user) <= SMTP_PROTO_AUTH_USER_MAX);
+			fuzz_check(plen < SMTP_PROTO_AUTH_LINE_MAX);
+			if (verdicts++ % 2 == 0)
+				smtp_proto_resume(p, 235, "2.7.0", "Authentication successful");
+			else
+				smtp_proto_resume(p, 535, "5.7.8", "Authentication credentials invalid");
+			fuzz_check(smtp_proto_pending(p) == SMTP_WAIT_NONE);
+			fuzz_check(smtp_proto_auth_password(p, &plen) == NULL);
 			fuzz_drain(p);
 			continue;
 		}

@@ -293,21 +293,29 @@ class TestSmugglingNormalize(SmugglingCase):
 
     def test_bdat_chunk_with_fake_terminators(self):
         """Inside BDAT, terminators of any kind and commands are content: one
-        message, sent verbatim (CRLF stored as LF, bare CR dropped)."""
+        message, stored verbatim but for line ends (CRLF, also across a chunk
+        border, stored as LF) and bare CRs (dropped, also at a chunk's end)."""
         before = set(self.mp.new_files())
-        body = b"Subject: bdat\r\n\r\nbefore\r\n.\r\n" + SMUGGLED + b"x\n.\r\nRSET\r\n"
+        body = (b"Subject: bdat\r\n\r\nbefore\r\n.\r\n" + SMUGGLED + b"x\n.\r\nRSET\r\n"
+                b"bare\rcr\r.\r\r\nend\r\n")
+        cut1 = body.index(b"\r\n.\r\n") + 1        # between CR and LF
+        cut2 = body.index(b"bare\r") + 5             # right after a bare CR
+        chunks = [body[:cut1], body[cut1:cut2], body[cut2:]]
         c = self.conn()
-        half = len(body) // 2
         c.send(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\n"
-               b"BDAT %d\r\n" % half + body[:half]
-               + b"BDAT %d LAST\r\n" % (len(body) - half) + body[half:] + b"QUIT\r\n")
+               + b"BDAT %d\r\n" % len(chunks[0]) + chunks[0]
+               + b"BDAT %d\r\n" % len(chunks[1]) + chunks[1]
+               + b"BDAT %d LAST\r\n" % len(chunks[2]) + chunks[2] + b"QUIT\r\n")
         replies = c.replies_until_eof()
-        self.assertEqual([r[0] for r in replies], [250, 250, 250, 250, 221], replies)
+        self.assertEqual([r[0] for r in replies], [250, 250, 250, 250, 250, 221], replies)
         new = sorted(set(self.mp.new_files()) - before)
         self.assertEqual(len(new), 1, new)
-        self.assertEqual(h.queued_id(replies[3][1]), new[0])
+        self.assertEqual(h.queued_id(replies[4][1]), new[0])
         raw = self.mp.read_new(new[0])
-        self.assertTrue(raw.endswith(body.replace(b"\r\n", b"\n")), raw)
+        self.assertNotIn(b"\r", raw)
+        want = body.replace(b"\r\n", b"\n").replace(b"\r", b"")
+        self.assertTrue(raw.endswith(b"\n" + want), raw)
+        self.assertIn(b"\nbarecr.\nend\n", raw)
         self.assertEqual(self.mp.read_meta(new[0])["rcpt_to"], ["b@y.example"])
 
 

@@ -131,6 +131,7 @@ static void test_defaults(void **state)
 	    {"max-connections-per-client", "50"},
 	    {"command-timeout", "300"},
 	    {"data-timeout", "600"},
+	    {"min-data-rate", "500"},
 	    {"greet-delay", "0"},
 	    {"bare-lf", "normalize"},
 	    {"spool", "./spool"},
@@ -197,11 +198,35 @@ static void test_table(void **state)
 	    "max-connections-per-client",
 	    "command-timeout",
 	    "data-timeout",
+	    "min-data-rate",
 	    "greet-delay",
 	    "bare-lf",
 	    "shutdown-grace",
+	    "filter",
+	    "filter-timeout",
+	    "webhook-url",
+	    "webhook-format",
+	    "webhook-secret",
+	    "webhook-timeout",
+	    "webhook-keep",
+	    "webhook-retry-min",
+	    "webhook-retry-max",
+	    "webhook-max-age",
+	    "webhook-concurrency",
+	    "webhook-sync",
+	    "proxy-ports",
+	    "proxy-trusted",
 	    "log-format",
 	    "log-level",
+	    "tls",
+	    "tls-cert",
+	    "tls-key",
+	    "tls-ports",
+	    "tls-ciphers",
+	    "tls-min-version",
+	    "auth",
+	    "auth-users-file",
+	    "auth-insecure",
 	};
 	size_t nimpl = 0;
 	for (size_t i = 0; i < config_settings_count; i++) {
@@ -249,7 +274,10 @@ static void test_values(void **state)
 	    {"flag beats env", ARGS("--ports", "26"), ARGS("SMTPD_PORTS=25"), "ports", "26"},
 	    {"--name=value", ARGS("--ports=27"), NONE, "ports", "27"},
 	    {"--name=value with =", ARGS("--hosts=a=b"), NONE, "hosts", "a=b"},
-	    {"refused flag", ARGS("--filter", "/bin/true"), NONE, "filter", "(refused)"},
+	    {"filter flag", ARGS("--filter", "/bin/true"), NONE, "filter", "/bin/true"},
+	    {"filter spans lines", NONE, ARGS("SMTPD_FILTER=a\nb"), "filter", "a\nb"},
+	    {"webhook url", NONE, ARGS("SMTPD_WEBHOOK_URL=https://example.com/hook"), "webhook-url",
+	     "https://example.com/hook"},
 	    {"last flag wins", ARGS("--ports", "1", "--ports=2"), NONE, "ports", "2"},
 	    {"value may start with one dash", ARGS("--hosts", "-x"), NONE, "hosts", "-x"},
 	    {"first env entry wins", NONE, ARGS("SMTPD_PORTS=1", "SMTPD_PORTS=2"), "ports", "1"},
@@ -305,6 +333,19 @@ static void test_values(void **state)
 	     "259200"},
 	    {"tls-min-version any case", NONE, ARGS("SMTPD_TLS_MIN_VERSION=tlsv1.2"),
 	     "tls-min-version", "TLSv1.2"},
+	    /* SPEC 6 */
+	    {"tls required", ARGS("--tls", "required"), NONE, "tls", "required"},
+	    {"tls-min-version 1.3", NONE, ARGS("SMTPD_TLS_MIN_VERSION=TLSv1.3"), "tls-min-version",
+	     "TLSv1.3"},
+	    {"tls-ports", NONE, ARGS("SMTPD_TLS_PORTS=465, 2465"), "tls-ports", "465, 2465"},
+	    {"tls-cert alone", NONE, ARGS("SMTPD_TLS_CERT=/etc/both.pem"), "tls-cert",
+	     "/etc/both.pem"},
+	    {"auth required over tls", NONE,
+	     ARGS("SMTPD_AUTH=required", "SMTPD_AUTH_USERS_FILE=/u", "SMTPD_TLS_PORTS=465"), "auth",
+	     "required"},
+	    {"auth required insecure", NONE,
+	     ARGS("SMTPD_AUTH=required", "SMTPD_AUTH_USERS_FILE=/u", "SMTPD_AUTH_INSECURE=1"),
+	     "auth-insecure", "1"},
 	    {"webhook-format JSON", NONE, ARGS("SMTPD_WEBHOOK_FORMAT=JSON"), "webhook-format",
 	     "json"},
 	};
@@ -459,33 +500,37 @@ static void test_errors(void **state)
 	     "no spaces"},
 	    {NONE, ARGS("SMTPD_WEBHOOK_SECRET=sec\nret"),
 	     "SMTPD_WEBHOOK_SECRET: the value (not shown) contains a control character"},
-	    /* Not supported yet, with a value other than the default. */
-	    {NONE, ARGS("SMTPD_TLS=optional"),
-	     "SMTPD_TLS: not supported by this build yet (TLS is planned)"},
-	    {ARGS("--tls", "required"), NONE,
-	     "--tls: not supported by this build yet (TLS is planned)"},
-	    {NONE, ARGS("SMTPD_TLS_CERT=/etc/cert.pem"),
-	     "SMTPD_TLS_CERT: not supported by this build yet (TLS is planned)"},
-	    {NONE, ARGS("SMTPD_TLS_MIN_VERSION=TLSv1.3"),
-	     "SMTPD_TLS_MIN_VERSION: not supported by this build yet (TLS is planned)"},
-	    {ARGS("--auth=required"), NONE,
-	     "--auth: not supported by this build yet (AUTH is planned)"},
-	    {NONE, ARGS("SMTPD_AUTH_INSECURE=1"),
-	     "SMTPD_AUTH_INSECURE: not supported by this build yet (AUTH is planned)"},
-	    {NONE, ARGS("SMTPD_FILTER=/bin/true"),
-	     "SMTPD_FILTER: not supported by this build yet (filtering is planned)"},
-	    {NONE, ARGS("SMTPD_WEBHOOK_URL=https://example.com/hook"),
-	     "SMTPD_WEBHOOK_URL: not supported by this build yet (webhook delivery is "
-	     "planned)"},
-	    {NONE, ARGS("SMTPD_WEBHOOK_KEEP=0"),
-	     "SMTPD_WEBHOOK_KEEP: not supported by this build yet (webhook delivery is "
-	     "planned)"},
-	    {NONE, ARGS("SMTPD_WEBHOOK_SECRET=s3cret"),
-	     "SMTPD_WEBHOOK_SECRET: not supported by this build yet (webhook delivery is "
-	     "planned)"},
+	    /* SPEC 6: TLS and AUTH settings that only work together. */
+	    {NONE, ARGS("SMTPD_TLS_KEY=/etc/key.pem"),
+	     "SMTPD_TLS_KEY is set but SMTPD_TLS_CERT, its certificate, is not"},
+	    {ARGS("--auth", "required"), NONE,
+	     "SMTPD_AUTH_USERS_FILE: must name the users file when SMTPD_AUTH is required"},
+	    {NONE, ARGS("SMTPD_AUTH=optional"),
+	     "SMTPD_AUTH_USERS_FILE: must name the users file when SMTPD_AUTH is optional"},
+	    {NONE, ARGS("SMTPD_AUTH=required", "SMTPD_AUTH_USERS_FILE=/etc/users"),
+	     "SMTPD_AUTH: required needs TLS (SMTPD_TLS or SMTPD_TLS_PORTS) or "
+	     "SMTPD_AUTH_INSECURE=1, or no client could ever send mail"},
+	    {NONE, ARGS("SMTPD_TLS_PORTS=465x"),
+	     "SMTPD_TLS_PORTS: \"465x\" is not a comma-separated list of port numbers "
+	     "(1-65535)"},
+	    /* SPEC 5: the webhook posts what the spool holds. */
+	    {NONE, ARGS("SMTPD_WEBHOOK_URL=http://127.0.0.1/hook", "SMTPD_DELIVER=discard"),
+	     "SMTPD_WEBHOOK_URL needs the spool, but SMTPD_DELIVER is discard"},
+	    /* SPEC 7: PROXY protocol. */
 	    {NONE, ARGS("SMTPD_PROXY_PORTS=2526"),
-	     "SMTPD_PROXY_PORTS: not supported by this build yet (PROXY protocol support is "
-	     "planned)"},
+	     "SMTPD_PROXY_TRUSTED: must list the load balancers' addresses (CIDR blocks) when "
+	     "SMTPD_PROXY_PORTS is set"},
+	    {NONE, ARGS("SMTPD_PROXY_PORTS=25x", "SMTPD_PROXY_TRUSTED=10.0.0.0/8"),
+	     "SMTPD_PROXY_PORTS: \"25x\" is not a comma-separated list of port numbers "
+	     "(1-65535)"},
+	    {NONE, ARGS("SMTPD_PROXY_PORTS=25,,587", "SMTPD_PROXY_TRUSTED=10.0.0.0/8"),
+	     "SMTPD_PROXY_PORTS: \"25,,587\" is not a comma-separated list of port numbers "
+	     "(1-65535)"},
+	    {NONE, ARGS("SMTPD_PROXY_PORTS=25", "SMTPD_PROXY_TRUSTED=10.1.0.0/8"),
+	     "SMTPD_PROXY_TRUSTED: \"10.1.0.0/8\" has bits set past its prefix length /8"},
+	    {ARGS("--proxy-trusted", "10.0.0.0/8, lb.example"), NONE,
+	     "--proxy-trusted: \"lb.example\" is not an IPv4 or IPv6 address or CIDR block "
+	     "(10.0.0.0/8, 2001:db8::/32)"},
 	    /* The command line. */
 	    {ARGS("--foo"), NONE, "unknown option --foo (see --help)"},
 	    {ARGS("--foo=bar"), NONE, "unknown option --foo (see --help)"},
@@ -652,8 +697,7 @@ static void test_file(void **state)
 	    {"SMTPD_MAX_MESSAGE_SIZE_FILE", "12Q\n", "max-message-size", NULL,
 	     "SMTPD_MAX_MESSAGE_SIZE_FILE: \"12Q\" is not a size (bytes, or a number with K, "
 	     "M or G)"},
-	    {"SMTPD_TLS_FILE", "optional\n", "tls", NULL,
-	     "SMTPD_TLS_FILE: not supported by this build yet (TLS is planned)"},
+	    {"SMTPD_TLS_FILE", "optional\n", "tls", "optional", NULL},
 	};
 	struct tmp t = {.n = 0};
 	snprintf(t.dir, sizeof t.dir, "/tmp/test_config.XXXXXX");
@@ -923,7 +967,7 @@ static void test_free_safe(void **state)
 	static const char *const envs[][2] = {
 	    {"SMTPD_LOG_LEVEL=loud", NULL}, /* the last setting */
 	    {"SMTPD_HOSTNAME=a b", NULL},
-	    {"SMTPD_TLS=required", NULL},
+	    {"SMTPD_AUTH=required", NULL},
 	    {"SMTPD_WEBHOOK_RETRY_MIN=2h", NULL},
 	};
 	for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {

@@ -300,7 +300,7 @@ static void test_status(void **state)
 	get(f, "/status", &r);
 	assert_int_equal(r.status, 200);
 	json_t *j = json_body(&r);
-	assert_int_equal(json_object_size(j), 10);
+	assert_int_equal(json_object_size(j), 12);
 	assert_string_equal(json_string_value(json_object_get(j, "service")), "mailport");
 	assert_string_equal(json_string_value(json_object_get(j, "version")), "1.2.3-test");
 	assert_string_equal(json_string_value(json_object_get(j, "hostname")), "mx.example.test");
@@ -317,7 +317,8 @@ static void test_status(void **state)
 	json_t *ls = json_object_get(j, "listeners");
 	assert_int_equal(json_array_size(ls), 2);
 	json_t *l0 = json_array_get(ls, 0), *l1 = json_array_get(ls, 1);
-	assert_int_equal(json_object_size(l0), 9);
+	assert_int_equal(json_object_size(l0), 10);
+	assert_true(json_is_false(json_object_get(l0, "proxy"))); /* SPEC 7: SMTPD_PROXY_PORTS */
 	assert_string_equal(json_string_value(json_object_get(l0, "address")), "127.0.0.1");
 	assert_int_equal(int_at(l0, "port"), 2525);
 	assert_string_equal(json_string_value(json_object_get(l0, "family")), "ipv4");
@@ -346,6 +347,15 @@ static void test_status(void **state)
 	assert_int_equal(int_at(m, "accepted"), 11);
 	assert_int_equal(int_at(m, "rejected"), 4);
 	assert_int_equal(int_at(m, "bytes"), 123456);
+	/* SPEC 5: the delivery queue, and the filter's verdicts. */
+	json_t *d = json_object_get(j, "delivery");
+	assert_int_equal(json_object_size(d), 5);
+	assert_int_equal(int_at(d, "pending"), 0);
+	assert_int_equal(int_at(d, "delivered"), 0);
+	assert_int_equal(int_at(d, "failed"), 0);
+	assert_int_equal(int_at(d, "retries"), 0);
+	assert_int_equal(int_at(d, "oldest_pending_seconds"), 0);
+	assert_int_equal(json_object_size(json_object_get(j, "filter")), 4);
 	json_decref(j);
 	reply_free(&r);
 
@@ -544,8 +554,7 @@ static void test_not_found_and_method(void **state)
 {
 	struct fixture *f = *state;
 	struct reply r;
-	const char *missing[] = {"/",      "/nope", "/status/", "/messages", "/messages/abc/raw",
-	                         "/STATUS"};
+	const char *missing[] = {"/", "/nope", "/status/", "/messagesx", "/STATUS"};
 	for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
 		get(f, missing[i], &r);
 		expect_json(&r, 404, "error", "not found");
@@ -553,6 +562,16 @@ static void test_not_found_and_method(void **state)
 	}
 	request_on(AF_INET, f->port, "DELETE", "/nope", NULL, &r);
 	expect_json(&r, 404, "error", "not found");
+	reply_free(&r);
+	/* Without a spool (SMTPD_DELIVER=discard) the messages API is empty. */
+	get(f, "/messages", &r);
+	assert_int_equal(r.status, 200);
+	json_t *j = json_body(&r);
+	assert_int_equal(int_at(j, "total"), 0);
+	json_decref(j);
+	reply_free(&r);
+	get(f, "/messages/abc/raw", &r);
+	expect_json(&r, 404, "error", "no such message");
 	reply_free(&r);
 
 	char v[64];

@@ -22,6 +22,16 @@
  *   EVENTS: a | b=arg    the events since the previous EVENTS line
  *   CLOSED               the core is closing at this point
  *   TIMEOUT / SHUTDOWN   call smtp_proto_timeout() / smtp_proto_shutdown()
+ *   STARTTLS: ok | code [x.y.z] text   the answer to the next SMTP_WAIT_STARTTLS:
+ *                        "ok" calls smtp_proto_tls_started() and drops the rest
+ *                        of the input fed in that call (the adapter discards
+ *                        buffered plaintext), else resume() with the refusal
+ *   AUTH: MECH USER PASS => code [x.y.z] text   the next SMTP_WAIT_AUTH must
+ *                        carry these credentials (escaped; "-" is empty), then
+ *                        resume() with the verdict
+ *   AUTHENTICATED: user | -   smtp_proto_auth_user() at this point
+ * CONFIG keys for SPEC 6: tls=off|available|required|active (implicit),
+ * auth=off|optional|required, auth_insecure=yes|no.
  * Consecutive C lines form one round: the client sends them together, then
  * waits for the S lines that follow (before its next round the output so far
  * must equal the S lines so far). A split replay splits one round at a time,
@@ -51,6 +61,9 @@ enum op_type {
 	OP_CLOSED,
 	OP_TIMEOUT,
 	OP_SHUTDOWN,
+	OP_STARTTLS,
+	OP_AUTH,
+	OP_AUTHENTICATED,
 };
 
 struct op {
@@ -151,6 +164,17 @@ static void parse_config(struct transcript *t, const char *kv, int line)
 		t->cfg.bare_lf_reject = strcmp(val, "reject") == 0;
 	else if (strcmp(key, "greet") == 0)
 		t->greet = strcmp(val, "yes") == 0;
+	else if (strcmp(key, "tls") == 0) {
+		t->cfg.tls_available =
+		    strcmp(val, "available") == 0 || strcmp(val, "required") == 0;
+		t->cfg.tls_required = strcmp(val, "required") == 0;
+		t->cfg.tls_active = strcmp(val, "active") == 0;
+	} else if (strcmp(key, "auth") == 0)
+		t->cfg.auth = strcmp(val, "required") == 0   ? SMTP_AUTH_REQUIRED
+		              : strcmp(val, "optional") == 0 ? SMTP_AUTH_OPTIONAL
+		                                             : SMTP_AUTH_OFF;
+	else if (strcmp(key, "auth_insecure") == 0)
+		t->cfg.auth_insecure = strcmp(val, "yes") == 0;
 	else
 		die("%s:%d: unknown CONFIG %s", t->path, line, key);
 }
@@ -189,6 +213,15 @@ static void parse_line(struct transcript *t, char *l, int line)
 		add_op(t, OP_TIMEOUT, line);
 	} else if (strcmp(l, "SHUTDOWN") == 0) {
 		add_op(t, OP_SHUTDOWN, line);
+	} else if (strncmp(l, "STARTTLS: ", 10) == 0) {
+		o = add_op(t, OP_STARTTLS, line);
+		assert_int_equal(buf_append(&o->data, l + 10, strlen(l + 10) + 1), 0);
+	} else if (strncmp(l, "AUTH: ", 6) == 0) {
+		o = add_op(t, OP_AUTH, line);
+		assert_int_equal(buf_append(&o->data, l + 6, strlen(l + 6) + 1), 0);
+	} else if (strncmp(l, "AUTHENTICATED: ", 15) == 0) {
+		o = add_op(t, OP_AUTHENTICATED, line);
+		assert_int_equal(buf_append(&o->data, l + 15, strlen(l + 15) + 1), 0);
 	} else if (strncmp(l, "CONFIG: ", 8) == 0) {
 		parse_config(t, l + 8, line);
 	} else if (strncmp(l, "MODES: ", 7) == 0) {
@@ -213,7 +246,8 @@ static struct transcript *transcript_load(const char *path)
 	FILE *f = fopen(path, "r");
 	if (f == NULL)
 		die("%s: cannot open", path);
-	char l[8192];
+	/* AUTH lines may be 12288 octets (RFC 4954 4). */
+	static char l[32768];
 	int line = 0;
 	while (fgets(l, sizeof l, f)) {
 		line++;
@@ -244,6 +278,7 @@ struct run {
 	size_t split_op, split_at;
 	struct buf out, expect, body, events;
 	size_t next_eom;
+	size_t next_tls, next_auth;
 	bool failed;
 };
 
@@ -352,6 +387,110 @@ static void run_resume(struct run *r)
 	smtp_proto_resume(r->p, code, enhanced[0] ? enhanced : NULL, s);
 }
 
+/* "code [x.y.z] text" from a directive, for resume(). */
+static void run_verdict(struct run *r, const char *s)
+{
+	char enhanced[32] = "";
+	unsigned code = (unsigned)strtoul(s, (char **)&s, 10);
+	while (*s == ' ')
+		s++;
+	int n = 0;
+	unsigned a, b, c;
+	if (sscanf(s, "%u.%u.%u%n", &a, &b, &c, &n) == 3 && (s[n] == ' ' || s[n] == '\0')) {
+		snprintf(enhanced, sizeof enhanced, "%.*s", n, s);
+		s += n;
+		while (*s == ' ')
+			s++;
+	}
+	smtp_proto_resume(r->p, code, enhanced[0] ? enhanced : NULL, s);
+}
+
+static size_t run_next(struct run *r, size_t *next, enum op_type type)
+{
+	while (*next < r->t->nops && r->t->ops[*next].type != type)
+		(*next)++;
+	return *next < r->t->nops ? (*next)++ : SIZE_MAX;
+}
+
+/* SMTP_WAIT_STARTTLS: true when TLS started (the caller drops its input). */
+static bool run_starttls(struct run *r)
+{
+	size_t i = run_next(r, &r->next_tls, OP_STARTTLS);
+	if (i == SIZE_MAX) {
+		run_fail(r, 0, "STARTTLS waits but no STARTTLS directive is left", NULL, NULL);
+		smtp_proto_resume(r->p, 454, "4.7.0", "no directive");
+		return false;
+	}
+	const char *s = r->t->ops[i].data.data;
+	if (strcmp(s, "ok") == 0) {
+		smtp_proto_tls_started(r->p);
+		return true;
+	}
+	run_verdict(r, s);
+	return false;
+}
+
+/* One "-"-or-escaped field of an AUTH directive into b. */
+static const char *run_field(struct run *r, const char *s, struct buf *b, int line)
+{
+	while (*s == ' ')
+		s++;
+	size_t n = strcspn(s, " ");
+	if (n == 0)
+		die("%s:%d: bad AUTH directive", r->t->path, line);
+	char *tmp = strndup(s, n);
+	assert_non_null(tmp);
+	buf_reset(b);
+	if (strcmp(tmp, "-") != 0)
+		unescape(b, tmp, r->t->path, line);
+	free(tmp);
+	return s + n;
+}
+
+static void run_auth(struct run *r)
+{
+	size_t i = run_next(r, &r->next_auth, OP_AUTH);
+	if (i == SIZE_MAX) {
+		run_fail(r, 0, "AUTH waits but no AUTH directive is left", NULL, NULL);
+		smtp_proto_resume(r->p, 454, "4.7.0", "no directive");
+		return;
+	}
+	const struct op *o = &r->t->ops[i];
+	struct buf mech, user, pass, got;
+	buf_init(&mech, 0);
+	buf_init(&user, 0);
+	buf_init(&pass, 0);
+	buf_init(&got, 0);
+	const char *s = o->data.data;
+	s = run_field(r, s, &mech, o->line);
+	s = run_field(r, s, &user, o->line);
+	s = run_field(r, s, &pass, o->line);
+	const char *arrow = strstr(s, "=> ");
+	if (arrow == NULL)
+		die("%s:%d: AUTH directive without =>", r->t->path, o->line);
+	assert_int_equal(buf_printf(&got, "%s", smtp_proto_auth_mechanism(r->p)), 0);
+	if (!same(&got, &mech))
+		run_fail(r, o->line, "AUTH mechanism differs", &got, &mech);
+	buf_reset(&got);
+	assert_int_equal(buf_printf(&got, "%s", smtp_proto_auth_username(r->p)), 0);
+	if (!same(&got, &user))
+		run_fail(r, o->line, "AUTH user differs", &got, &user);
+	buf_reset(&got);
+	size_t plen;
+	const char *pw = smtp_proto_auth_password(r->p, &plen);
+	assert_non_null(pw);
+	assert_int_equal(buf_append(&got, pw, plen), 0);
+	if (!same(&got, &pass))
+		run_fail(r, o->line, "AUTH password differs", &got, &pass);
+	run_verdict(r, arrow + 3);
+	/* The core wiped the password at resume(). */
+	assert_null(smtp_proto_auth_password(r->p, &plen));
+	buf_free(&mech);
+	buf_free(&user);
+	buf_free(&pass);
+	buf_free(&got);
+}
+
 /* Feed like the adapter: resume pending verdicts, re-feed what was not taken. */
 static void run_feed(struct run *r, const char *d, size_t n)
 {
@@ -360,6 +499,18 @@ static void run_feed(struct run *r, const char *d, size_t n)
 	for (;;) {
 		if (smtp_proto_pending(r->p) == SMTP_WAIT_EOM) {
 			run_resume(r);
+			run_drain(r);
+			continue;
+		}
+		if (smtp_proto_pending(r->p) == SMTP_WAIT_STARTTLS) {
+			/* RFC 3207 / CVE-2011-0411: what came with STARTTLS is dropped. */
+			if (run_starttls(r))
+				off = n;
+			run_drain(r);
+			continue;
+		}
+		if (smtp_proto_pending(r->p) == SMTP_WAIT_AUTH) {
+			run_auth(r);
 			run_drain(r);
 			continue;
 		}
@@ -409,7 +560,24 @@ static void run_op(struct run *r, size_t i, bool *closed_seen)
 		assert_int_equal(buf_append(&r->expect, o->data.data, o->data.len), 0);
 		break;
 	case OP_EOM:
+	case OP_STARTTLS:
+	case OP_AUTH:
 		break;
+	case OP_AUTHENTICATED: {
+		const char *u = smtp_proto_auth_user(r->p);
+		const char *want = o->data.data;
+		if (strcmp(want, "-") == 0 ? u != NULL : (u == NULL || strcmp(u, want) != 0)) {
+			struct buf g, w;
+			buf_init(&g, 0);
+			buf_init(&w, 0);
+			assert_int_equal(buf_printf(&g, "%s", u ? u : "-"), 0);
+			assert_int_equal(buf_printf(&w, "%s", want), 0);
+			run_fail(r, o->line, "authenticated user differs", &g, &w);
+			buf_free(&g);
+			buf_free(&w);
+		}
+		break;
+	}
 	case OP_BODY:
 		if (!same(&r->body, &o->data))
 			run_fail(r, o->line, "body differs", &r->body, &o->data);
@@ -461,6 +629,12 @@ static bool run_transcript(const struct transcript *t, const char *mode, size_t 
 	for (size_t i = r.next_eom; i < t->nops; i++)
 		if (t->ops[i].type == OP_EOM)
 			run_fail(&r, t->ops[i].line, "EOM directive never used", NULL, NULL);
+	for (size_t i = r.next_tls; i < t->nops; i++)
+		if (t->ops[i].type == OP_STARTTLS)
+			run_fail(&r, t->ops[i].line, "STARTTLS directive never used", NULL, NULL);
+	for (size_t i = r.next_auth; i < t->nops; i++)
+		if (t->ops[i].type == OP_AUTH)
+			run_fail(&r, t->ops[i].line, "AUTH directive never used", NULL, NULL);
 	smtp_proto_free(r.p);
 	buf_free(&r.out);
 	buf_free(&r.expect);

@@ -1,0 +1,560 @@
+#!/usr/bin/python3
+"""bench.py: mailport side by side with Postfix's smtp-sink, Haraka and aiosmtpd.
+
+Every server is driven by Postfix's smtp-source (`smtp-source -s S -m M -l 1024
+[-d] 127.0.0.1:PORT`) for S in 10 and 100, with and without -d (-d: many
+messages per connection; without it one connection per message). For each case
+it measures messages per second (M / wall time of smtp-source) and the SERVER's
+CPU time per message: utime+stime of the server process from /proc/<pid>/stat
+before and after, divided by M, in microseconds. smtp-source itself burns about
+one of the two cores, so CPU per message is the figure that counts.
+
+Each server is started, warmed up, measured in the four cases, stopped; that is
+one round, and the rounds are repeated (--repeat) with the servers interleaved
+so that drift on a noisy machine hits them all alike. The table shows the median
+of the rounds; the JSON file holds every round.
+
+Loopback only. Every wait is bounded; the whole run stops starting new cases
+once --budget seconds are spent. Exit status: 0 when the table was printed
+(whatever the figures), 1 when nothing could be measured. Never part of ctest.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+CASES = [(10, False), (10, True), (100, False), (100, True)]
+
+
+# ---------------------------------------------------------------- process facts
+
+def proc_stat(pid):
+    """(utime, stime, minflt) of the whole process, all threads: utime and
+    stime in clock ticks, fields 14 and 15 of /proc/<pid>/stat, minflt field 10."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    # rest[0] is field 3 (state).
+    return int(rest[11]), int(rest[12]), int(rest[7])
+
+
+def proc_cpu_ns(pid):
+    """Sum of sum_exec_runtime (ns) over the live threads: a finer cross-check
+    of the tick-based figure (threads that exited in between are missed)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+    except OSError:
+        return None
+    return total
+
+
+def proc_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
+
+
+def wait_banner(port, timeout, proc):
+    """Connect until the server greets with 220, bounded by timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.settimeout(2)
+                data = s.recv(512)
+                if data.startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    try:
+                        s.recv(512)
+                    except OSError:
+                        pass
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def http_get(port, path, timeout=2.0):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            chunks = []
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+            return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return None
+
+
+def mailport_accepted(http_port):
+    text = http_get(http_port, "/metrics")
+    if text is None:
+        return None
+    for line in text.splitlines():
+        if line.startswith("mailport_messages_accepted_total"):
+            return int(float(line.split()[-1]))
+    return None
+
+
+# ---------------------------------------------------------------- servers
+
+class Server:
+    """One server under test: how to start it and how to check its count."""
+
+    def __init__(self, key, label, argv, env=None, cwd=None, port=None, http_port=None,
+                 spool_base=None, m_scale=1.0, note=""):
+        self.key, self.label, self.argv = key, label, argv
+        self.env, self.cwd, self.port, self.http_port = env, cwd, port, http_port
+        self.spool_base, self.m_scale, self.note = spool_base, m_scale, note
+        self.spool = None
+        self.starts = 0
+        self.proc = None
+        self.log = None
+
+    def start(self, tmp):
+        if self.spool_base:
+            # A fresh spool for every start: deleting thousands of files between
+            # cases would make ext4 slower at creating the next ones
+            # (recently_deleted() in the inode allocator) and bias the figures.
+            self.starts += 1
+            self.spool = os.path.join(self.spool_base, f"spool-{self.starts}")
+            self.env["SMTPD_SPOOL"] = self.spool
+        self.log = open(os.path.join(tmp, f"{self.key}.log"), "ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log, start_new_session=True)
+        if not wait_banner(self.port, 20, self.proc):
+            self.stop()
+            return False
+        return True
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+        if self.log:
+            self.log.close()
+            self.log = None
+
+    def accepted(self):
+        """Messages the server itself counted, when it can tell (else None)."""
+        if self.spool:
+            try:
+                return len(os.listdir(os.path.join(self.spool, "new")))
+            except OSError:
+                return None
+        if self.http_port:
+            return mailport_accepted(self.http_port)
+        return None
+
+
+
+def mailport_env(port, http_port, extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPD_") and k != "UV_THREADPOOL_SIZE"}
+    env.update({
+        "SMTPD_HOSTS": "127.0.0.1",
+        "SMTPD_PORTS": str(port),
+        "SMTPD_HTTP": f"127.0.0.1:{http_port}",
+        "SMTPD_HOSTNAME": "bench.test",
+        "SMTPD_MAX_CONNECTIONS": "20000",
+        "SMTPD_MAX_CONNECTIONS_PER_CLIENT": "20000",
+    })
+    env.update(extra)
+    return env
+
+
+def haraka_instance(tmp, port, haraka_bin):
+    """A minimal Haraka instance: one process, one plugin that accepts every
+    recipient and returns OK from the queue hook (discard), warnings only."""
+    d = os.path.join(tmp, "haraka")
+    subprocess.run([haraka_bin, "-i", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=60, check=True)
+    shutil.copy(os.path.join(HERE, "haraka", "bench_accept.js"), os.path.join(d, "plugins"))
+    with open(os.path.join(d, "config", "plugins"), "w") as f:
+        f.write("bench_accept\n")
+    with open(os.path.join(d, "config", "smtp.ini"), "w") as f:
+        f.write(f"[main]\nlisten=127.0.0.1:{port}\nnodes=0\n")
+    with open(os.path.join(d, "config", "log.ini"), "w") as f:
+        f.write("[main]\nlevel=warn\ntimestamps=false\nformat=default\n")
+    return d
+
+
+def find_haraka():
+    for cand in (os.environ.get("HARAKA_BIN"),
+                 os.path.join(HERE, ".haraka", "node_modules", ".bin", "haraka"),
+                 shutil.which("haraka")):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def aiosmtpd_ok():
+    try:
+        return subprocess.run(["/usr/bin/python3", "-c", "import aiosmtpd"], timeout=30,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def version_of(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout.strip() or r.stderr.strip())
+        return text.splitlines()[0]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return None
+
+
+def build_servers(args, tmp, skipped):
+    servers = []
+    port = args.base_port
+    http = args.base_port + 1000
+
+    def next_ports():
+        nonlocal port, http
+        port += 1
+        http += 1
+        return port, http
+
+    p, _ = next_ports()
+    servers.append(Server("smtp-sink", "smtp-sink (Postfix)",
+                          ["smtp-sink", "-u", "nobody", f"127.0.0.1:{p}", "1024"], port=p))
+    p, h = next_ports()
+    servers.append(Server("mailport-discard", "mailport discard",
+                          [args.mailport], env=mailport_env(p, h, {"SMTPD_DELIVER": "discard"}),
+                          port=p, http_port=h,
+                          note="SMTPD_DELIVER=discard, default log level (info) to a file"))
+    if args.variants in ("log", "all"):
+        p, h = next_ports()
+        servers.append(Server("mailport-discard-warn", "mailport discard, log warn",
+                              [args.mailport],
+                              env=mailport_env(p, h, {"SMTPD_DELIVER": "discard",
+                                                      "SMTPD_LOG_LEVEL": "warn"}),
+                              port=p, http_port=h,
+                              note="as above with SMTPD_LOG_LEVEL=warn: the cost of per-message logging"))
+    spool_root = tempfile.mkdtemp(prefix="mailport-bench-spool-", dir=args.spool_parent)
+    p, h = next_ports()
+    spool = os.path.join(spool_root, "default")
+    os.makedirs(spool)
+    servers.append(Server("mailport-maildir", "mailport maildir",
+                          [args.mailport],
+                          env=mailport_env(p, h, {"SMTPD_DELIVER": "maildir"}),
+                          port=p, http_port=h, spool_base=spool, m_scale=args.maildir_scale,
+                          note=f"SMTPD_DELIVER=maildir, a fresh spool under {spool_root} (local disk) "
+                               "per start, 4 fsyncs per message"))
+    if args.variants == "all":
+        p, h = next_ports()
+        spool2 = os.path.join(spool_root, "tp64")
+        os.makedirs(spool2)
+        servers.append(Server("mailport-maildir-tp64", "mailport maildir, 64 pool threads",
+                              [args.mailport],
+                              env=mailport_env(p, h, {"SMTPD_DELIVER": "maildir",
+                                                      "UV_THREADPOOL_SIZE": "64"}),
+                              port=p, http_port=h, spool_base=spool2, m_scale=args.maildir_scale,
+                              note="as above with UV_THREADPOOL_SIZE=64: more fsyncs in flight, "
+                                   "which the ext4 journal commits together"))
+    if args.peers:
+        hb = find_haraka()
+        if hb is None:
+            skipped["haraka"] = "not installed (bench/run.sh --install, or npm install Haraka in bench/.haraka)"
+        else:
+            p, _ = next_ports()
+            try:
+                d = haraka_instance(tmp, p, hb)
+                servers.append(Server("haraka", "Haraka (discard)", [hb, "-c", d], cwd=d, port=p,
+                                      m_scale=args.peer_scale,
+                                      note="nodes=0 (one process), plugin bench/haraka/bench_accept.js, log warn"))
+            except (OSError, subprocess.SubprocessError) as e:
+                skipped["haraka"] = f"instance setup failed: {e}"
+        if aiosmtpd_ok():
+            p, _ = next_ports()
+            servers.append(Server("aiosmtpd", "aiosmtpd (Sink)",
+                                  ["/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{p}",
+                                   "-c", "aiosmtpd.handlers.Sink"], port=p, m_scale=args.peer_scale,
+                                  note="Debian python3-aiosmtpd under /usr/bin/python3"))
+        else:
+            skipped["aiosmtpd"] = "python3-aiosmtpd not importable by /usr/bin/python3"
+    return servers, spool_root
+
+
+# ---------------------------------------------------------------- one case
+
+def run_source(port, s, m, d, size, timeout):
+    argv = ["smtp-source", "-s", str(s), "-m", str(m), "-l", str(size)]
+    if d:
+        argv.append("-d")
+    argv.append(f"127.0.0.1:{port}")
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        _, err = p.communicate()
+        return argv, time.perf_counter() - t0, -1, f"timeout after {timeout}s"
+    wall = time.perf_counter() - t0
+    return argv, wall, p.returncode, err.decode(errors="replace").strip()
+
+
+def measure(server, s, d, m, size, timeout):
+    pid = server.proc.pid
+    acc0 = server.accepted()
+    st0, ns0 = proc_stat(pid), proc_cpu_ns(pid)
+    ru0 = os.times()
+    argv, wall, rc, err = run_source(server.port, s, m, d, size, timeout)
+    ru1 = os.times()
+    st1, ns1 = proc_stat(pid), proc_cpu_ns(pid)
+    ticks0, ticks1 = st0[0] + st0[1], st1[0] + st1[1]
+    acc1 = server.accepted()
+    r = {
+        "command": " ".join(argv),
+        "messages": m,
+        "wall_s": round(wall, 4),
+        "msg_per_s": round(m / wall, 1) if wall > 0 else None,
+        "server_cpu_ticks": ticks1 - ticks0,
+        "server_cpu_us_per_msg": round((ticks1 - ticks0) * 1e6 / CLK_TCK / m, 2),
+        "server_user_us_per_msg": round((st1[0] - st0[0]) * 1e6 / CLK_TCK / m, 2),
+        "server_sys_us_per_msg": round((st1[1] - st0[1]) * 1e6 / CLK_TCK / m, 2),
+        "server_minflt_per_msg": round((st1[2] - st0[2]) / m, 3),
+        "server_cpu_us_per_msg_schedstat": (round((ns1 - ns0) / 1e3 / m, 2)
+                                            if ns0 is not None and ns1 is not None else None),
+        "client_cpu_s": round((ru1.children_user + ru1.children_system)
+                              - (ru0.children_user + ru0.children_system), 3),
+        "server_rss_kib": proc_rss_kib(pid),
+        "rc": rc,
+        "ok": rc == 0 and not err,
+    }
+    if err:
+        r["stderr"] = err[:500]
+    if acc0 is not None and acc1 is not None:
+        r["server_counted"] = acc1 - acc0
+        if acc1 - acc0 != m:
+            r["ok"] = False
+    return r
+
+
+# ---------------------------------------------------------------- table
+
+def fmt(v, nd=0):
+    if v is None:
+        return "-"
+    return f"{v:,.{nd}f}"
+
+
+def summarize(results, servers_order):
+    """Median per server and case over the successful rounds."""
+    summary = {}
+    for key in servers_order:
+        for (s, d) in CASES:
+            runs = [r for r in results.get(key, {}).get(f"s{s}{'d' if d else ''}", []) if r.get("ok")]
+            if not runs:
+                continue
+            summary[(key, s, d)] = {
+                "msg_per_s": statistics.median(r["msg_per_s"] for r in runs),
+                "cpu_us": statistics.median(r["server_cpu_us_per_msg"] for r in runs),
+                "cpu_us_sched": (statistics.median(r["server_cpu_us_per_msg_schedstat"] for r in runs)
+                                 if all(r["server_cpu_us_per_msg_schedstat"] is not None for r in runs)
+                                 else None),
+                "rounds": len(runs),
+            }
+    return summary
+
+
+def table(summary, servers, base="smtp-sink"):
+    lines = ["| server | -s | -d | msg/s | server CPU us/msg | (schedstat) | msg/s ÷ smtp-sink | CPU ÷ smtp-sink |",
+             "|---|---:|:-:|---:|---:|---:|---:|---:|"]
+    for (s, d) in CASES:
+        b = summary.get((base, s, d))
+        for sv in servers:
+            x = summary.get((sv.key, s, d))
+            if x is None:
+                lines.append(f"| {sv.label} | {s} | {'yes' if d else 'no'} | failed | | | | |")
+                continue
+            rt = x["msg_per_s"] / b["msg_per_s"] if b else None
+            rc = x["cpu_us"] / b["cpu_us"] if b and b["cpu_us"] else None
+            lines.append(f"| {sv.label} | {s} | {'yes' if d else 'no'} | {fmt(x['msg_per_s'])} | "
+                         f"{fmt(x['cpu_us'], 1)} | {fmt(x['cpu_us_sched'], 1)} | "
+                         f"{fmt(rt, 2)} | {fmt(rc, 2)} |")
+    return "\n".join(lines)
+
+
+def maildir_vs_discard(summary):
+    lines = []
+    for d in (False, True):
+        a = summary.get(("mailport-maildir", 100, d))
+        b = summary.get(("mailport-discard", 100, d))
+        if a and b:
+            lines.append(f"- maildir / discard throughput at -s 100{' -d' if d else ''}: "
+                         f"{a['msg_per_s']:,.0f} / {b['msg_per_s']:,.0f} = {a['msg_per_s'] / b['msg_per_s']:.2f} "
+                         f"(target >= 0.50)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mailport", default=os.path.join(ROOT, "build-bench", "mailport"))
+    ap.add_argument("--messages", type=int, default=20000, help="M for the fast servers")
+    ap.add_argument("--maildir-scale", type=float, default=0.25, help="M factor for maildir")
+    ap.add_argument("--peer-scale", type=float, default=0.3, help="M factor for Haraka and aiosmtpd")
+    ap.add_argument("--size", type=int, default=1024, help="smtp-source -l")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--budget", type=float, default=480, help="seconds; no case starts after")
+    ap.add_argument("--base-port", type=int, default=24000)
+    ap.add_argument("--spool-parent", default="/var/tmp")
+    ap.add_argument("--no-peers", dest="peers", action="store_false")
+    ap.add_argument("--variants", choices=["none", "log", "all"], default="log",
+                    help="extra mailport rows: log = discard with SMTPD_LOG_LEVEL=warn; "
+                         "all = also maildir with UV_THREADPOOL_SIZE=64")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    a = ap.parse_args()
+
+    for tool in ("smtp-source", "smtp-sink"):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} not found (bench/run.sh --install installs Postfix's tools)", file=sys.stderr)
+            return 1
+    if not os.access(a.mailport, os.X_OK):
+        print(f"bench: no mailport binary at {a.mailport}", file=sys.stderr)
+        return 1
+
+    started = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix="mailport-bench-")
+    skipped = {}
+    servers, spool_root = build_servers(a, tmp, skipped)
+    results = {}
+    meta = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "cpu_model": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                           if l.startswith("model name")), None),
+        "mailport": a.mailport,
+        "mailport_git": version_of(["git", "-C", ROOT, "describe", "--always", "--dirty"]),
+        "postfix": version_of(["dpkg-query", "-W", "-f", "${Version}", "postfix"]),
+        "haraka": ((version_of([find_haraka(), "-v"]) or "").split("Version:")[-1].strip() or None)
+                  if a.peers and find_haraka() else None,
+        "aiosmtpd": version_of(["/usr/bin/python3", "-c", "import aiosmtpd; print(aiosmtpd.__version__)"]),
+        "libuv": version_of(["pkg-config", "--modversion", "libuv"]),
+        "size": a.size,
+        "repeat": a.repeat,
+        "clk_tck": CLK_TCK,
+        "servers": {s.key: {"label": s.label, "argv": s.argv, "note": s.note,
+                            "env": {k: v for k, v in (s.env or {}).items()
+                                    if k.startswith("SMTPD_") or k == "UV_THREADPOOL_SIZE"}}
+                    for s in servers},
+    }
+    out_of_budget = False
+    try:
+        for rnd in range(a.repeat):
+            for sv in servers:
+                if time.monotonic() - started > a.budget:
+                    out_of_budget = True
+                    break
+                if not sv.start(tmp):
+                    print(f"bench: {sv.label} did not start (log in {tmp})", file=sys.stderr)
+                    skipped.setdefault(sv.key, "did not start")
+                    continue
+                try:
+                    # Warm up: JITs, allocator arenas, the spool's directories.
+                    run_source(sv.port, 10, 300, True, a.size, 60)
+                    run_source(sv.port, 10, 100, False, a.size, 60)
+                    for (s, d) in CASES:
+                        if time.monotonic() - started > a.budget:
+                            out_of_budget = True
+                            break
+                        m = max(500, int(a.messages * sv.m_scale))
+                        r = measure(sv, s, d, m, a.size, timeout=120)
+                        r["round"] = rnd
+                        results.setdefault(sv.key, {}).setdefault(f"s{s}{'d' if d else ''}", []).append(r)
+                        flag = "" if r["ok"] else f"  FAILED rc={r['rc']} {r.get('stderr', '')[:120]}"
+                        print(f"round {rnd + 1}/{a.repeat} {sv.label:38s} -s {s:3d} {'-d' if d else '  '} "
+                              f"{r['msg_per_s']:9,.0f} msg/s {r['server_cpu_us_per_msg']:8.1f} us/msg"
+                              f"{flag}", flush=True)
+                finally:
+                    sv.stop()
+            if out_of_budget:
+                print(f"bench: budget of {a.budget:.0f}s spent, stopping early", file=sys.stderr)
+                break
+    finally:
+        for sv in servers:
+            sv.stop()
+        shutil.rmtree(spool_root, ignore_errors=True)
+
+    summary = summarize(results, [s.key for s in servers])
+    if not summary:
+        print("bench: nothing measured", file=sys.stderr)
+        return 1
+    tbl = table(summary, servers)
+    extra = maildir_vs_discard(summary)
+    elapsed = time.monotonic() - started
+    head = (f"{meta['date']}  {meta['cpus']} CPUs ({meta['cpu_model']}), kernel {meta['kernel']}, "
+            f"mailport {meta['mailport_git']}, Postfix {meta['postfix']}, Haraka {meta['haraka']}, "
+            f"aiosmtpd {meta['aiosmtpd']}; smtp-source -l {a.size}; median of {a.repeat} rounds; "
+            f"{elapsed:.0f} s")
+    print()
+    print(head)
+    print()
+    print(tbl)
+    if extra:
+        print()
+        print(extra)
+    for k, why in skipped.items():
+        print(f"- skipped {k}: {why}")
+
+    os.makedirs(a.out, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    doc = {
+        "meta": meta,
+        "elapsed_s": round(elapsed, 1),
+        "skipped": skipped,
+        "summary": [{"server": k, "s": s, "d": d, **v} for (k, s, d), v in summary.items()],
+        "runs": results,
+        "table_markdown": tbl,
+    }
+    path = os.path.join(a.out, f"results-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+    with open(os.path.join(a.out, f"table-{stamp}.md"), "w") as f:
+        f.write(head + "\n\n" + tbl + "\n" + ("\n" + extra + "\n" if extra else ""))
+    print(f"\nresults: {path}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

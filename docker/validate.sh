@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Offline checks of the container and cluster files (issue 7), no engine, no
+# cluster, no registry but Debian's and npm's:
+#   - docker-compose.yml: `docker-compose config -q` (Debian's docker-compose),
+#     as written and with its commented TLS/secrets examples switched on;
+#   - docker/k8s and docker/k8s/loadbalancer: `kubectl kustomize` renders them,
+#     and docker/k8s-check.mjs type-checks every object with the npm package
+#     kubernetes-models (plus our rules: securityContext, probes, grace, PDB);
+#   - Dockerfile: `dockerfile-utils lint` (npm), and every -dev package CI
+#     builds with (tests/setup-and-run.sh) is installed by the build stage too.
+# npm packages go to docker/.validate/ (git-ignored). Exits non-zero on any
+# failure, naming it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { echo "== validate: $*"; }
+die() { echo "validate: FAIL: $*" >&2; exit 1; }
+t0=$(date +%s)
+
+# ---------------------------------------------------------------- tools
+if ! command -v docker-compose >/dev/null; then
+	step "installing docker-compose"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+fi
+command -v kubectl >/dev/null || die "kubectl is not installed"
+command -v node >/dev/null && command -v npm >/dev/null || die "node and npm are needed"
+V=docker/.validate
+mkdir -p "$V"
+cat >"$V/package.json" <<'EOF'
+{"private": true, "name": "mailport-validate", "version": "0.0.0",
+ "dependencies": {"kubernetes-models": "5.1.0", "js-yaml": "4.1.0", "dockerfile-utils": "0.16.3"}}
+EOF
+if ! (cd "$V" && node -e 'require.resolve("kubernetes-models/package.json"); require.resolve("js-yaml"); require.resolve("dockerfile-utils/package.json")' 2>/dev/null); then
+	step "npm install kubernetes-models js-yaml dockerfile-utils (in $V)"
+	(cd "$V" && npm install --no-audit --no-fund --loglevel=error >/dev/null) || die "npm install failed"
+fi
+cp docker/k8s-check.mjs "$V/k8s-check.mjs"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+# ---------------------------------------------------------------- compose
+step "docker-compose config (docker-compose.yml)"
+docker-compose -f docker-compose.yml config -q || die "docker-compose.yml"
+# The commented examples must be right too: switch them on and check again.
+sed -E 's/^( *)# (SMTPD_[A-Z_]+: .*)$/\1\2/; s/^( *)# (secrets: \[.*\])$/\1\2/' docker-compose.yml |
+	/usr/bin/python3 -c '
+import re, sys
+out, on = [], False
+for line in sys.stdin:
+    if line.startswith("# secrets:"):
+        on = True
+    if on and line.startswith("#"):
+        line = line[2:] if line.startswith("# ") else line[1:]
+    out.append(line)
+sys.stdout.write("".join(out))' >"$TMP/docker-compose.yml"
+grep -q '^ *SMTPD_TLS_CERT: /run/secrets/tls_cert' "$TMP/docker-compose.yml" &&
+	grep -q '^secrets:' "$TMP/docker-compose.yml" || die "could not switch the compose examples on"
+mkdir -p "$TMP/secrets"
+(cd "$TMP" && docker-compose -f docker-compose.yml --project-directory "$PWD" config -q) ||
+	die "docker-compose.yml with its TLS/secrets examples switched on"
+
+# ---------------------------------------------------------------- kubernetes
+for dir in docker/k8s docker/k8s/loadbalancer; do
+	step "kubectl kustomize $dir | kubernetes-models"
+	kubectl kustomize "$dir" >"$TMP/rendered.yaml" || die "kubectl kustomize $dir"
+	(cd "$V" && node k8s-check.mjs <"$TMP/rendered.yaml") || die "$dir does not type-check"
+done
+# The checker must have teeth: a wrong type and a missing readiness probe fail.
+kubectl kustomize docker/k8s |
+	sed 's/containerPort: 2525/containerPort: "2525x"/; s/readinessProbe:/readinessProbeX:/' >"$TMP/broken.yaml"
+if (cd "$V" && node k8s-check.mjs <"$TMP/broken.yaml" >/dev/null 2>&1); then
+	die "k8s-check.mjs accepted a broken manifest"
+fi
+
+# ---------------------------------------------------------------- Dockerfile
+step "dockerfile-utils lint Dockerfile"
+out=$("$V/node_modules/.bin/dockerfile-utils" lint Dockerfile 2>&1) || { echo "$out" >&2; die "Dockerfile lint"; }
+[ -z "$out" ] || { echo "$out" >&2; die "Dockerfile lint has findings"; }
+printf 'FROM debian:bookworm-slim\nRUN true\nEXPOSE 99999\nENTRYPOINT\n' >"$TMP/Dockerfile.bad"
+if "$V/node_modules/.bin/dockerfile-utils" lint "$TMP/Dockerfile.bad" >/dev/null 2>&1; then
+	die "dockerfile-utils lint accepted a broken Dockerfile"
+fi
+step "build packages of CI are in the Dockerfile's build stage"
+ci_pkgs=$(sed -n '/^PKGS=(/,/)/p' tests/setup-and-run.sh | tr ' ()' '\n\n\n' | grep -E '^[a-z0-9.+-]+-dev$' | sort -u)
+[ -n "$ci_pkgs" ] || die "no -dev packages found in tests/setup-and-run.sh PKGS"
+for p in $ci_pkgs; do
+	grep -qE "(^|[[:space:]])$p([[:space:]]|\\\\|$)" Dockerfile || die "the Dockerfile's build stage lacks $p (tests/setup-and-run.sh installs it)"
+done
+
+step "OK in $(( $(date +%s) - t0 ))s"

@@ -1,0 +1,381 @@
+/* auth: the users file and crypt(3) checks off the loop (see auth.h, SPEC 6). */
+#include "auth.h"
+
+#include <crypt.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* What an unknown user is checked against when the table is empty, so that
+ * the answer takes about as long as for a real one (a yescrypt setting). */
+#define AUTH_DUMMY_SETTING "$y$j9T$F5Jx5fExrKuPp53xLKQ..1$"
+
+struct auth_user {
+	const char *name;
+	const char *hash;
+};
+
+struct auth_users {
+	int refs;
+	char *data; /* the file, NUL-terminated fields in place */
+	struct auth_user *v;
+	size_t n;
+};
+
+static int auth_user_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct auth_user *)a)->name, ((const struct auth_user *)b)->name);
+}
+
+static void auth_users_free(struct auth_users *u)
+{
+	if (u == NULL)
+		return;
+	free(u->v);
+	free(u->data);
+	free(u);
+}
+
+struct auth_users *auth_users_ref(struct auth_users *u)
+{
+	if (u != NULL)
+		u->refs++;
+	return u;
+}
+
+void auth_users_unref(struct auth_users *u)
+{
+	if (u != NULL && --u->refs == 0)
+		auth_users_free(u);
+}
+
+size_t auth_users_count(const struct auth_users *u)
+{
+	return u ? u->n : 0;
+}
+
+/* A user name that can appear in an SMTP AUTH exchange and in a log line. */
+static bool auth_name_ok(const char *s, size_t n)
+{
+	if (n == 0 || n > AUTH_USER_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return false;
+	return true;
+}
+
+/* Is hash something crypt(3) here checks, and not one of the methods libxcrypt
+ * calls legacy (DES, MD5, SHA-256...), whose hashes are cheap to crack? */
+static const char *auth_hash_problem(const char *hash)
+{
+	/* A DES hash is 13 characters; anything else without a "$id$" prefix
+	 * is more likely a password written in clear. */
+	if (hash[0] != '$' && strlen(hash) != 13)
+		return "is not a crypt(3) hash";
+	switch (crypt_checksalt(hash)) {
+	case CRYPT_SALT_OK:
+	case CRYPT_SALT_TOO_CHEAP:
+		return NULL;
+	case CRYPT_SALT_METHOD_LEGACY:
+		return "uses a legacy hash method (DES, MD5, SHA-256)";
+	default:
+		return "is not a crypt(3) hash this system supports";
+	}
+}
+
+int auth_users_parse(const char *path, const char *data, size_t len, struct auth_users **out,
+                     char *err, size_t errlen)
+{
+	*out = NULL;
+	struct auth_users *u = calloc(1, sizeof *u);
+	if (u == NULL || (u->data = malloc(len + 1)) == NULL) {
+		auth_users_free(u);
+		snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: out of memory");
+		return -1;
+	}
+	memcpy(u->data, data, len);
+	u->data[len] = '\0';
+	size_t cap = 0, lineno = 0;
+	char *p = u->data, *end = u->data + len;
+	while (p < end) {
+		char *nl = memchr(p, '\n', (size_t)(end - p));
+		char *line = p;
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		p = nl ? nl + 1 : end;
+		lineno++;
+		line[n] = '\0';
+		while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == ' ' || line[n - 1] == '\t'))
+			line[--n] = '\0';
+		if (n == 0 || line[0] == '#')
+			continue;
+		if (memchr(line, '\0', n) != NULL) {
+			snprintf(err, errlen,
+			         "SMTPD_AUTH_USERS_FILE: %s line %zu: contains a NUL byte", path,
+			         lineno);
+			goto fail;
+		}
+		char *colon = strchr(line, ':');
+		if (colon == NULL) {
+			snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: %s line %zu: not user:hash",
+			         path, lineno);
+			goto fail;
+		}
+		*colon = '\0';
+		char *hash = colon + 1;
+		char *more = strchr(hash, ':');
+		if (more != NULL)
+			*more = '\0';
+		if (!auth_name_ok(line, strlen(line))) {
+			snprintf(
+			    err, errlen,
+			    "SMTPD_AUTH_USERS_FILE: %s line %zu: the user name must be 1 to %d "
+			    "printable characters",
+			    path, lineno, AUTH_USER_MAX);
+			goto fail;
+		}
+		const char *why = auth_hash_problem(hash);
+		if (why != NULL) {
+			snprintf(err, errlen,
+			         "SMTPD_AUTH_USERS_FILE: %s line %zu: the hash of \"%s\" %s (use "
+			         "yescrypt, SHA-512 or bcrypt)",
+			         path, lineno, line, why);
+			goto fail;
+		}
+		if (u->n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			struct auth_user *nv = realloc(u->v, ncap * sizeof *nv);
+			if (nv == NULL) {
+				snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: out of memory");
+				goto fail;
+			}
+			u->v = nv;
+			cap = ncap;
+		}
+		u->v[u->n++] = (struct auth_user){.name = line, .hash = hash};
+	}
+	if (u->n > 0)
+		qsort(u->v, u->n, sizeof *u->v, auth_user_cmp);
+	for (size_t i = 1; i < u->n; i++) {
+		if (strcmp(u->v[i - 1].name, u->v[i].name) == 0) {
+			snprintf(err, errlen,
+			         "SMTPD_AUTH_USERS_FILE: %s: user \"%s\" appears twice", path,
+			         u->v[i].name);
+			goto fail;
+		}
+	}
+	u->refs = 1;
+	*out = u;
+	return 0;
+fail:
+	explicit_bzero(u->data, len);
+	auth_users_free(u);
+	return -1;
+}
+
+int auth_users_load(const char *path, struct auth_users **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: cannot read %s: %s", path,
+		         strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > AUTH_USERS_FILE_MAX) {
+		snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: %s is %s", path,
+		         S_ISREG(st.st_mode) ? "too large (16 MiB at most)" : "not a regular file");
+		close(fd);
+		return -1;
+	}
+	size_t cap = (size_t)st.st_size + 1, len = 0;
+	char *buf = malloc(cap);
+	if (buf == NULL) {
+		close(fd);
+		snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: out of memory");
+		return -1;
+	}
+	/* Read to EOF (the file may grow while we read: stop at the cap). */
+	for (;;) {
+		if (len == cap) {
+			snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: %s changed while read", path);
+			goto fail;
+		}
+		ssize_t r = read(fd, buf + len, cap - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: cannot read %s: %s", path,
+			         strerror(errno));
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	int rc = auth_users_parse(path, buf, len, out, err, errlen);
+	explicit_bzero(buf, len);
+	free(buf);
+	return rc;
+fail:
+	close(fd);
+	explicit_bzero(buf, len);
+	free(buf);
+	return -1;
+}
+
+/* Compare without an early exit, so the time does not tell where two hashes differ. */
+static bool auth_equal(const char *a, const char *b)
+{
+	size_t na = strlen(a), nb = strlen(b);
+	unsigned char d = na != nb;
+	for (size_t i = 0; i < na && i < nb; i++)
+		d |= (unsigned char)(a[i] ^ b[i]);
+	return d == 0;
+}
+
+bool auth_users_verify(const struct auth_users *u, const char *user, const char *pass, size_t len)
+{
+	const struct auth_user *e = NULL;
+	if (u != NULL && u->n > 0) {
+		struct auth_user key = {.name = user};
+		e = bsearch(&key, u->v, u->n, sizeof *u->v, auth_user_cmp);
+	}
+	/* An unknown user is hashed too, against a real user's setting (same
+	 * method and cost), so that it takes as long. */
+	const char *setting = e ? e->hash : (u && u->n > 0) ? u->v[0].hash : AUTH_DUMMY_SETTING;
+	char *phrase = malloc(len + 1);
+	struct crypt_data *cd = calloc(1, sizeof *cd);
+	bool ok = false;
+	if (phrase != NULL && cd != NULL) {
+		memcpy(phrase, pass, len);
+		phrase[len] = '\0';
+		const char *h = crypt_rn(phrase, setting, cd, (int)sizeof *cd);
+		/* A password holding NUL cannot be what the hash was made of. */
+		ok = e != NULL && h != NULL && h[0] != '*' && memchr(pass, '\0', len) == NULL &&
+		     auth_equal(h, e->hash);
+	}
+	if (phrase != NULL) {
+		explicit_bzero(phrase, len + 1);
+		free(phrase);
+	}
+	if (cd != NULL) {
+		explicit_bzero(cd, sizeof *cd);
+		free(cd);
+	}
+	return ok;
+}
+
+/* ---------------------------------------------------------------- async */
+
+struct auth_check {
+	uv_work_t work;
+	struct auth_users *users;
+	auth_check_cb cb;
+	void *ctx;
+	bool cancelled;
+	bool ok;
+	char user[AUTH_USER_MAX + 1];
+	size_t len;
+	char pass[]; /* len octets */
+};
+
+static void auth_check_work(uv_work_t *w)
+{
+	struct auth_check *c = w->data;
+	c->ok = auth_users_verify(c->users, c->user, c->pass, c->len);
+}
+
+static void auth_check_after(uv_work_t *w, int status)
+{
+	struct auth_check *c = w->data;
+	explicit_bzero(c->pass, c->len);
+	auth_users_unref(c->users);
+	if (!c->cancelled)
+		c->cb(c->ctx, status == 0 && c->ok);
+	free(c);
+}
+
+struct auth_check *auth_check_start(uv_loop_t *loop, struct auth_users *u, const char *user,
+                                    const char *pass, size_t len, auth_check_cb cb, void *ctx)
+{
+	struct auth_check *c = calloc(1, sizeof *c + len);
+	if (c == NULL)
+		return NULL;
+	size_t ulen = strlen(user);
+	if (ulen > AUTH_USER_MAX)
+		ulen = 0; /* never a user: fails, after the same work */
+	memcpy(c->user, user, ulen);
+	memcpy(c->pass, pass, len);
+	c->len = len;
+	c->users = auth_users_ref(u);
+	c->cb = cb;
+	c->ctx = ctx;
+	c->work.data = c;
+	if (uv_queue_work(loop, &c->work, auth_check_work, auth_check_after) < 0) {
+		explicit_bzero(c->pass, len);
+		auth_users_unref(c->users);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void auth_check_cancel(struct auth_check *c)
+{
+	if (c == NULL)
+		return;
+	c->cancelled = true;
+	/* Not started yet: it will not be (after_work still runs and frees). */
+	uv_cancel((uv_req_t *)&c->work);
+}
+
+struct auth_load {
+	uv_work_t work;
+	auth_load_cb cb;
+	void *ctx;
+	struct auth_users *users;
+	char err[512];
+	char path[];
+};
+
+static void auth_load_work(uv_work_t *w)
+{
+	struct auth_load *l = w->data;
+	if (auth_users_load(l->path, &l->users, l->err, sizeof l->err) < 0)
+		l->users = NULL;
+}
+
+static void auth_load_after(uv_work_t *w, int status)
+{
+	struct auth_load *l = w->data;
+	if (status < 0 && l->users == NULL)
+		snprintf(l->err, sizeof l->err, "SMTPD_AUTH_USERS_FILE: reload cancelled");
+	l->cb(l->ctx, l->users, l->users ? NULL : l->err);
+	free(l);
+}
+
+int auth_users_load_async(uv_loop_t *loop, const char *path, auth_load_cb cb, void *ctx)
+{
+	size_t n = strlen(path);
+	struct auth_load *l = calloc(1, sizeof *l + n + 1);
+	if (l == NULL)
+		return -ENOMEM;
+	memcpy(l->path, path, n + 1);
+	l->cb = cb;
+	l->ctx = ctx;
+	l->work.data = l;
+	int rc = uv_queue_work(loop, &l->work, auth_load_work, auth_load_after);
+	if (rc < 0)
+		free(l);
+	return rc;
+}

@@ -1,0 +1,1094 @@
+/* webhook: store-and-forward to SMTPD_WEBHOOK_URL (SPEC 5). See webhook.h;
+ * the pure parts (body, signature, backoff) are in webhook_build.c.
+ *
+ * Life of one delivery (a job), all of it counted against the concurrency:
+ *   prep   (thread pool) read meta/<id>.json and new/<id>, build the request;
+ *   post   (loop)        one curl easy handle on the shared multi handle;
+ *   result (thread pool) rewrite the envelope, move or remove the message;
+ *   back on the loop: count it, requeue a retry, start the next job. */
+#include "webhook.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include "log.h"
+#include "spool.h"
+#include "stats.h"
+
+/* Bytes of a response body kept for the failure reason; the rest is dropped. */
+#define WEBHOOK_RESPONSE_KEEP 200
+/* A "next_attempt" at most this far in the future is due now (clock skew
+ * between the loop's monotonic clock and the wall clock in the meta). */
+#define WEBHOOK_DUE_SLACK_S 1
+/* How often the age of the oldest pending message is recomputed for /status. */
+#define WEBHOOK_STATS_MS 1000
+
+static void webhook_rfc3339(int64_t t, char *out, size_t len)
+{
+	struct tm tm;
+	time_t tt = (time_t)t;
+	gmtime_r(&tt, &tm);
+	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- the queue -------------------------------------------------------------------- */
+
+struct webhook_item {
+	char id[SPOOL_ID_MAX];
+	uint64_t due;     /* loop time (ms) */
+	int64_t received; /* Unix seconds, from the id (spool_new_id starts with them) */
+};
+
+enum webhook_prep {
+	WEBHOOK_PREP_POST,
+	WEBHOOK_PREP_GONE,      /* deleted meanwhile (DELETE /messages/{id}) */
+	WEBHOOK_PREP_NOT_DUE,   /* a restart found it waiting for a retry */
+	WEBHOOK_PREP_DELIVERED, /* delivered, its move to cur/ cut short by a crash */
+	WEBHOOK_PREP_FAILED,    /* the same for failed/ */
+	WEBHOOK_PREP_ERROR,     /* could not read or build: retried */
+};
+
+struct webhook_sock {
+	uv_poll_t poll;
+	struct webhook *wh;
+	struct webhook_sock *prev, *next;
+	curl_socket_t fd;
+};
+
+struct webhook_job {
+	struct webhook *wh;
+	struct webhook_job *prev, *next; /* every live job */
+	struct webhook_job *qnext;       /* the queue of synchronous posts */
+	struct webhook_item *item;       /* queued delivery; NULL for a synchronous post */
+	uv_work_t work;
+	bool in_work;
+
+	/* Synchronous post. */
+	webhook_post_fn done;
+	void *ctx;
+	char sync_id[SPOOL_ID_MAX];
+	char *sync_envelope;
+	const uv_buf_t *parts;
+	unsigned nparts;
+
+	/* Prepared on the thread pool. */
+	enum webhook_prep prep;
+	int err;
+	json_t *meta; /* the whole envelope file, for the result */
+	unsigned attempt;
+	int64_t not_before;
+	struct webhook_request req;
+
+	/* The request. */
+	CURL *easy;
+	struct curl_slist *hdrs;
+	char errbuf[CURL_ERROR_SIZE];
+	char status_line[128];
+	char resp[WEBHOOK_RESPONSE_KEEP];
+	size_t resp_len;
+
+	/* The outcome. */
+	enum webhook_outcome outcome;
+	long status;
+	char reason[384];
+	uint64_t delay_ms;
+	bool gone;
+};
+
+struct webhook {
+	uv_loop_t *loop;
+	struct webhook_options opt;
+	char *url, *secret, *version;
+	struct spool *spool;
+	struct stats *stats;
+	CURLM *multi;
+	uv_timer_t curl_timer, wake, stats_timer;
+	struct webhook_sock *socks;
+	struct webhook_job *jobs;
+	struct webhook_job *sync_head, *sync_tail;
+	/* Min-heap of queued items by due time. */
+	struct webhook_item **heap;
+	size_t nheap, capheap;
+	unsigned inflight;
+	uint64_t pending; /* items queued or in a job */
+	uint64_t rnd;
+	bool stopping;
+	bool curl_global;
+};
+
+static void webhook_dispatch(struct webhook *wh);
+
+static uint64_t webhook_random(struct webhook *wh)
+{
+	/* xorshift64*: jitter needs spread, not secrecy. */
+	uint64_t x = wh->rnd;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	wh->rnd = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+static bool webhook_heap_less(struct webhook *wh, size_t a, size_t b)
+{
+	return wh->heap[a]->due < wh->heap[b]->due;
+}
+
+static void webhook_heap_swap(struct webhook *wh, size_t a, size_t b)
+{
+	struct webhook_item *t = wh->heap[a];
+	wh->heap[a] = wh->heap[b];
+	wh->heap[b] = t;
+}
+
+static int webhook_heap_push(struct webhook *wh, struct webhook_item *it)
+{
+	if (wh->nheap == wh->capheap) {
+		size_t ncap = wh->capheap ? wh->capheap * 2 : 256;
+		struct webhook_item **nh = realloc(wh->heap, ncap * sizeof *nh);
+		if (nh == NULL)
+			return -ENOMEM;
+		wh->heap = nh;
+		wh->capheap = ncap;
+	}
+	size_t i = wh->nheap++;
+	wh->heap[i] = it;
+	while (i > 0 && webhook_heap_less(wh, i, (i - 1) / 2)) {
+		webhook_heap_swap(wh, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	return 0;
+}
+
+static struct webhook_item *webhook_heap_pop(struct webhook *wh)
+{
+	if (wh->nheap == 0)
+		return NULL;
+	struct webhook_item *top = wh->heap[0];
+	wh->heap[0] = wh->heap[--wh->nheap];
+	size_t i = 0;
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < wh->nheap && webhook_heap_less(wh, l, m))
+			m = l;
+		if (r < wh->nheap && webhook_heap_less(wh, r, m))
+			m = r;
+		if (m == i)
+			break;
+		webhook_heap_swap(wh, i, m);
+		i = m;
+	}
+	return top;
+}
+
+/* ---- stats -------------------------------------------------------------------------- */
+
+static void webhook_stats_pending(struct webhook *wh)
+{
+	stats_lock(wh->stats);
+	wh->stats->c.delivery_pending = wh->pending;
+	if (wh->pending == 0)
+		wh->stats->c.delivery_oldest = 0;
+	stats_unlock(wh->stats);
+}
+
+/* The oldest pending message, over the heap and the jobs: O(n) once a second. */
+static void webhook_on_stats(uv_timer_t *t)
+{
+	struct webhook *wh = t->data;
+	int64_t oldest = 0;
+	for (size_t i = 0; i < wh->nheap; i++)
+		if (oldest == 0 || wh->heap[i]->received < oldest)
+			oldest = wh->heap[i]->received;
+	for (struct webhook_job *j = wh->jobs; j; j = j->next)
+		if (j->item && (oldest == 0 || j->item->received < oldest))
+			oldest = j->item->received;
+	stats_lock(wh->stats);
+	wh->stats->c.delivery_oldest = oldest;
+	wh->stats->c.delivery_pending = wh->pending;
+	stats_unlock(wh->stats);
+}
+
+/* ---- jobs ------------------------------------------------------------------------------ */
+
+static struct webhook_job *webhook_job_new(struct webhook *wh)
+{
+	struct webhook_job *j = calloc(1, sizeof *j);
+	if (j == NULL)
+		return NULL;
+	j->wh = wh;
+	j->work.data = j;
+	j->next = wh->jobs;
+	if (wh->jobs)
+		wh->jobs->prev = j;
+	wh->jobs = j;
+	return j;
+}
+
+static void webhook_job_unlink(struct webhook_job *j)
+{
+	struct webhook *wh = j->wh;
+	if (j->prev)
+		j->prev->next = j->next;
+	else if (wh->jobs == j)
+		wh->jobs = j->next;
+	if (j->next)
+		j->next->prev = j->prev;
+	j->prev = j->next = NULL;
+}
+
+/* Free a job that is off the list. */
+static void webhook_job_release(struct webhook_job *j)
+{
+	if (j->easy) {
+		if (j->wh->multi)
+			curl_multi_remove_handle(j->wh->multi, j->easy);
+		curl_easy_cleanup(j->easy);
+	}
+	curl_slist_free_all(j->hdrs);
+	webhook_request_free(&j->req);
+	json_decref(j->meta);
+	free(j->sync_envelope);
+	free(j->item);
+	free(j);
+}
+
+static void webhook_job_free(struct webhook_job *j)
+{
+	webhook_job_unlink(j);
+	webhook_job_release(j);
+}
+
+/* A job that will not finish: its item stays in new/ for the next start; a
+ * synchronous post is told it failed. */
+static void webhook_job_abandon(struct webhook_job *j)
+{
+	webhook_post_fn done = j->done;
+	void *ctx = j->ctx;
+	webhook_job_free(j);
+	if (done)
+		done(ctx, false, "delivery stopped: shutting down");
+}
+
+/* The job is over (any outcome): free its slot and start what waits. */
+static void webhook_job_end(struct webhook_job *j)
+{
+	struct webhook *wh = j->wh;
+	wh->inflight--;
+	webhook_job_free(j);
+	webhook_dispatch(wh);
+}
+
+/* A synchronous post is over: end the job, then tell its owner. */
+static void webhook_sync_end(struct webhook_job *j, bool delivered, const char *why)
+{
+	webhook_post_fn done = j->done;
+	void *ctx = j->ctx;
+	char reason[sizeof j->reason];
+	snprintf(reason, sizeof reason, "%s", why);
+	webhook_job_end(j);
+	done(ctx, delivered, reason);
+}
+
+/* ---- prep (thread pool) --------------------------------------------------------------- */
+
+static json_t *webhook_envelope_of(json_t *meta)
+{
+	json_t *env = json_deep_copy(meta);
+	if (env)
+		json_object_del(env, "delivery");
+	return env;
+}
+
+static void webhook_prep_sync(struct webhook_job *j)
+{
+	struct webhook *wh = j->wh;
+	json_t *env = json_loads(j->sync_envelope, 0, NULL);
+	if (env == NULL) {
+		j->prep = WEBHOOK_PREP_ERROR;
+		j->err = -ENOMEM;
+		return;
+	}
+	struct webhook_build_in in = {
+	    .format = wh->opt.format,
+	    .secret = wh->secret,
+	    .id = j->sync_id,
+	    .attempt = 1,
+	    .envelope = env,
+	    .parts = j->parts,
+	    .nparts = j->nparts,
+	    .timestamp = (int64_t)time(NULL),
+	    .version = wh->version,
+	};
+	j->attempt = 1;
+	j->err = webhook_build(&in, &j->req);
+	j->prep = j->err ? WEBHOOK_PREP_ERROR : WEBHOOK_PREP_POST;
+	json_decref(env);
+}
+
+static void webhook_prep_work(uv_work_t *w)
+{
+	struct webhook_job *j = w->data;
+	struct webhook *wh = j->wh;
+	if (j->item == NULL) {
+		webhook_prep_sync(j);
+		return;
+	}
+	const char *id = j->item->id;
+	char *text = NULL;
+	int rc = spool_meta_read(wh->spool, id, &text);
+	json_t *meta = rc == 0 ? json_loads(text, 0, NULL) : NULL;
+	free(text);
+	/* A lost or damaged envelope must not lose the message: post it with
+	 * its id alone. */
+	if (meta == NULL || !json_is_object(meta)) {
+		json_decref(meta);
+		meta = json_pack("{s:s}", "id", id);
+	}
+	j->meta = meta;
+	json_t *d = json_object_get(meta, "delivery");
+	const char *state = json_string_value(json_object_get(d, "state"));
+	json_int_t attempts = json_integer_value(json_object_get(d, "attempts"));
+	j->attempt = attempts > 0 && attempts < 1000000 ? (unsigned)attempts + 1 : 1;
+	if (state && strcmp(state, "delivered") == 0) {
+		j->prep = WEBHOOK_PREP_DELIVERED;
+		return;
+	}
+	if (state && strcmp(state, "failed") == 0) {
+		j->prep = WEBHOOK_PREP_FAILED;
+		return;
+	}
+	int64_t next;
+	if (webhook_parse_time(json_string_value(json_object_get(d, "next_attempt")), &next) == 0 &&
+	    next > (int64_t)time(NULL) + WEBHOOK_DUE_SLACK_S) {
+		j->prep = WEBHOOK_PREP_NOT_DUE;
+		j->not_before = next;
+		return;
+	}
+	char *data = NULL;
+	size_t len = 0;
+	rc = spool_read_message(wh->spool, SPOOL_STATE_NEW, id, SIZE_MAX, &data, &len);
+	if (rc == -ENOENT) {
+		j->prep = WEBHOOK_PREP_GONE;
+		return;
+	}
+	if (rc < 0) {
+		j->prep = WEBHOOK_PREP_ERROR;
+		j->err = rc;
+		return;
+	}
+	json_t *env = webhook_envelope_of(meta);
+	uv_buf_t part = uv_buf_init(data, (unsigned)len);
+	struct webhook_build_in in = {
+	    .format = wh->opt.format,
+	    .secret = wh->secret,
+	    .id = id,
+	    .attempt = j->attempt,
+	    .envelope = env,
+	    .parts = &part,
+	    .nparts = 1,
+	    .timestamp = (int64_t)time(NULL),
+	    .version = wh->version,
+	};
+	rc = env ? webhook_build(&in, &j->req) : -ENOMEM;
+	json_decref(env);
+	free(data);
+	j->prep = rc ? WEBHOOK_PREP_ERROR : WEBHOOK_PREP_POST;
+	j->err = rc;
+}
+
+/* ---- result (thread pool) ------------------------------------------------------------- */
+
+static int webhook_set_delivery(struct webhook_job *j, json_t *delivery)
+{
+	if (delivery == NULL || json_object_set_new(j->meta, "delivery", delivery) < 0)
+		return -ENOMEM;
+	char *text = json_dumps(j->meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (text == NULL)
+		return -ENOMEM;
+	int rc = spool_meta_write(j->wh->spool, j->item->id, text, false);
+	free(text);
+	return rc;
+}
+
+static void webhook_result_work(uv_work_t *w)
+{
+	struct webhook_job *j = w->data;
+	struct webhook *wh = j->wh;
+	struct spool *sp = wh->spool;
+	const char *id = j->item->id;
+	char when[32];
+	webhook_rfc3339((int64_t)time(NULL), when, sizeof when);
+	int rc = 0;
+	switch (j->outcome) {
+	case WEBHOOK_DELIVERED:
+		if (!wh->opt.keep) {
+			rc = spool_remove(sp, SPOOL_STATE_NEW, id);
+			break;
+		}
+		/* The envelope first: a crash before the move leaves a message
+		 * marked delivered in new/, which the next start moves on without
+		 * posting it again. */
+		if (j->prep != WEBHOOK_PREP_DELIVERED)
+			rc = webhook_set_delivery(j, json_pack("{s:s, s:i, s:s, s:i}", "state",
+			                                       "delivered", "attempts",
+			                                       (int)j->attempt, "delivered_at",
+			                                       when, "status", (int)j->status));
+		if (rc == 0)
+			rc = spool_move(sp, id, SPOOL_STATE_NEW, SPOOL_STATE_CUR);
+		break;
+	case WEBHOOK_FAILED:
+		if (j->prep != WEBHOOK_PREP_FAILED)
+			rc = webhook_set_delivery(j, json_pack("{s:s, s:s, s:i, s:s}", "state",
+			                                       "failed", "reason", j->reason,
+			                                       "attempts", (int)j->attempt,
+			                                       "failed_at", when));
+		if (rc == 0)
+			rc = spool_move(sp, id, SPOOL_STATE_NEW, SPOOL_STATE_FAILED);
+		break;
+	case WEBHOOK_RETRY: {
+		char next[32];
+		webhook_rfc3339((int64_t)time(NULL) + (int64_t)((j->delay_ms + 999) / 1000), next,
+		                sizeof next);
+		rc = webhook_set_delivery(j, json_pack("{s:s, s:i, s:s, s:s}", "state", "pending",
+		                                       "attempts", (int)j->attempt, "next_attempt",
+		                                       next, "last_error", j->reason));
+		/* Deleted while we posted: the envelope just written is an orphan. */
+		int fd;
+		if (rc == 0 && spool_open_message(sp, SPOOL_STATE_NEW, id, &fd, NULL) == 0)
+			close(fd);
+		else if (rc == 0)
+			rc = -ENOENT;
+		break;
+	}
+	}
+	if (rc == -ENOENT) {
+		spool_meta_remove(sp, id);
+		j->gone = true;
+	} else if (rc < 0) {
+		/* The spool is failing: the message stays in new/ and is retried
+		 * after the next start at the latest. */
+		char why[64];
+		snprintf(why, sizeof why, "%s", strerror(-rc));
+		const char *kv[] = {"id", id, "error", why, NULL};
+		log_event(CONFIG_LOG_ERROR, NULL, "webhook: cannot update the spool", kv);
+	}
+}
+
+static void webhook_result_done(uv_work_t *w, int status)
+{
+	(void)status;
+	struct webhook_job *j = w->data;
+	struct webhook *wh = j->wh;
+	j->in_work = false;
+	if (wh->stopping) {
+		webhook_job_abandon(j);
+		return;
+	}
+	if (j->outcome == WEBHOOK_RETRY && !j->gone) {
+		j->item->due = uv_now(wh->loop) + j->delay_ms;
+		if (webhook_heap_push(wh, j->item) == 0)
+			j->item = NULL;
+	}
+	if (j->item) /* delivered, failed, gone (or no memory to requeue: next start) */
+		wh->pending--;
+	/* One lock for all: /status never shows a message both pending and done. */
+	stats_lock(wh->stats);
+	if (!j->gone && j->outcome == WEBHOOK_DELIVERED)
+		wh->stats->c.delivery_delivered++;
+	else if (!j->gone && j->outcome == WEBHOOK_FAILED)
+		wh->stats->c.delivery_failed++;
+	else if (!j->gone)
+		wh->stats->c.delivery_retries++;
+	wh->stats->c.delivery_pending = wh->pending;
+	if (wh->pending == 0)
+		wh->stats->c.delivery_oldest = 0;
+	stats_unlock(wh->stats);
+	webhook_job_end(j);
+}
+
+/* Decide what a finished attempt means for a queued message, then update the
+ * spool off the loop. */
+static void webhook_finish_item(struct webhook_job *j)
+{
+	struct webhook *wh = j->wh;
+	if (j->outcome == WEBHOOK_RETRY) {
+		int64_t age = (int64_t)time(NULL) - j->item->received;
+		if (age >= (int64_t)wh->opt.max_age_s) {
+			size_t n = strlen(j->reason);
+			snprintf(j->reason + n, sizeof j->reason - n,
+			         "; not delivered within SMTPD_WEBHOOK_MAX_AGE (%u attempts)",
+			         j->attempt);
+			j->outcome = WEBHOOK_FAILED;
+		} else {
+			j->delay_ms = webhook_backoff_ms(j->attempt, wh->opt.retry_min_ms,
+			                                 wh->opt.retry_max_ms, webhook_random(wh));
+		}
+	}
+	char attempt[16], delay[24];
+	snprintf(attempt, sizeof attempt, "%u", j->attempt);
+	snprintf(delay, sizeof delay, "%llus", (unsigned long long)(j->delay_ms + 999) / 1000);
+	if (j->outcome == WEBHOOK_DELIVERED) {
+		const char *kv[] = {"id", j->item->id, "attempt", attempt, NULL};
+		log_event(CONFIG_LOG_INFO, NULL, "webhook delivered", kv);
+	} else if (j->outcome == WEBHOOK_FAILED) {
+		const char *kv[] = {"id",     j->item->id, "attempt", attempt,
+		                    "reason", j->reason,   NULL};
+		log_event(CONFIG_LOG_WARN, NULL, "webhook failed, moved to failed/", kv);
+	} else {
+		const char *kv[] = {"id",      j->item->id, "attempt", attempt, "error",
+		                    j->reason, "retry_in",  delay,     NULL};
+		log_event(CONFIG_LOG_INFO, NULL, "webhook attempt failed, will retry", kv);
+	}
+	j->in_work = true;
+	if (uv_queue_work(wh->loop, &j->work, webhook_result_work, webhook_result_done) < 0) {
+		j->in_work = false;
+		webhook_job_end(j);
+	}
+}
+
+/* ---- curl ------------------------------------------------------------------------------ */
+
+static size_t webhook_on_body(char *p, size_t size, size_t n, void *ud)
+{
+	struct webhook_job *j = ud;
+	size_t len = size * n;
+	size_t room = sizeof j->resp - j->resp_len;
+	size_t take = len < room ? len : room;
+	memcpy(j->resp + j->resp_len, p, take);
+	j->resp_len += take;
+	return len;
+}
+
+static size_t webhook_on_header(char *p, size_t size, size_t n, void *ud)
+{
+	struct webhook_job *j = ud;
+	size_t len = size * n;
+	/* The last status line wins (after "100 Continue"). */
+	if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+		size_t take = len < sizeof j->status_line - 1 ? len : sizeof j->status_line - 1;
+		memcpy(j->status_line, p, take);
+		j->status_line[take] = '\0';
+		j->resp_len = 0;
+	}
+	return len;
+}
+
+static void webhook_completed(struct webhook_job *j, CURLcode cc)
+{
+	struct webhook *wh = j->wh;
+	curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &j->status);
+	curl_multi_remove_handle(wh->multi, j->easy);
+	curl_easy_cleanup(j->easy);
+	j->easy = NULL;
+	if (cc != CURLE_OK) {
+		j->status = 0;
+		j->outcome = WEBHOOK_RETRY;
+		snprintf(j->reason, sizeof j->reason, "%s",
+		         j->errbuf[0] ? j->errbuf : curl_easy_strerror(cc));
+	} else {
+		j->outcome = webhook_classify(j->status);
+		webhook_reason(j->status, j->status_line, j->resp, j->resp_len, j->reason,
+		               sizeof j->reason);
+	}
+	webhook_request_free(&j->req);
+	curl_slist_free_all(j->hdrs);
+	j->hdrs = NULL;
+	if (j->item == NULL) {
+		webhook_sync_end(j, j->outcome == WEBHOOK_DELIVERED, j->reason);
+		return;
+	}
+	webhook_finish_item(j);
+}
+
+static void webhook_check_multi(struct webhook *wh)
+{
+	CURLMsg *m;
+	int left;
+	while (wh->multi && (m = curl_multi_info_read(wh->multi, &left)) != NULL) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		struct webhook_job *j = NULL;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+		if (j)
+			webhook_completed(j, m->data.result);
+	}
+}
+
+static void webhook_on_poll(uv_poll_t *p, int status, int events)
+{
+	struct webhook_sock *ws = p->data;
+	struct webhook *wh = ws->wh;
+	if (wh->stopping)
+		return;
+	int flags = 0;
+	if (status < 0)
+		flags |= CURL_CSELECT_ERR;
+	if (events & UV_READABLE)
+		flags |= CURL_CSELECT_IN;
+	if (events & UV_WRITABLE)
+		flags |= CURL_CSELECT_OUT;
+	int running;
+	curl_multi_socket_action(wh->multi, ws->fd, flags, &running);
+	webhook_check_multi(wh);
+}
+
+static void webhook_on_sock_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void webhook_sock_close(struct webhook_sock *ws)
+{
+	struct webhook *wh = ws->wh;
+	if (ws->prev)
+		ws->prev->next = ws->next;
+	else
+		wh->socks = ws->next;
+	if (ws->next)
+		ws->next->prev = ws->prev;
+	uv_poll_stop(&ws->poll);
+	uv_close((uv_handle_t *)&ws->poll, webhook_on_sock_closed);
+}
+
+static int webhook_on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp)
+{
+	(void)e;
+	struct webhook *wh = ud;
+	struct webhook_sock *ws = sockp;
+	if (wh->stopping)
+		return 0;
+	if (what == CURL_POLL_REMOVE) {
+		if (ws) {
+			curl_multi_assign(wh->multi, s, NULL);
+			webhook_sock_close(ws);
+		}
+		return 0;
+	}
+	if (ws == NULL) {
+		ws = calloc(1, sizeof *ws);
+		if (ws == NULL)
+			return -1;
+		if (uv_poll_init_socket(wh->loop, &ws->poll, s) < 0) {
+			free(ws);
+			return -1;
+		}
+		ws->poll.data = ws;
+		ws->wh = wh;
+		ws->fd = s;
+		ws->next = wh->socks;
+		if (wh->socks)
+			wh->socks->prev = ws;
+		wh->socks = ws;
+		curl_multi_assign(wh->multi, s, ws);
+	}
+	int events = 0;
+	if (what & CURL_POLL_IN)
+		events |= UV_READABLE;
+	if (what & CURL_POLL_OUT)
+		events |= UV_WRITABLE;
+	uv_poll_start(&ws->poll, events, webhook_on_poll);
+	return 0;
+}
+
+static void webhook_on_curl_timer(uv_timer_t *t)
+{
+	struct webhook *wh = t->data;
+	if (wh->stopping)
+		return;
+	int running;
+	curl_multi_socket_action(wh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	webhook_check_multi(wh);
+}
+
+static int webhook_on_timer(CURLM *m, long timeout_ms, void *ud)
+{
+	(void)m;
+	struct webhook *wh = ud;
+	if (wh->stopping)
+		return 0;
+	if (timeout_ms < 0)
+		uv_timer_stop(&wh->curl_timer);
+	else
+		uv_timer_start(&wh->curl_timer, webhook_on_curl_timer, (uint64_t)timeout_ms, 0);
+	return 0;
+}
+
+static void webhook_start_post(struct webhook_job *j)
+{
+	struct webhook *wh = j->wh;
+	CURL *e = curl_easy_init();
+	j->easy = e;
+	bool ok = e != NULL;
+	for (size_t i = 0; ok && i < j->req.nheaders; i++) {
+		struct curl_slist *n = curl_slist_append(j->hdrs, j->req.headers[i]);
+		if (n == NULL)
+			ok = false;
+		else
+			j->hdrs = n;
+	}
+	ok = ok && curl_easy_setopt(e, CURLOPT_URL, wh->url) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)j) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_POSTFIELDS, j->req.body) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->req.len) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->hdrs) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)wh->opt.timeout_ms) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, webhook_on_body) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_WRITEDATA, j) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, webhook_on_header) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_HEADERDATA, j) == CURLE_OK &&
+	     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf) == CURLE_OK &&
+	     curl_multi_add_handle(wh->multi, e) == CURLM_OK;
+	if (ok)
+		return;
+	if (e) {
+		curl_easy_cleanup(e);
+		j->easy = NULL;
+	}
+	/* Not a verdict on the message: try again later. */
+	j->outcome = WEBHOOK_RETRY;
+	snprintf(j->reason, sizeof j->reason, "cannot start the request (out of memory)");
+	webhook_request_free(&j->req);
+	if (j->item == NULL) {
+		webhook_sync_end(j, false, j->reason);
+		return;
+	}
+	webhook_finish_item(j);
+}
+
+static void webhook_prep_done(uv_work_t *w, int status)
+{
+	struct webhook_job *j = w->data;
+	struct webhook *wh = j->wh;
+	j->in_work = false;
+	if (wh->stopping) {
+		webhook_job_abandon(j);
+		return;
+	}
+	if (status < 0) {
+		j->prep = WEBHOOK_PREP_ERROR;
+		j->err = status;
+	}
+	switch (j->prep) {
+	case WEBHOOK_PREP_POST:
+		webhook_start_post(j);
+		return;
+	case WEBHOOK_PREP_GONE:
+		wh->pending--;
+		webhook_stats_pending(wh);
+		webhook_job_end(j);
+		return;
+	case WEBHOOK_PREP_NOT_DUE: {
+		int64_t wait = j->not_before - (int64_t)time(NULL);
+		j->item->due = uv_now(wh->loop) + (uint64_t)(wait > 0 ? wait : 0) * 1000;
+		if (webhook_heap_push(wh, j->item) == 0)
+			j->item = NULL;
+		else
+			wh->pending--;
+		webhook_job_end(j);
+		return;
+	}
+	case WEBHOOK_PREP_DELIVERED:
+		j->outcome = WEBHOOK_DELIVERED;
+		webhook_finish_item(j);
+		return;
+	case WEBHOOK_PREP_FAILED:
+		j->outcome = WEBHOOK_FAILED;
+		const char *why = json_string_value(
+		    json_object_get(json_object_get(j->meta, "delivery"), "reason"));
+		snprintf(j->reason, sizeof j->reason, "%s", why ? why : "failed");
+		webhook_finish_item(j);
+		return;
+	case WEBHOOK_PREP_ERROR:
+		break;
+	}
+	snprintf(j->reason, sizeof j->reason, "cannot prepare the request: %s", strerror(-j->err));
+	j->outcome = WEBHOOK_RETRY;
+	if (j->item == NULL) {
+		webhook_sync_end(j, false, j->reason);
+		return;
+	}
+	webhook_finish_item(j);
+}
+
+/* ---- scheduling -------------------------------------------------------------------------- */
+
+static void webhook_on_wake(uv_timer_t *t)
+{
+	webhook_dispatch(t->data);
+}
+
+static void webhook_start_job(struct webhook_job *j)
+{
+	struct webhook *wh = j->wh;
+	wh->inflight++;
+	j->in_work = true;
+	if (uv_queue_work(wh->loop, &j->work, webhook_prep_work, webhook_prep_done) < 0) {
+		j->in_work = false;
+		j->prep = WEBHOOK_PREP_ERROR;
+		j->err = -EAGAIN;
+		webhook_prep_done(&j->work, 0);
+	}
+}
+
+static void webhook_dispatch(struct webhook *wh)
+{
+	if (wh->stopping)
+		return;
+	uint64_t now = uv_now(wh->loop);
+	while (wh->inflight < wh->opt.concurrency) {
+		if (wh->sync_head) {
+			struct webhook_job *j = wh->sync_head;
+			wh->sync_head = j->qnext;
+			if (wh->sync_head == NULL)
+				wh->sync_tail = NULL;
+			webhook_start_job(j);
+			continue;
+		}
+		if (wh->nheap == 0 || wh->heap[0]->due > now)
+			break;
+		struct webhook_job *j = webhook_job_new(wh);
+		if (j == NULL)
+			break;
+		j->item = webhook_heap_pop(wh);
+		webhook_start_job(j);
+	}
+	if (wh->stopping)
+		return;
+	if (wh->nheap > 0 && wh->inflight < wh->opt.concurrency) {
+		uint64_t due = wh->heap[0]->due;
+		uv_timer_start(&wh->wake, webhook_on_wake, due > now ? due - now : 0, 0);
+	} else {
+		uv_timer_stop(&wh->wake);
+	}
+}
+
+/* ---- the service --------------------------------------------------------------------------- */
+
+int webhook_new(uv_loop_t *loop, const struct webhook_options *opt, struct spool *spool,
+                struct stats *stats, struct webhook **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	struct webhook *wh = calloc(1, sizeof *wh);
+	if (wh == NULL) {
+		snprintf(err, errlen, "webhook: out of memory");
+		return -1;
+	}
+	wh->loop = loop;
+	wh->opt = *opt;
+	if (wh->opt.concurrency == 0)
+		wh->opt.concurrency = 1;
+	wh->spool = spool;
+	wh->stats = stats;
+	wh->url = strdup(opt->url ? opt->url : "");
+	wh->secret = strdup(opt->secret ? opt->secret : "");
+	wh->version = strdup(opt->version ? opt->version : "");
+	wh->rnd = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
+	if (wh->url == NULL || wh->secret == NULL || wh->version == NULL) {
+		snprintf(err, errlen, "webhook: out of memory");
+		goto fail;
+	}
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		snprintf(err, errlen, "SMTPD_WEBHOOK_URL: cannot initialise libcurl");
+		goto fail;
+	}
+	wh->curl_global = true;
+	const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+	if (!(vi->features & CURL_VERSION_ASYNCHDNS))
+		log_warn("webhook: libcurl resolves names synchronously; use an address in "
+		         "SMTPD_WEBHOOK_URL or a libcurl with the threaded resolver");
+	wh->multi = curl_multi_init();
+	if (wh->multi == NULL) {
+		snprintf(err, errlen, "SMTPD_WEBHOOK_URL: cannot initialise libcurl");
+		goto fail;
+	}
+	curl_multi_setopt(wh->multi, CURLMOPT_SOCKETFUNCTION, webhook_on_socket);
+	curl_multi_setopt(wh->multi, CURLMOPT_SOCKETDATA, wh);
+	curl_multi_setopt(wh->multi, CURLMOPT_TIMERFUNCTION, webhook_on_timer);
+	curl_multi_setopt(wh->multi, CURLMOPT_TIMERDATA, wh);
+	uv_timer_init(loop, &wh->curl_timer);
+	uv_timer_init(loop, &wh->wake);
+	uv_timer_init(loop, &wh->stats_timer);
+	wh->curl_timer.data = wh->wake.data = wh->stats_timer.data = wh;
+	uv_timer_start(&wh->stats_timer, webhook_on_stats, WEBHOOK_STATS_MS, WEBHOOK_STATS_MS);
+	*out = wh;
+	return 0;
+fail:
+	if (wh->multi)
+		curl_multi_cleanup(wh->multi);
+	if (wh->curl_global)
+		curl_global_cleanup();
+	free(wh->url);
+	free(wh->secret);
+	free(wh->version);
+	free(wh);
+	return -1;
+}
+
+static int64_t webhook_id_time(const char *id)
+{
+	char *end;
+	long long t = strtoll(id, &end, 10);
+	if (end == id || *end != '.' || t <= 0)
+		return (int64_t)time(NULL);
+	return (int64_t)t;
+}
+
+static void webhook_queue(struct webhook *wh, const char *id, uint64_t due)
+{
+	struct webhook_item *it = calloc(1, sizeof *it);
+	if (it == NULL) {
+		log_error("webhook: out of memory queueing %s (it is posted after a restart)", id);
+		return;
+	}
+	snprintf(it->id, sizeof it->id, "%s", id);
+	it->due = due;
+	it->received = webhook_id_time(id);
+	if (webhook_heap_push(wh, it) < 0) {
+		free(it);
+		log_error("webhook: out of memory queueing %s (it is posted after a restart)", id);
+		return;
+	}
+	wh->pending++;
+}
+
+void webhook_scan(struct webhook *wh)
+{
+	char **ids;
+	size_t n;
+	int rc = spool_list_ids(wh->spool, SPOOL_STATE_NEW, &ids, &n);
+	if (rc < 0) {
+		log_error("webhook: cannot list %s/new: %s", spool_dir(wh->spool), strerror(-rc));
+		return;
+	}
+	uint64_t now = uv_now(wh->loop);
+	for (size_t i = 0; i < n; i++)
+		webhook_queue(wh, ids[i], now);
+	spool_ids_free(ids, n);
+	if (n > 0)
+		log_info("webhook: %zu message(s) waiting in new/ queued for delivery", n);
+	webhook_on_stats(&wh->stats_timer);
+	webhook_dispatch(wh);
+}
+
+void webhook_enqueue(struct webhook *wh, const char *id)
+{
+	if (wh == NULL || wh->stopping)
+		return; /* it stays in new/: posted after the restart */
+	webhook_queue(wh, id, uv_now(wh->loop));
+	webhook_stats_pending(wh);
+	if (wh->pending == 1)
+		webhook_on_stats(&wh->stats_timer);
+	webhook_dispatch(wh);
+}
+
+int webhook_post(struct webhook *wh, const char *id, const char *envelope_json,
+                 const uv_buf_t *parts, unsigned nparts, webhook_post_fn done, void *ctx)
+{
+	if (wh == NULL || wh->stopping)
+		return -ESHUTDOWN;
+	struct webhook_job *j = webhook_job_new(wh);
+	if (j == NULL)
+		return -ENOMEM;
+	j->sync_envelope = strdup(envelope_json);
+	if (j->sync_envelope == NULL) {
+		webhook_job_free(j);
+		return -ENOMEM;
+	}
+	snprintf(j->sync_id, sizeof j->sync_id, "%s", id);
+	j->parts = parts;
+	j->nparts = nparts;
+	j->done = done;
+	j->ctx = ctx;
+	if (wh->sync_tail)
+		wh->sync_tail->qnext = j;
+	else
+		wh->sync_head = j;
+	wh->sync_tail = j;
+	webhook_dispatch(wh);
+	return 0;
+}
+
+static void webhook_on_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+void webhook_stop(struct webhook *wh)
+{
+	if (wh == NULL || wh->stopping)
+		return;
+	wh->stopping = true;
+	uv_close((uv_handle_t *)&wh->curl_timer, webhook_on_closed);
+	uv_close((uv_handle_t *)&wh->wake, webhook_on_closed);
+	uv_close((uv_handle_t *)&wh->stats_timer, webhook_on_closed);
+	/* Requests on the wire: taken off curl. Jobs on the thread pool end
+	 * themselves in their after-work callbacks (they see `stopping`). */
+	struct webhook_job *abandon = NULL;
+	for (struct webhook_job *j = wh->jobs, *next; j; j = next) {
+		next = j->next;
+		if (j->in_work)
+			continue;
+		if (j->easy) {
+			curl_multi_remove_handle(wh->multi, j->easy);
+			curl_easy_cleanup(j->easy);
+			j->easy = NULL;
+		}
+		/* Unlink now, report after every handle is closed. */
+		webhook_job_unlink(j);
+		j->qnext = abandon;
+		abandon = j;
+	}
+	/* Stop watching curl's sockets before curl closes them. */
+	while (wh->socks)
+		webhook_sock_close(wh->socks);
+	curl_multi_cleanup(wh->multi);
+	wh->multi = NULL;
+	wh->sync_head = wh->sync_tail = NULL;
+	size_t n = 0;
+	while (abandon) {
+		struct webhook_job *j = abandon;
+		abandon = j->qnext;
+		webhook_post_fn done = j->done;
+		void *ctx = j->ctx;
+		webhook_job_release(j);
+		n++;
+		if (done)
+			done(ctx, false, "delivery stopped: shutting down");
+	}
+	if (n > 0 || wh->pending > 0)
+		log_info("webhook: stopped; %llu message(s) stay in new/ for the next start",
+		         (unsigned long long)wh->pending);
+}
+
+void webhook_free(struct webhook *wh)
+{
+	if (wh == NULL)
+		return;
+	webhook_stop(wh);
+	/* Jobs still listed were on the thread pool; the loop has ended, so their
+	 * callbacks ran: nothing should be left. */
+	while (wh->jobs)
+		webhook_job_free(wh->jobs);
+	for (size_t i = 0; i < wh->nheap; i++)
+		free(wh->heap[i]);
+	free(wh->heap);
+	if (wh->curl_global)
+		curl_global_cleanup();
+	free(wh->url);
+	free(wh->secret);
+	free(wh->version);
+	free(wh);
+}

@@ -1,0 +1,192 @@
+#!/usr/bin/python3
+"""The messages API (SPEC 3) round trip: list newest first with limit/offset,
+one message with its parsed headers, the raw file as message/rfc822, DELETE,
+404 for unknown and hostile ids, the Bearer token (health and status stay
+open), and the state after webhook delivery."""
+
+import json
+import os
+import sys
+import time
+import unittest
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mailport_harness as h  # noqa: E402
+from webhook_receiver import Receiver  # noqa: E402
+
+TOKEN = "t0ken-for-tests"
+
+
+def msg(n, subject=None):
+    subject = subject or "message %d" % n
+    return (b"Subject: " + subject.encode() + b"\r\nFrom: Sender <a@x.example>\r\n"
+            b"X-Long: a folded\r\n\tvalue %d\r\n\r\nbody %d\r\n" % (n, n))
+
+
+class MessagesCase(h.MailportTestCase):
+    def start(self, env=None):
+        self.port = h.free_port()
+        e = {"SMTPD_PORTS": str(self.port)}
+        e.update(env or {})
+        self.mp = self.mailport(e)
+        return self.mp
+
+    def send(self, n, subject=None):
+        c = h.RawSMTP("127.0.0.1", self.port)
+        try:
+            r = h.send_message_raw(c, "a@x.example", ["b@y.example"], msg(n, subject))
+        finally:
+            c.close()
+        self.assertEqual(r[0], 250, r)
+        return h.queued_id(r[1])
+
+    def api(self, method, path, token=None):
+        headers = {"Authorization": "Bearer " + token} if token else {}
+        return self.mp.http(method, path, headers=headers)
+
+    def get_json(self, path, token=None, want=200):
+        st, hdr, body = self.api("GET", path, token)
+        self.assertEqual(st, want, body)
+        self.assertEqual(hdr["content-type"], "application/json")
+        return json.loads(body)
+
+
+class TestRoundTrip(MessagesCase):
+    def test_list_get_raw_delete(self):
+        mp = self.start()
+        ids = [self.send(i) for i in range(3)]
+        data = self.get_json("/messages")
+        self.assertEqual(data["total"], 3)
+        got = [m["id"] for m in data["messages"]]
+        self.assertEqual(got, list(reversed(ids)))  # newest first
+        first = data["messages"][0]
+        self.assertEqual(first["subject"], "message 2")
+        self.assertEqual(first["state"], "new")
+        meta = mp.read_meta(ids[2])
+        for k, v in meta.items():
+            self.assertEqual(first[k], v)
+
+        page = self.get_json("/messages?limit=1&offset=1")
+        self.assertEqual(page["total"], 3)
+        self.assertEqual([m["id"] for m in page["messages"]], [ids[1]])
+        self.assertEqual(self.get_json("/messages?limit=0")["messages"], [])
+        self.assertEqual(self.get_json("/messages?offset=10")["messages"], [])
+        self.get_json("/messages?limit=x", want=400)
+        self.get_json("/messages?limit=100000", want=400)
+
+        one = self.get_json("/messages/" + ids[0])
+        self.assertEqual(one["id"], ids[0])
+        self.assertEqual(one["state"], "new")
+        self.assertEqual(one["subject"], "message 0")
+        names = [x["name"] for x in one["headers"]]
+        self.assertEqual(names, ["Return-Path", "Received", "Subject", "From", "X-Long"])
+        hdrs = {x["name"]: x["value"] for x in one["headers"]}
+        self.assertEqual(hdrs["Return-Path"], "<a@x.example>")
+        self.assertEqual(hdrs["From"], "Sender <a@x.example>")
+        self.assertEqual(hdrs["X-Long"], "a folded\tvalue 0")
+        self.assertIn("(mailport) with ESMTP id " + ids[0], hdrs["Received"])
+
+        st, hdr, raw = self.api("GET", "/messages/%s/raw" % ids[1])
+        self.assertEqual(st, 200)
+        self.assertEqual(hdr["content-type"], "message/rfc822")
+        self.assertEqual(raw, mp.read_new(ids[1]))
+        st, hdr, raw = self.api("HEAD", "/messages/%s/raw" % ids[1])
+        self.assertEqual(st, 200)
+        self.assertEqual(int(hdr["content-length"]), len(mp.read_new(ids[1])))
+
+        st, _, body = self.api("DELETE", "/messages/" + ids[1])
+        self.assertEqual(st, 204, body)
+        self.assertEqual(body, b"")
+        self.assertNotIn(ids[1], mp.new_files())
+        self.assertNotIn(ids[1] + ".json", mp.meta_files())
+        err = self.get_json("/messages/" + ids[1], want=404)
+        self.assertIn("error", err)
+        st, _, _ = self.api("DELETE", "/messages/" + ids[1])
+        self.assertEqual(st, 404)
+        st, _, _ = self.api("GET", "/messages/%s/raw" % ids[1])
+        self.assertEqual(st, 404)
+        self.assertEqual(self.get_json("/messages")["total"], 2)
+
+    def test_methods_and_unknown_ids(self):
+        self.start()
+        mid = self.send(0)
+        st, hdr, _ = self.api("POST", "/messages")
+        self.assertEqual(st, 405)
+        self.assertEqual(hdr["allow"], "GET, HEAD")
+        st, hdr, _ = self.api("PUT", "/messages/" + mid)
+        self.assertEqual(st, 405)
+        self.assertEqual(hdr["allow"], "GET, HEAD, DELETE")
+        st, hdr, _ = self.api("DELETE", "/messages/%s/raw" % mid)
+        self.assertEqual(st, 405)
+        hostile = ["/messages/..", "/messages/..%2f..%2fetc%2fpasswd", "/messages/.hidden",
+                   "/messages/%2e%2e/raw", "/messages/" + urllib.parse.quote("../meta/x", ""),
+                   "/messages/nope", "/messages/%s/headers" % mid, "/messages/" + "x" * 300]
+        for p in hostile:
+            st, hdr, body = self.api("GET", p)
+            self.assertEqual(st, 404, p)
+            self.assertEqual(hdr["content-type"], "application/json", p)
+            self.assertIn("error", json.loads(body))
+            st, _, _ = self.api("DELETE", p)
+            self.assertIn(st, (404, 405), p)
+        self.assertEqual(self.get_json("/messages")["total"], 1)
+
+    def test_token(self):
+        self.start({"SMTPD_HTTP_TOKEN": TOKEN})
+        mid = self.send(0)
+        for path in ("/messages", "/messages/" + mid, "/messages/%s/raw" % mid):
+            st, hdr, _ = self.api("GET", path)
+            self.assertEqual(st, 401, path)
+            self.assertIn("Bearer", hdr.get("www-authenticate", ""))
+            st, _, _ = self.api("GET", path, token="wrong")
+            self.assertEqual(st, 401, path)
+            st, _, _ = self.api("GET", path, token=TOKEN)
+            self.assertEqual(st, 200, path)
+        st, _, _ = self.api("DELETE", "/messages/" + mid)
+        self.assertEqual(st, 401)
+        self.assertIn(mid, self.mp.new_files())
+        st, _, _ = self.api("DELETE", "/messages/" + mid, token=TOKEN)
+        self.assertEqual(st, 204)
+        for path in ("/status", "/livez", "/healthz", "/readyz"):
+            st, _, _ = self.api("GET", path)
+            self.assertEqual(st, 200, path)
+
+    def test_states_after_delivery(self):
+        rcv = Receiver(lambda req, r: 400 if b"refuse me" in req.raw() else 200)
+        self.addCleanup(rcv.close)
+        mp = self.start({"SMTPD_WEBHOOK_URL": rcv.url})
+        ok = self.send(0)
+        bad = self.send(1, subject="refuse me")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = {m["id"]: m["state"] for m in self.get_json("/messages")["messages"]}
+            if states == {ok: "delivered", bad: "failed"}:
+                break
+            time.sleep(0.05)
+        self.assertEqual(states, {ok: "delivered", bad: "failed"})
+        one = self.get_json("/messages/" + bad)
+        self.assertEqual(one["delivery"]["state"], "failed")
+        self.assertTrue(one["delivery"]["reason"].startswith("HTTP 400"))
+        st, _, raw = self.api("GET", "/messages/%s/raw" % ok)
+        self.assertEqual(st, 200)
+        with open(os.path.join(mp.spool, "cur", ok), "rb") as f:
+            self.assertEqual(raw, f.read())
+        # A message a mail reader marked seen (Maildir info) is still found.
+        os.rename(os.path.join(mp.spool, "cur", ok), os.path.join(mp.spool, "cur", ok + ":2,S"))
+        self.assertEqual(self.get_json("/messages/" + ok)["state"], "delivered")
+        st, _, _ = self.api("DELETE", "/messages/" + ok)
+        self.assertEqual(st, 204)
+        st, _, _ = self.api("DELETE", "/messages/" + bad)
+        self.assertEqual(st, 204)
+        self.assertEqual(self.get_json("/messages")["total"], 0)
+        self.assertEqual(os.listdir(os.path.join(mp.spool, "cur")), [])
+        self.assertEqual(os.listdir(os.path.join(mp.spool, "failed")), [])
+
+    def test_discard_is_empty(self):
+        self.start({"SMTPD_DELIVER": "discard"})
+        self.send(0)
+        self.assertEqual(self.get_json("/messages"), {"total": 0, "messages": []})
+
+
+if __name__ == "__main__":
+    h.main()
