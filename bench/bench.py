@@ -265,6 +265,13 @@ def build_servers(args, tmp, skipped):
                                                       "SMTPD_LOG_LEVEL": "warn"}),
                               port=p, http_port=h,
                               note="as above with SMTPD_LOG_LEVEL=warn: the cost of per-message logging"))
+    for i, spec in enumerate(args.compare):
+        path, _, label = spec.partition(":")
+        p, h = next_ports()
+        servers.append(Server(f"compare{i + 1}-discard", f"{label or path} discard",
+                              [path], env=mailport_env(p, h, {"SMTPD_DELIVER": "discard"}),
+                              port=p, http_port=h,
+                              note=f"--compare {spec}: another mailport binary, discard"))
     spool_root = tempfile.mkdtemp(prefix="mailport-bench-spool-", dir=args.spool_parent)
     p, h = next_ports()
     spool = os.path.join(spool_root, "default")
@@ -307,6 +314,9 @@ def build_servers(args, tmp, skipped):
                                   note="Debian python3-aiosmtpd under /usr/bin/python3"))
         else:
             skipped["aiosmtpd"] = "python3-aiosmtpd not importable by /usr/bin/python3"
+    if args.servers:
+        keep = set(args.servers.split(","))
+        servers = [sv for sv in servers if sv.key in keep or sv.key == "smtp-sink"]
     return servers, spool_root
 
 
@@ -440,6 +450,11 @@ def main():
     ap.add_argument("--variants", choices=["none", "log", "all"], default="log",
                     help="extra mailport rows: log = discard with SMTPD_LOG_LEVEL=warn; "
                          "all = also maildir with UV_THREADPOOL_SIZE=64")
+    ap.add_argument("--compare", action="append", default=[], metavar="PATH[:LABEL]",
+                    help="add discard rows for another mailport binary (e.g. a candidate build)")
+    ap.add_argument("--servers", default="",
+                    help="comma-separated keys to run (smtp-sink always runs: it is the base), "
+                         "e.g. mailport-discard,compare1-discard")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args()
 

@@ -48,6 +48,7 @@
 #define PROBE_LIMIT  2000 /* ms: a probe with no answer by then failed */
 #define DRAIN_MS     10000
 #define SETTLE_MS    1000
+#define CONNECT_LIMIT_MS 60000 /* the connect phase ends by then, whatever is left */
 
 enum cstate {
 	C_NEW,
@@ -119,7 +120,7 @@ static struct {
 	bool livez_busy;
 	char *body;
 	size_t body_len;
-	uv_timer_t tick, settle, phase_end, drain, deadline;
+	uv_timer_t tick, settle, phase_end, drain, deadline, connect_limit;
 } G;
 
 /* ------------------------------------------------------------ small helpers */
@@ -507,6 +508,7 @@ static void check_phase1_done(void)
 {
 	if (G.phase != 1 || G.next_connect < G.n || G.connecting > 0)
 		return;
+	uv_timer_stop(&G.connect_limit);
 	G.t_connected = uv_hrtime();
 	G.phase = 15; /* settling */
 	uv_timer_start(&G.settle, on_settle, SETTLE_MS, 0);
@@ -698,6 +700,24 @@ static void on_tick(uv_timer_t *t)
 	if (r > G.rss_peak)
 		G.rss_peak = r;
 	G.rss_now = r;
+}
+
+/* Sessions still not idle after CONNECT_LIMIT_MS count as failed: go on
+ * with the others. */
+static void on_connect_limit(uv_timer_t *t)
+{
+	(void)t;
+	if (G.phase != 1)
+		return;
+	fprintf(stderr, "loadgen: connect phase limit reached with %d sessions not idle\n",
+	        G.connecting + (G.n - G.next_connect));
+	G.next_connect = G.n;
+	for (int i = 0; i < G.n; i++) {
+		struct conn *c = &G.conns[i];
+		if (c->st == C_CONNECTING || c->st == C_GREETING || c->st == C_EHLO)
+			conn_fail(c, &G.connect_errors);
+	}
+	check_phase1_done();
 }
 
 static void on_deadline(uv_timer_t *t)
@@ -904,6 +924,8 @@ int main(int argc, char **argv)
 	uv_timer_init(G.loop, &G.phase_end);
 	uv_timer_init(G.loop, &G.drain);
 	uv_timer_init(G.loop, &G.deadline);
+	uv_timer_init(G.loop, &G.connect_limit);
+	uv_timer_start(&G.connect_limit, on_connect_limit, CONNECT_LIMIT_MS, 0);
 	uv_timer_start(&G.tick, on_tick, PROBE_MS, PROBE_MS);
 	uv_timer_start(&G.deadline, on_deadline, (uint64_t)G.total_limit * 1000, 0);
 	/* The NOOP probe session first, from its own source address. */

@@ -97,7 +97,8 @@ def main():
         peers = []
         port += 1
         peers.append(bench.Server("smtp-sink", "smtp-sink",
-                                  ["smtp-sink", "-u", "nobody", f"127.0.0.1:{port}", "1024"], port=port))
+                                  ["smtp-sink", "-u", "nobody", "-m", "20000", f"127.0.0.1:{port}", "1024"],
+                                  port=port))
         hb = bench.find_haraka()
         if hb:
             port += 1

@@ -269,4 +269,8 @@ run_once "default"
 run_once "read-only" --read-only --cap-drop=ALL --security-opt=no-new-privileges
 t_run=$(since "$t0")
 
+# Build stages of earlier runs are kept a day as layer cache, then dropped, so
+# repeated runs on one machine do not fill its disk.
+podman image prune -f --filter until=24h >/dev/null 2>&1 || true
+
 step "OK: base ${t_base}s, build ${t_build}s, runs ${t_run}s, total $(since "$t_start")s"

@@ -181,11 +181,11 @@ static json_t *httpd_listeners_json(const struct stats_listener *l, size_t n)
 		json_t *o = json_pack("{s:s, s:i, s:s, s:b, s:s, s:b, s:s, s:I, s:I, s:I}",
 		                      "address", l[i].address, "port", (int)l[i].port, "family",
 		                      l[i].ipv6 ? "ipv6" : "ipv4", "any", (int)l[i].any, "tls",
-		                      l[i].tls ? l[i].tls : "none", "proxy", (int)l[i].proxy, "state",
-		                      l[i].state ? l[i].state : "closed", "connections_active",
-		                      httpd_int(l[i].connections_active), "connections_total",
-		                      httpd_int(l[i].connections_total), "messages_accepted",
-		                      httpd_int(l[i].messages_accepted));
+		                      l[i].tls ? l[i].tls : "none", "proxy", (int)l[i].proxy,
+		                      "state", l[i].state ? l[i].state : "closed",
+		                      "connections_active", httpd_int(l[i].connections_active),
+		                      "connections_total", httpd_int(l[i].connections_total),
+		                      "messages_accepted", httpd_int(l[i].messages_accepted));
 		if (json_array_append_new(a, o) != 0) {
 			json_decref(a);
 			return NULL;
@@ -404,6 +404,35 @@ static void httpd_delivery_metrics(struct buf *b, const struct stats_counters *c
 	             "Content filters killed after SMTPD_FILTER_TIMEOUT.", c->filter_timeouts);
 }
 
+/* Every reason, zeros included, so a rate() never starts from a missing series. */
+static void httpd_refused_metrics(struct buf *b, const struct stats_counters *c)
+{
+	httpd_metric_head(b, "mailport_connections_refused_total", "counter",
+	                  "SMTP connections closed before the greeting, by reason.");
+	for (size_t i = 0; i < STATS_REFUSED_COUNT; i++)
+		buf_printf(b, "mailport_connections_refused_total{reason=\"%s\"} %" PRIu64 "\n",
+		           stats_refusal_names[i], c->refused[i]);
+}
+
+/* A Prometheus histogram: cumulative buckets, +Inf, sum (seconds) and count. */
+static void httpd_latency_metrics(struct buf *b, const struct stats_counters *c)
+{
+	static const char name[] = "mailport_message_accept_duration_seconds";
+	httpd_metric_head(b, name, "histogram",
+	                  "Time from the end of a message's data to its 250 reply (storing, "
+	                  "filter, synchronous webhook).");
+	uint64_t cum = 0;
+	for (size_t i = 0; i < STATS_LATENCY_BUCKETS; i++) {
+		cum += c->accept_latency[i];
+		buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, stats_latency_bounds[i],
+		           cum);
+	}
+	cum += c->accept_latency[STATS_LATENCY_BUCKETS];
+	buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
+	buf_printf(b, "%s_sum %.6f\n", name, (double)c->accept_latency_sum_us / 1e6);
+	buf_printf(b, "%s_count %" PRIu64 "\n", name, c->accept_latency_count);
+}
+
 static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *conn)
 {
 	struct stats_counters c;
@@ -429,18 +458,27 @@ static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *con
 	             c.connections_active);
 	httpd_metric(&b, "mailport_connections_total", "counter", "SMTP connections accepted.",
 	             c.connections_total);
-	httpd_metric(&b, "mailport_connections_refused_total", "counter",
-	             "SMTP connections closed before the greeting by a limit.",
-	             c.connections_refused);
+	httpd_refused_metrics(&b, &c);
 	httpd_metric(&b, "mailport_messages_accepted_total", "counter",
 	             "Messages accepted (answered 250 at end of data).", c.messages_accepted);
-	httpd_metric(&b, "mailport_messages_rejected_total", "counter",
-	             "Messages refused at the end of their data.", c.messages_rejected);
+	httpd_metric_head(&b, "mailport_messages_rejected_total", "counter",
+	                  "Messages refused at the end of their data, by reply code class.");
+	buf_printf(&b, "mailport_messages_rejected_total{class=\"4xx\"} %" PRIu64 "\n",
+	           c.rejected_4xx);
+	buf_printf(&b, "mailport_messages_rejected_total{class=\"5xx\"} %" PRIu64 "\n",
+	           c.rejected_5xx);
 	httpd_metric(&b, "mailport_message_bytes_total", "counter", "Bytes of accepted messages.",
 	             c.messages_bytes);
 	httpd_metric(&b, "mailport_store_failures_total", "counter",
 	             "Messages not stored because of a storage error.", c.store_failures);
 	httpd_delivery_metrics(&b, &c);
+	httpd_metric(&b, "mailport_tls_handshakes_total", "counter", "TLS handshakes completed.",
+	             c.tls_handshakes);
+	httpd_metric(&b, "mailport_tls_handshake_failures_total", "counter",
+	             "TLS handshakes that failed or timed out.", c.tls_handshake_failures);
+	httpd_metric(&b, "mailport_auth_failures_total", "counter",
+	             "AUTH attempts answered 535 (wrong user or password).", c.auth_failures);
+	httpd_latency_metrics(&b, &c);
 	httpd_listener_metric(&b, "mailport_listener_connections_active", "gauge",
 	                      "Open SMTP connections per listener.", l, n,
 	                      offsetof(struct stats_listener, connections_active));

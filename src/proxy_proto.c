@@ -19,13 +19,13 @@ static const unsigned char proxy_proto_v2_sig[12] = {0x0d, 0x0a, 0x0d, 0x0a, 0x0
 
 /* 2.2: the 13th byte is the version (high nibble, 2) and the command (low
  * nibble); the 14th the address family (high) and the transport (low). */
-#define PROXY_PROTO_V2_VERSION 0x20
-#define PROXY_PROTO_CMD_LOCAL  0x0
-#define PROXY_PROTO_CMD_PROXY  0x1
-#define PROXY_PROTO_AF_UNSPEC  0x0
-#define PROXY_PROTO_AF_INET    0x1
-#define PROXY_PROTO_AF_INET6   0x2
-#define PROXY_PROTO_AF_UNIX    0x3
+#define PROXY_PROTO_V2_VERSION   0x20
+#define PROXY_PROTO_CMD_LOCAL    0x0
+#define PROXY_PROTO_CMD_PROXY    0x1
+#define PROXY_PROTO_AF_UNSPEC    0x0
+#define PROXY_PROTO_AF_INET      0x1
+#define PROXY_PROTO_AF_INET6     0x2
+#define PROXY_PROTO_AF_UNIX      0x3
 #define PROXY_PROTO_TRANS_STREAM 0x1
 /* 2.2: the address blocks of TCP over IPv4 and over IPv6. */
 #define PROXY_PROTO_V2_INET_LEN  12
@@ -55,8 +55,7 @@ static bool proxy_proto_field_is(const char *f, size_t n, const char *word)
 
 /* 2.1: an address in its family's usual text form; inet_pton wants it
  * NUL-terminated, and rejects IPv4 with leading zeros or fewer than 4 parts. */
-static bool proxy_proto_v1_addr(const char *f, size_t n, int family,
-                                struct sockaddr_storage *out)
+static bool proxy_proto_v1_addr(const char *f, size_t n, int family, struct sockaddr_storage *out)
 {
 	char text[INET6_ADDRSTRLEN];
 	if (n == 0 || n >= sizeof text)

@@ -93,7 +93,8 @@ struct session {
 	bool replied;      /* output was flushed since the deadline was last set */
 	uint64_t deadline; /* loop time (ms) the timer fires at; 0 = none */
 	bool greeted;
-	bool draining; /* tell 421 at the end of the transaction */
+	bool draining;   /* tell 421 at the end of the transaction */
+	uint64_t eom_ns; /* uv_hrtime() at the end of the message's data (/metrics) */
 
 	/* I/O (SPEC 6): plain, or TLS after STARTTLS / on a TLS port. */
 	const struct session_conn *conn;
@@ -363,6 +364,11 @@ static int session_tls_fill(struct session *s)
 			log_event(CONFIG_LOG_DEBUG, &s->log, "tls closed by the client", NULL);
 			rc = -1;
 		} else if (n == TLSIO_ERROR) {
+			if (s->handshaking) {
+				stats_lock(&s->srv->stats);
+				s->srv->stats.c.tls_handshake_failures++;
+				stats_unlock(&s->srv->stats);
+			}
 			const char *kv[] = {"reason", tlsio_error(s->tls), NULL};
 			log_event(CONFIG_LOG_WARN, &s->log,
 			          s->handshaking ? "tls handshake failed" : "tls error", kv);
@@ -426,6 +432,9 @@ static void session_tls_goodbye(struct session *s)
 static void session_on_handshake_timeout(uv_timer_t *t)
 {
 	struct session *s = t->data;
+	stats_lock(&s->srv->stats);
+	s->srv->stats.c.tls_handshake_failures++;
+	stats_unlock(&s->srv->stats);
 	log_event(CONFIG_LOG_INFO, &s->log, "tls handshake timeout", NULL);
 	session_close(s);
 }
@@ -450,6 +459,9 @@ static void session_flush(struct session *s);
 static void session_tls_established(struct session *s)
 {
 	s->handshaking = false;
+	stats_lock(&s->srv->stats);
+	s->srv->stats.c.tls_handshakes++;
+	stats_unlock(&s->srv->stats);
 	uv_timer_stop(&s->timer);
 	snprintf(s->tls_version, sizeof s->tls_version, "%s", tlsio_version(s->tls));
 	snprintf(s->tls_cipher, sizeof s->tls_cipher, "%s", tlsio_cipher(s->tls));
@@ -563,6 +575,9 @@ static void session_auth_checked(void *ctx, bool ok)
 	snprintf(d, sizeof d, "%llu", (unsigned long long)ms);
 	const char *kv[] = {"mechanism", mech, "failures", n, "delay_ms", d, NULL};
 	log_event(CONFIG_LOG_WARN, &s->log, "authentication failed", kv);
+	stats_lock(&s->srv->stats);
+	s->srv->stats.c.auth_failures++;
+	stats_unlock(&s->srv->stats);
 	if (!s->auth_timer_init) {
 		uv_timer_init(s->srv->loop, &s->auth_timer);
 		s->auth_timer.data = s;
@@ -604,8 +619,13 @@ static void session_delivered(struct deliver_job *job, const struct deliver_verd
 		srv->stats.c.messages_accepted++;
 		srv->stats.c.messages_bytes += job->env.size;
 		srv->stats.listeners[s->l->index].messages_accepted++;
+		stats_observe_accept(&srv->stats.c, (uv_hrtime() - s->eom_ns) / 1000);
 	} else {
 		srv->stats.c.messages_rejected++;
+		if (v->code >= 500)
+			srv->stats.c.rejected_5xx++;
+		else
+			srv->stats.c.rejected_4xx++;
 	}
 	if (v->err == 0 && v->stored)
 		srv->stats.c.spool_writable = true;
@@ -695,6 +715,7 @@ static void session_end_of_message(struct session *s)
 	job->body = s->body.data;
 	job->len = s->body.len;
 	job->done = session_delivered;
+	s->eom_ns = uv_hrtime();
 	job->ctx = s;
 	job->log = &s->log;
 	s->storing = true;
@@ -847,9 +868,8 @@ static void session_event(void *ctx, const struct smtp_event *ev)
 	struct server *srv = s->srv;
 	switch (ev->type) {
 	case SMTP_EV_REJECTED: {
-		stats_lock(&srv->stats);
-		srv->stats.c.messages_rejected++;
-		stats_unlock(&srv->stats);
+		/* ev->arg is the reply: "552 5.3.4 ..." */
+		stats_rejected(&srv->stats, ev->arg ? (unsigned)strtoul(ev->arg, NULL, 10) : 500);
 		const char *kv[] = {"reply", ev->arg ? ev->arg : "", NULL};
 		log_event(CONFIG_LOG_INFO, &s->log, "message rejected", kv);
 		buf_reset(&s->body);
@@ -905,7 +925,7 @@ static uint64_t session_count_client(struct server *srv, const char *addr)
 }
 
 /* Refuse a connection over a limit: 421 4.7.0 then close, before any greeting. */
-static void session_refuse(struct session *s, const char *why)
+static void session_refuse(struct session *s, enum stats_refusal reason, const char *why)
 {
 	char line[300];
 	int n =
@@ -914,9 +934,7 @@ static void session_refuse(struct session *s, const char *why)
 	/* A TLS port's client would read plaintext as a broken TLS record. */
 	if (s->l->tls != LISTENER_TLS_IMPLICIT)
 		uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-	stats_lock(&s->srv->stats);
-	s->srv->stats.c.connections_refused++;
-	stats_unlock(&s->srv->stats);
+	stats_refusal(&s->srv->stats, reason);
 	const char *kv[] = {"reason", why, NULL};
 	log_event(CONFIG_LOG_WARN, &s->log, "connection refused", kv);
 }
@@ -953,11 +971,9 @@ static void session_begin(struct session *s)
 /* A connection that never became an SMTP session: no reply (the peer has not
  * shown it is a load balancer we trust, or has failed to speak its protocol),
  * counted as refused, logged with the reason. */
-static void session_proxy_fail(struct session *s, const char *why)
+static void session_proxy_fail(struct session *s, enum stats_refusal reason, const char *why)
 {
-	stats_lock(&s->srv->stats);
-	s->srv->stats.c.connections_refused++;
-	stats_unlock(&s->srv->stats);
+	stats_refusal(&s->srv->stats, reason);
 	const char *kv[] = {"reason", why, NULL};
 	log_event(CONFIG_LOG_WARN, &s->log, "connection refused", kv);
 	session_close(s);
@@ -965,7 +981,7 @@ static void session_proxy_fail(struct session *s, const char *why)
 
 static void session_on_proxy_timeout(uv_timer_t *t)
 {
-	session_proxy_fail(t->data, "no PROXY header within 5 s");
+	session_proxy_fail(t->data, STATS_REFUSED_PROXY_TIMEOUT, "no PROXY header within 5 s");
 }
 
 /* A PROXY listener: only SMTPD_PROXY_TRUSTED peers may speak, and they must
@@ -979,7 +995,8 @@ static void session_proxy_begin(struct session *s)
 	if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&peer, &plen) != 0 ||
 	    !proxy_proto_cidr_match(srv->proxy_trusted, srv->nproxy_trusted,
 	                            (struct sockaddr *)&peer)) {
-		session_proxy_fail(s, "peer not in SMTPD_PROXY_TRUSTED");
+		session_proxy_fail(s, STATS_REFUSED_PROXY_UNTRUSTED,
+		                   "peer not in SMTPD_PROXY_TRUSTED");
 		return;
 	}
 	s->proxy_wait = true;
@@ -1013,7 +1030,7 @@ static void session_proxy_input(struct session *s)
 	if (n == PROXY_PROTO_NEED_MORE)
 		return;
 	if (n < 0) {
-		session_proxy_fail(s, "invalid PROXY header");
+		session_proxy_fail(s, STATS_REFUSED_PROXY_INVALID, "invalid PROXY header");
 		return;
 	}
 	buf_consume(&s->in, (size_t)n);
@@ -1031,13 +1048,15 @@ static void session_proxy_input(struct session *s)
 		s->client_port = s->proxy_src_port;
 		session_set_client_text(s);
 	}
-	const char *kv[] = {"proxy", h.version == 1 ? "v1" : "v2", "proxy_peer", s->peer_text,
-	                    h.local ? "proxy_local" : NULL, "true", NULL};
+	const char *kv[] = {"proxy",      h.version == 1 ? "v1" : "v2",   "proxy_peer",
+	                    s->peer_text, h.local ? "proxy_local" : NULL, "true",
+	                    NULL};
 	log_event(CONFIG_LOG_INFO, &s->log, "connect", kv);
 	/* The per-client limit of session_accept, now that the client is known;
 	 * the count includes this session. */
 	if (session_count_client(srv, s->client_addr) > srv->cfg->max_connections_per_client) {
-		session_refuse(s, "too many connections from your address");
+		session_refuse(s, STATS_REFUSED_PER_CLIENT,
+		               "too many connections from your address");
 		session_close(s);
 		return;
 	}
@@ -1128,19 +1147,20 @@ void session_accept(struct listener *l)
 	struct smtp_proto_sink sink = {.ctx = s, .body = session_body, .event = session_event};
 	s->proto = smtp_proto_new(&pc, &sink);
 	if (s->proto == NULL) {
-		session_refuse(s, "out of memory");
+		session_refuse(s, STATS_REFUSED_OUT_OF_MEMORY, "out of memory");
 		session_close(s);
 		return;
 	}
 	if (srv->nsessions > srv->cfg->max_connections) {
-		session_refuse(s, "too many connections");
+		session_refuse(s, STATS_REFUSED_MAX_CONNECTIONS, "too many connections");
 		session_close(s);
 		return;
 	}
 	/* On a PROXY listener the peer is the load balancer: the client is known,
 	 * and limited, once its header has arrived (session_proxy_input). */
 	if (!l->proxy && same_client >= srv->cfg->max_connections_per_client) {
-		session_refuse(s, "too many connections from your address");
+		session_refuse(s, STATS_REFUSED_PER_CLIENT,
+		               "too many connections from your address");
 		session_close(s);
 		return;
 	}

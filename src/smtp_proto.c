@@ -39,8 +39,8 @@
  *   BDAT content too; their verdict is given at BDAT LAST.
  * - Every 5xx answer to a command line counts towards SMTP_PROTO_MAX_ERRORS;
  *   refusals of a message at its end do not.
- * - STARTTLS (RFC 3207) and AUTH (RFC 4954) answer 502 5.5.1 when not
- *   configured. STARTTLS needs EHLO/HELO first and no transaction (503), is
+ * - STARTTLS (RFC 3207) answers 454 4.7.0 when TLS is not configured, AUTH
+ *   (RFC 4954) 502 5.5.1 when AUTH is not. STARTTLS needs EHLO/HELO first and no transaction (503), is
  *   503 once TLS is active, and waits for the adapter (SMTP_WAIT_STARTTLS);
  *   TLS up, everything the client said is forgotten, authentication included.
  *   With tls_required, MAIL and AUTH before TLS get 530 5.7.0.
@@ -81,6 +81,10 @@
  * follows the last tolerated error; resume() and one closing reply (timeout,
  * shutdown, abort) may come on top. Eight reply lines leave a wide margin. */
 #define SMTP_PROTO_OUT_CAP (SMTP_PROTO_OUTPUT_HIGH + 8 * SMTP_PROTO_REPLY_MAX)
+/* Replies usually fit here (an EHLO reply is ~150 octets): an idle session
+ * holds no large output buffer (issue 8). Pipelined bursts move to a heap
+ * buffer of SMTP_PROTO_OUT_CAP that is released once drained. */
+#define SMTP_PROTO_OUT_SMALL 1024
 /* RFC 1870 / RFC 3030 sizes: 20 digits hold any uint64_t. */
 #define SMTP_PROTO_NUMBER_DIGITS 20
 
@@ -169,8 +173,9 @@ struct smtp_proto {
 	bool smtputf8;
 	bool bdat_used; /* RFC 3030 2: no DATA in a transaction that used BDAT */
 	char mail_from[SMTP_PROTO_PATH_MAX + 1];
-	char *rcpt; /* cfg.max_recipients slots of SMTP_PROTO_PATH_MAX + 1 */
+	char *rcpt; /* rcpt_cap slots of SMTP_PROTO_PATH_MAX + 1, grown on demand */
 	size_t nrcpt;
+	size_t rcpt_cap;
 	struct smtp_msg msg;
 
 	/* BDAT chunk being read. */
@@ -181,7 +186,8 @@ struct smtp_proto {
 
 	char reply[SMTP_PROTO_REPLY_MAX];
 	size_t out_len;
-	char out[SMTP_PROTO_OUT_CAP];
+	char *out; /* out_small, or SMTP_PROTO_OUT_CAP octets on the heap */
+	char out_small[SMTP_PROTO_OUT_SMALL];
 };
 
 /* ---------------------------------------------------------------- output */
@@ -189,6 +195,16 @@ struct smtp_proto {
 static void smtp_proto_out_line(struct smtp_proto *p, const char *s)
 {
 	size_t n = strlen(s);
+	if (p->out == p->out_small && n + 2 > SMTP_PROTO_OUT_SMALL - p->out_len) {
+		char *big = malloc(SMTP_PROTO_OUT_CAP);
+		if (big == NULL) {
+			/* No room for a reply: the session cannot go on in sync. */
+			p->state = SMTP_ST_CLOSED;
+			return;
+		}
+		memcpy(big, p->out_small, p->out_len);
+		p->out = big;
+	}
 	/* Unreachable by construction (see SMTP_PROTO_OUT_CAP). */
 	assert(n + 2 <= SMTP_PROTO_OUT_CAP - p->out_len);
 	if (n + 2 > SMTP_PROTO_OUT_CAP - p->out_len)
@@ -303,12 +319,9 @@ struct smtp_proto *smtp_proto_new(const struct smtp_proto_config *cfg,
 		    ((unsigned char)h[n] <= 0x20 || (unsigned char)h[n] >= 0x7f) ? '?' : h[n];
 	p->hostname[n] = '\0';
 	p->cfg.hostname = p->hostname;
-	/* The envelope is bounded by configuration: allocate it all now. */
-	p->rcpt = calloc(p->cfg.max_recipients, SMTP_PROTO_PATH_MAX + 1);
-	if (p->rcpt == NULL) {
-		free(p);
-		return NULL;
-	}
+	/* The envelope is bounded by configuration (max_recipients paths) but
+	 * allocated as recipients come, so an idle session stays small. */
+	p->out = p->out_small;
 	p->state = SMTP_ST_NEW;
 	p->tls_active = p->cfg.tls_active;
 	return p;
@@ -334,6 +347,8 @@ void smtp_proto_free(struct smtp_proto *p)
 		return;
 	smtp_proto_auth_wipe(p);
 	free(p->rcpt);
+	if (p->out != p->out_small)
+		free(p->out);
 	free(p);
 }
 
@@ -354,6 +369,10 @@ static void smtp_proto_tx_clear(struct smtp_proto *p)
 	p->bdat_used = false;
 	p->mail_from[0] = '\0';
 	p->nrcpt = 0;
+	/* One allocation per transaction at most; none held between them. */
+	free(p->rcpt);
+	p->rcpt = NULL;
+	p->rcpt_cap = 0;
 }
 
 /* The state commands return to: HELO once a HELO/EHLO was accepted. */
@@ -969,6 +988,18 @@ static void smtp_proto_cmd_rcpt(struct smtp_proto *p, char *arg)
 		smtp_proto_reply(p, 452, "4.5.3", "Too many recipients");
 		return;
 	}
+	if (p->nrcpt == p->rcpt_cap) {
+		size_t ncap = p->rcpt_cap ? p->rcpt_cap * 2 : 4;
+		if (ncap > p->cfg.max_recipients)
+			ncap = p->cfg.max_recipients;
+		char *nr = realloc(p->rcpt, ncap * (SMTP_PROTO_PATH_MAX + 1));
+		if (nr == NULL) {
+			smtp_proto_reply(p, 452, "4.3.1", "Insufficient system storage");
+			return;
+		}
+		p->rcpt = nr;
+		p->rcpt_cap = ncap;
+	}
 	char *slot = p->rcpt + p->nrcpt * (SMTP_PROTO_PATH_MAX + 1);
 	memcpy(slot, path, strlen(path) + 1);
 	p->nrcpt++;
@@ -1336,9 +1367,10 @@ static bool smtp_proto_cmd_allowed(struct smtp_proto *p, const struct smtp_cmd *
                                    const char *arg)
 {
 	unsigned f = cmd->flags;
-	if ((f & SMTP_CMD_NOT_IMPL) ||
-	    ((f & SMTP_CMD_IF_TLS) && !p->cfg.tls_available && !p->cfg.tls_active) ||
-	    ((f & SMTP_CMD_IF_AUTH) && p->cfg.auth == SMTP_AUTH_OFF))
+	if ((f & SMTP_CMD_IF_TLS) && !p->cfg.tls_available && !p->cfg.tls_active)
+		/* Issue 5 / RFC 3207: a server without TLS answers STARTTLS 454. */
+		smtp_proto_error(p, 454, "4.7.0", "TLS not available");
+	else if ((f & SMTP_CMD_NOT_IMPL) || ((f & SMTP_CMD_IF_AUTH) && p->cfg.auth == SMTP_AUTH_OFF))
 		smtp_proto_error(p, 502, "5.5.1", "Command not implemented");
 	else if ((f & SMTP_CMD_NEED_HELO) && p->state == SMTP_ST_CONNECTED)
 		smtp_proto_error(p, 503, "5.5.1", "Error: send HELO/EHLO first");
@@ -1527,6 +1559,10 @@ void smtp_proto_output_consume(struct smtp_proto *p, size_t n)
 {
 	if (n >= p->out_len) {
 		p->out_len = 0;
+		if (p->out != p->out_small) {
+			free(p->out);
+			p->out = p->out_small;
+		}
 		return;
 	}
 	memmove(p->out, p->out + n, p->out_len - n);

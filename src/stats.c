@@ -5,6 +5,48 @@
 #include <stdio.h>
 #include <string.h>
 
+const char *const stats_refusal_names[STATS_REFUSED_COUNT] = {
+    [STATS_REFUSED_MAX_CONNECTIONS] = "max_connections",
+    [STATS_REFUSED_PER_CLIENT] = "max_connections_per_client",
+    [STATS_REFUSED_OUT_OF_MEMORY] = "out_of_memory",
+    [STATS_REFUSED_PROXY_UNTRUSTED] = "proxy_untrusted",
+    [STATS_REFUSED_PROXY_INVALID] = "proxy_invalid",
+    [STATS_REFUSED_PROXY_TIMEOUT] = "proxy_timeout",
+};
+
+const double stats_latency_bounds[STATS_LATENCY_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
+};
+
+void stats_refusal(struct stats *st, enum stats_refusal why)
+{
+	stats_lock(st);
+	st->c.connections_refused++;
+	st->c.refused[why]++;
+	stats_unlock(st);
+}
+
+void stats_rejected(struct stats *st, unsigned code)
+{
+	stats_lock(st);
+	st->c.messages_rejected++;
+	if (code >= 500)
+		st->c.rejected_5xx++;
+	else
+		st->c.rejected_4xx++;
+	stats_unlock(st);
+}
+
+void stats_observe_accept(struct stats_counters *c, uint64_t us)
+{
+	size_t i = 0;
+	while (i < STATS_LATENCY_BUCKETS && (double)us > stats_latency_bounds[i] * 1e6)
+		i++;
+	c->accept_latency[i]++;
+	c->accept_latency_count++;
+	c->accept_latency_sum_us += us;
+}
+
 int stats_init(struct stats *st, const char *hostname, const struct endpoint_list *eps,
                const char *const *tls_modes)
 {

@@ -35,6 +35,26 @@ struct stats_listener {
 	uint64_t messages_accepted;
 };
 
+/* Why a connection was closed before its greeting: /status counts them all in
+ * connections.refused, /metrics by reason (issue 7). */
+enum stats_refusal {
+	STATS_REFUSED_MAX_CONNECTIONS, /* SMTPD_MAX_CONNECTIONS */
+	STATS_REFUSED_PER_CLIENT,      /* SMTPD_MAX_CONNECTIONS_PER_CLIENT */
+	STATS_REFUSED_OUT_OF_MEMORY,   /* no memory for the session */
+	STATS_REFUSED_PROXY_UNTRUSTED, /* peer not in SMTPD_PROXY_TRUSTED */
+	STATS_REFUSED_PROXY_INVALID,   /* malformed PROXY header */
+	STATS_REFUSED_PROXY_TIMEOUT,   /* no PROXY header in time */
+	STATS_REFUSED_COUNT
+};
+/* The Prometheus label values: "max_connections", ... */
+extern const char *const stats_refusal_names[STATS_REFUSED_COUNT];
+
+/* Upper bounds (seconds) of the buckets of the end-of-data to 250 histogram;
+ * one more bucket, +Inf, follows. From a discarded message (microseconds) to
+ * a slow disk or a synchronous webhook (seconds). */
+#define STATS_LATENCY_BUCKETS 12
+extern const double stats_latency_bounds[STATS_LATENCY_BUCKETS];
+
 struct stats_counters {
 	bool listeners_bound;
 	bool spool_writable;
@@ -57,6 +77,18 @@ struct stats_counters {
 	uint64_t filter_rejected;   /* 554 */
 	uint64_t filter_tempfailed; /* 451: exit 75, a crash, a timeout */
 	uint64_t filter_timeouts;   /* killed after SMTPD_FILTER_TIMEOUT */
+	/* /metrics (issue 7). refused[] sums to connections_refused; rejected_4xx
+	 * and rejected_5xx to messages_rejected. */
+	uint64_t refused[STATS_REFUSED_COUNT];
+	uint64_t rejected_4xx;
+	uint64_t rejected_5xx;
+	uint64_t tls_handshakes;         /* completed */
+	uint64_t tls_handshake_failures; /* failed or timed out */
+	uint64_t auth_failures;          /* AUTH answered 535 */
+	/* End of data to 250: counts per bucket (not cumulative), the last +Inf. */
+	uint64_t accept_latency[STATS_LATENCY_BUCKETS + 1];
+	uint64_t accept_latency_count;
+	uint64_t accept_latency_sum_us;
 };
 
 struct stats {
@@ -84,6 +116,13 @@ void stats_unlock(struct stats *st);
  * Returns 0 or -ENOMEM. */
 int stats_snapshot(struct stats *st, struct stats_counters *c, struct stats_listener **listeners,
                    size_t *n);
+
+/* Count a connection refused before its greeting (takes the lock). */
+void stats_refusal(struct stats *st, enum stats_refusal why);
+/* Count a message refused at the end of its data with this reply code (takes the lock). */
+void stats_rejected(struct stats *st, unsigned code);
+/* One end-of-data to 250 latency, in microseconds (caller holds the lock). */
+void stats_observe_accept(struct stats_counters *c, uint64_t us);
 
 /* Monotonic clock in milliseconds (CLOCK_MONOTONIC). */
 uint64_t stats_now_ms(void);

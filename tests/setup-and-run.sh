@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PKGS=(build-essential cmake pkg-config libuv1-dev libmicrohttpd-dev libjansson-dev libssl-dev
       libcurl4-openssl-dev libcrypt-dev libcmocka-dev python3 swaks curl iproute2 postfix
-      openssl whois)
+      openssl whois clang-14 libclang-rt-14-dev llvm-14)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,5 +33,9 @@ cmake --build build-release -j"$(nproc)" --target mailport
 echo "== tests"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-cd "$BUILD"
-ctest --output-on-failure -j"$(nproc)" --timeout 300
+(cd "$BUILD" && ctest --output-on-failure -j"$(nproc)" --timeout 300)
+
+# Issue 4: every libFuzzer target (SMTP core, endpoint lists, PROXY header) under
+# ASan+UBSan with clang for 60 s in all; any crash or leak fails the run.
+echo "== fuzzing (60 s)"
+bash tests/fuzz/run-fuzzers.sh "${FUZZ_SECONDS:-60}"

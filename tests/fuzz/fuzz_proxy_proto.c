@@ -28,9 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (h.version == 1 && rc > PROXY_PROTO_V1_MAX)
 			abort();
-		if (!h.local &&
-		    ((h.src.ss_family != AF_INET && h.src.ss_family != AF_INET6) ||
-		     h.src.ss_family != h.dst.ss_family))
+		if (!h.local && ((h.src.ss_family != AF_INET && h.src.ss_family != AF_INET6) ||
+		                 h.src.ss_family != h.dst.ss_family))
 			abort();
 		/* Prefixes: the one just short, and a few others. */
 		size_t cuts[] = {(size_t)rc - 1, (size_t)rc / 2, 16, 12, 6, 1, 0};

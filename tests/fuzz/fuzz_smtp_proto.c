@@ -158,7 +158,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (verdicts++ % 2 == 0)
 				smtp_proto_resume(p, 235, "2.7.0", "Authentication successful");
 			else
-				smtp_proto_resume(p, 535, "5.7.8", "Authentication credentials invalid");
+				smtp_proto_resume(p, 535, "5.7.8",
+				                  "Authentication credentials invalid");
 			fuzz_check(smtp_proto_pending(p) == SMTP_WAIT_NONE);
 			fuzz_check(smtp_proto_auth_password(p, &plen) == NULL);
 			fuzz_drain(p);

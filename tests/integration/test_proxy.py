@@ -316,6 +316,86 @@ class TestRefused(ProxyCase):
         self.assertEqual(mp.wait_exit(10), 0, mp.stderr())
 
 
+class TestImplicitTLS(ProxyCase):
+    def test_header_then_tls_in_one_segment(self):
+        """On a port that is both SMTPD_TLS_PORTS and SMTPD_PROXY_PORTS the header
+        comes first in plaintext (as HAProxy sends it), and the TLS ClientHello
+        may share its segment."""
+        import ssl
+        port = h.free_port()
+        env = {"SMTPD_TLS_PORTS": str(port)}
+        r = h.run(["--check-config"], env=dict(env, SMTPD_PORTS=str(port),
+                                                SMTPD_PROXY_PORTS=str(port),
+                                                SMTPD_PROXY_TRUSTED="127.0.0.1"))
+        if r.returncode != 0:
+            self.skipTest("implicit TLS is not available: %s" % r.stderr.strip())
+        self.pport = port
+        e = {"SMTPD_PORTS": str(port), "SMTPD_PROXY_PORTS": str(port),
+             "SMTPD_PROXY_TRUSTED": "127.0.0.1/32"}
+        e.update(env)
+        mp = self.mailport(e)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(inc, out)
+        s = self.sock(timeout=10)
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        s.sendall(v2("198.51.100.20", "203.0.113.1", 40020, 465) + out.read())
+
+        def pump():
+            data = out.read()
+            if data:
+                s.sendall(data)
+            chunk = s.recv(65536)
+            if not chunk:
+                raise AssertionError("closed by the server")
+            inc.write(chunk)
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+        s.sendall(out.read())
+        buf = b""
+
+        def line():
+            nonlocal buf
+            while b"\r\n" not in buf:
+                try:
+                    buf += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    pump()
+            l, buf = buf.split(b"\r\n", 1)
+            return l
+
+        def send(cmd):
+            tls.write(cmd)
+            s.sendall(out.read())
+
+        self.assertTrue(line().startswith(b"220 "))
+        for cmd, want in ((b"EHLO client.example\r\n", b"250 "),
+                          (b"MAIL FROM:<a@x.example>\r\n", b"250 "),
+                          (b"RCPT TO:<b@y.example>\r\n", b"250 "), (b"DATA\r\n", b"354 "),
+                          (MSG + b".\r\n", b"250 ")):
+            send(cmd)
+            while True:
+                l = line()
+                if l[3:4] == b" ":
+                    break
+            self.assertTrue(l.startswith(want), (cmd, l))
+        mid = h.queued_id([l.decode()])
+        meta = mp.read_meta(mid)
+        self.assertEqual(meta["client"], {"address": "198.51.100.20", "port": 40020})
+        self.assertIsNotNone(meta["tls"])
+        send(b"QUIT\r\n")
+
+
 class TestConfig(h.MailportTestCase):
     def check(self, env):
         return h.run(["--check-config"], env=env)

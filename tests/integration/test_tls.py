@@ -125,7 +125,9 @@ class StartTLS(TLSCase):
         s = self.smtp()
         s.ehlo()
         self.assertFalse(s.has_extn("starttls"))
-        self.assertEqual(s.docmd("STARTTLS")[0], 502)
+        code, text = s.docmd("STARTTLS")
+        self.assertEqual(code, 454)  # RFC 3207 / issue 5: TLS unavailable
+        self.assertTrue(text.startswith(b"4.7.0"), text)
 
     def test_required(self):
         self.start({"SMTPD_TLS": "required"})

@@ -463,9 +463,24 @@ static void check_metrics_body(const struct reply *r)
 	assert_has_line(r, "# TYPE mailport_connections_active gauge");
 	assert_has_line(r, "mailport_connections_active 3");
 	assert_has_line(r, "mailport_connections_total 17");
-	assert_has_line(r, "mailport_connections_refused_total 2");
+	assert_has_line(r, "# TYPE mailport_connections_refused_total counter");
+	assert_has_line(r, "mailport_connections_refused_total{reason=\"max_connections\"} 1");
+	assert_has_line(r, "mailport_connections_refused_total{reason=\"proxy_untrusted\"} 1");
+	assert_has_line(r, "mailport_connections_refused_total{reason=\"proxy_timeout\"} 0");
+	assert_has_line(r, "mailport_messages_rejected_total{class=\"4xx\"} 1");
+	assert_has_line(r, "mailport_messages_rejected_total{class=\"5xx\"} 3");
+	assert_has_line(r, "mailport_tls_handshakes_total 5");
+	assert_has_line(r, "mailport_tls_handshake_failures_total 2");
+	assert_has_line(r, "mailport_auth_failures_total 7");
+	assert_has_line(r, "# TYPE mailport_message_accept_duration_seconds histogram");
+	assert_has_line(r, "mailport_message_accept_duration_seconds_bucket{le=\"0.0005\"} 1");
+	assert_has_line(r, "mailport_message_accept_duration_seconds_bucket{le=\"0.01\"} 1");
+	assert_has_line(r, "mailport_message_accept_duration_seconds_bucket{le=\"0.025\"} 2");
+	assert_has_line(r, "mailport_message_accept_duration_seconds_bucket{le=\"5\"} 2");
+	assert_has_line(r, "mailport_message_accept_duration_seconds_bucket{le=\"+Inf\"} 3");
+	assert_has_line(r, "mailport_message_accept_duration_seconds_sum 9.020300");
+	assert_has_line(r, "mailport_message_accept_duration_seconds_count 3");
 	assert_has_line(r, "mailport_messages_accepted_total 11");
-	assert_has_line(r, "mailport_messages_rejected_total 4");
 	assert_has_line(r, "mailport_message_bytes_total 123456");
 	assert_has_line(r, "mailport_store_failures_total 1");
 	assert_has_line(r, "mailport_ready 1");
@@ -497,6 +512,17 @@ static void set_metric_counters(struct fixture *f)
 	f->st.c.messages_rejected = 4;
 	f->st.c.messages_bytes = 123456;
 	f->st.c.store_failures = 1;
+	/* issue 7: by reason, by class, TLS, AUTH, the latency histogram */
+	f->st.c.refused[STATS_REFUSED_MAX_CONNECTIONS] = 1;
+	f->st.c.refused[STATS_REFUSED_PROXY_UNTRUSTED] = 1;
+	f->st.c.rejected_4xx = 1;
+	f->st.c.rejected_5xx = 3;
+	f->st.c.tls_handshakes = 5;
+	f->st.c.tls_handshake_failures = 2;
+	f->st.c.auth_failures = 7;
+	stats_observe_accept(&f->st.c, 300);     /* 0.3 ms */
+	stats_observe_accept(&f->st.c, 20000);   /* 20 ms */
+	stats_observe_accept(&f->st.c, 9000000); /* 9 s: only +Inf */
 	f->st.listeners[0].connections_active = 1;
 	f->st.listeners[1].connections_total = 7;
 	f->st.listeners[1].messages_accepted = 5;

@@ -117,8 +117,8 @@ static int check_all_splits(const unsigned char *in, size_t len, char *got, size
 		int prc = proxy_proto_parse(gp.data, cut, &hp);
 		unguard(&gp);
 		if (rc > 0 && cut < (size_t)rc && prc != PROXY_PROTO_NEED_MORE)
-			fail_msg("prefix of %zu bytes of a valid header: got=%d want=need-more", cut,
-			         prc);
+			fail_msg("prefix of %zu bytes of a valid header: got=%d want=need-more",
+			         cut, prc);
 		if (rc < 0 && prc > 0)
 			fail_msg("prefix of %zu bytes of an invalid input parsed as complete", cut);
 	}
@@ -142,8 +142,8 @@ static void test_v1_table(void **state)
 	     "v1 198.51.100.7:40000 -> 203.0.113.1:25", -1},
 	    {"PROXY TCP6 2001:db8::7 2001:db8::1 40000 25\r\n",
 	     "v1 [2001:db8::7]:40000 -> [2001:db8::1]:25", -1},
-	    {"PROXY TCP6 ::ffff:198.51.100.7 ::1 1 2\r\n",
-	     "v1 [::ffff:198.51.100.7]:1 -> [::1]:2", -1},
+	    {"PROXY TCP6 ::ffff:198.51.100.7 ::1 1 2\r\n", "v1 [::ffff:198.51.100.7]:1 -> [::1]:2",
+	     -1},
 	    {"PROXY TCP4 0.0.0.0 255.255.255.255 0 65535\r\n",
 	     "v1 0.0.0.0:0 -> 255.255.255.255:65535", -1},
 	    {"PROXY UNKNOWN\r\n", "v1 local", -1},
@@ -189,8 +189,8 @@ static void test_v1_table(void **state)
 		int rc = check_all_splits((const unsigned char *)t[i].in, len, got, sizeof got);
 		int wantlen = t[i].len < 0 ? (int)strlen(t[i].in) : t[i].len;
 		if (strcmp(got, t[i].want) != 0 || (rc > 0 && rc != wantlen)) {
-			print_error("v1 case %zu %.60s: got=%s (%d) want=%s (%d)\n", i, t[i].in, got,
-			            rc, t[i].want, wantlen);
+			print_error("v1 case %zu %.60s: got=%s (%d) want=%s (%d)\n", i, t[i].in,
+			            got, rc, t[i].want, wantlen);
 			failures++;
 		}
 	}
@@ -215,7 +215,8 @@ static void test_v1_need_more(void **state)
 	char line[PROXY_PROTO_V1_MAX + 2];
 	memset(line, 'x', sizeof line);
 	memcpy(line, "PROXY UNKNOWN ", 14);
-	assert_int_equal(proxy_proto_parse(line, PROXY_PROTO_V1_MAX - 2, &h), PROXY_PROTO_NEED_MORE);
+	assert_int_equal(proxy_proto_parse(line, PROXY_PROTO_V1_MAX - 2, &h),
+	                 PROXY_PROTO_NEED_MORE);
 	assert_int_equal(proxy_proto_parse(line, PROXY_PROTO_V1_MAX - 1, &h), PROXY_PROTO_INVALID);
 	memcpy(line + PROXY_PROTO_V1_MAX - 2, "\r\n", 2);
 	char got[64];
@@ -231,7 +232,8 @@ static void test_v1_need_more(void **state)
 	assert_int_equal(proxy_proto_parse("E", 1, &h), PROXY_PROTO_INVALID);
 	assert_int_equal(proxy_proto_parse("PROXX", 5, &h), PROXY_PROTO_INVALID);
 	/* A NUL inside the line. */
-	static const char nul[] = "PROXY TCP4 198.51.100.7 203.0.113.1 40000 2\0" "5\r\n";
+	static const char nul[] = "PROXY TCP4 198.51.100.7 203.0.113.1 40000 2\0"
+	                          "5\r\n";
 	assert_int_equal(proxy_proto_parse(nul, sizeof nul - 1, &h), PROXY_PROTO_INVALID);
 }
 
@@ -249,20 +251,24 @@ static void test_v2_table(void **state)
 {
 	(void)state;
 	static const struct v2case t[] = {
-	    {"tcp4", 0x21, 0x11, {198, 51, 100, 7, 203, 0, 113, 1, 0x9c, 0x40, 0, 25}, 12,
+	    {"tcp4",
+	     0x21,
+	     0x11,
+	     {198, 51, 100, 7, 203, 0, 113, 1, 0x9c, 0x40, 0, 25},
+	     12,
 	     "v2 198.51.100.7:40000 -> 203.0.113.1:25"},
 	    {"tcp6",
 	     0x21,
 	     0x21,
-	     {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7,
-	      0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x9c, 0x40, 0, 25},
+	     {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,    7,    0x20, 0x01,
+	      0x0d, 0xb8, 0,    0,    0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x9c, 0x40, 0,    25},
 	     36,
 	     "v2 [2001:db8::7]:40000 -> [2001:db8::1]:25"},
 	    {"tcp4 with TLVs (ALPN, authority, NOOP padding)",
 	     0x21,
 	     0x11,
-	     {198, 51, 100, 7, 203, 0, 113, 1, 0x9c, 0x40, 0, 25, 0x01, 0, 4, 's', 'm', 't', 'p',
-	      0x02, 0, 3, 'm', 'x', '1', 0x04, 0, 0},
+	     {198, 51,  100, 7,   203, 0,    113, 1, 0x9c, 0x40, 0,   25,   0x01, 0,
+	      4,   's', 'm', 't', 'p', 0x02, 0,   3, 'm',  'x',  '1', 0x04, 0,    0},
 	     28,
 	     "v2 198.51.100.7:40000 -> 203.0.113.1:25"},
 	    {"local, no addresses", 0x20, 0x00, {0}, 0, "v2 local"},
@@ -300,8 +306,8 @@ static void test_v2_table(void **state)
 		char got[200];
 		int rc = check_all_splits(in, len, got, sizeof got);
 		if (strcmp(got, t[i].want) != 0 || (rc > 0 && (size_t)rc != len)) {
-			print_error("v2 case \"%s\": got=%s (%d) want=%s (%zu)\n", t[i].name, got, rc,
-			            t[i].want, len);
+			print_error("v2 case \"%s\": got=%s (%d) want=%s (%zu)\n", t[i].name, got,
+			            rc, t[i].want, len);
 			failures++;
 		}
 	}
@@ -463,8 +469,8 @@ static void test_cidr_limits(void **state)
 	struct proxy_proto_cidr v[PROXY_PROTO_CIDRS_MAX];
 	size_t n;
 	char why[256];
-	assert_int_equal(proxy_proto_cidr_parse(list, v, PROXY_PROTO_CIDRS_MAX, &n, why, sizeof why),
-	                 -1);
+	assert_int_equal(
+	    proxy_proto_cidr_parse(list, v, PROXY_PROTO_CIDRS_MAX, &n, why, sizeof why), -1);
 	assert_non_null(strstr(why, "more than"));
 	/* The reason quotes the item and says what is wrong. */
 	assert_int_equal(proxy_proto_cidr_parse("10.1.0.0/8", v, 4, &n, why, sizeof why), -1);
@@ -480,8 +486,8 @@ static void test_cidr_limits(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_v1_table),  cmocka_unit_test(test_v1_need_more),
-	    cmocka_unit_test(test_v2_table),  cmocka_unit_test(test_v2_bounds),
+	    cmocka_unit_test(test_v1_table),    cmocka_unit_test(test_v1_need_more),
+	    cmocka_unit_test(test_v2_table),    cmocka_unit_test(test_v2_bounds),
 	    cmocka_unit_test(test_v2_leftover), cmocka_unit_test(test_cidr_table),
 	    cmocka_unit_test(test_cidr_limits),
 	};
