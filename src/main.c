@@ -1,6 +1,7 @@
 /* mailport: the only place that prints a fatal error and picks the exit code
  * (SPEC 1): 0 clean shutdown, 2 configuration error, 1 start-up failure. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -126,6 +127,11 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 2;
 	}
+	/* The thread pool runs the fsyncs of every store (and crypt, webhook
+	 * reads): concurrent fsyncs are what the filesystem journal and our group
+	 * commit merge, so give it more than libuv's default 4 unless the
+	 * operator chose. Must be set before the loop first uses the pool. */
+	setenv("UV_THREADPOOL_SIZE", "16", 0);
 	log_setup(cfg.log_format, cfg.log_level);
 	main_flush_warnings(&cfg);
 	switch (cfg.action) {

@@ -160,6 +160,10 @@ int spool_meta_remove(struct spool *s, const char *id);
 int spool_list_ids(struct spool *s, enum spool_state st, char ***ids, size_t *n);
 void spool_ids_free(char **ids, size_t n);
 
+/* Group commit figures (issue 8): renames into meta/ and new/ made durable,
+ * and the directory fsyncs that did it. Thread-safe. */
+void spool_sync_stats(struct spool *s, uint64_t *renames, uint64_t *fsyncs);
+
 /* The directory the spool lives in. */
 const char *spool_dir(const struct spool *s);
 
