@@ -73,42 +73,20 @@ static int main_check_http(const struct config *cfg, const struct endpoint_list 
 	return 0;
 }
 
-/* SPEC 7: a port in SMTPD_PROXY_PORTS that no listener has is a typo that would
- * leave the real listener without its PROXY header (and every client logged as
- * the load balancer). */
-static int main_check_proxy(const struct config *cfg, const struct endpoint_list *eps, char *err,
-                            size_t errlen)
+/* SMTPD_PROXY_PORTS and SMTPD_TLS_PORTS (SPEC 6, 7): a port no listener has is a
+ * typo that would leave the intended listener without its PROXY header (every
+ * client logged as the load balancer) or speaking plaintext. */
+static int main_check_port_list(const char *list, const char *var, const struct endpoint_list *eps,
+                                char *err, size_t errlen)
 {
-	const char *cursor = cfg->proxy_ports;
+	const char *cursor = list;
 	for (unsigned port; (port = config_port_list_next(&cursor)) != 0;) {
 		bool found = false;
 		for (size_t i = 0; i < eps->n && !found; i++)
 			found = eps->v[i].port == port;
 		if (!found) {
 			snprintf(err, errlen,
-			         "SMTPD_PROXY_PORTS: port %u is not the port of any listener "
-			         "(SMTPD_PORTS)",
-			         port);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* SPEC 6: likewise a port in SMTPD_TLS_PORTS that no listener has would leave
- * the intended listener speaking plaintext. */
-static int main_check_tls(const struct config *cfg, const struct endpoint_list *eps, char *err,
-                          size_t errlen)
-{
-	const char *cursor = cfg->tls_ports;
-	for (unsigned port; (port = config_port_list_next(&cursor)) != 0;) {
-		bool found = false;
-		for (size_t i = 0; i < eps->n && !found; i++)
-			found = eps->v[i].port == port;
-		if (!found) {
-			snprintf(err, errlen,
-			         "SMTPD_TLS_PORTS: port %u is not the port of any listener "
-			         "(SMTPD_PORTS)",
+			         "%s: port %u is not the port of any listener (SMTPD_PORTS)", var,
 			         port);
 			return -1;
 		}
@@ -161,9 +139,11 @@ int main(int argc, char **argv)
 	int rc = endpoint_load(cfg.hosts, cfg.ports, endpoint_system_env(), &eps, err, sizeof err);
 	if (rc == ENDPOINT_OK && main_check_http(&cfg, &eps, err, sizeof err) < 0)
 		rc = ENDPOINT_ECONFIG;
-	if (rc == ENDPOINT_OK && main_check_proxy(&cfg, &eps, err, sizeof err) < 0)
+	if (rc == ENDPOINT_OK &&
+	    main_check_port_list(cfg.proxy_ports, "SMTPD_PROXY_PORTS", &eps, err, sizeof err) < 0)
 		rc = ENDPOINT_ECONFIG;
-	if (rc == ENDPOINT_OK && main_check_tls(&cfg, &eps, err, sizeof err) < 0)
+	if (rc == ENDPOINT_OK &&
+	    main_check_port_list(cfg.tls_ports, "SMTPD_TLS_PORTS", &eps, err, sizeof err) < 0)
 		rc = ENDPOINT_ECONFIG;
 	if (rc != ENDPOINT_OK) {
 		main_fatal(&cfg, err);

@@ -664,3 +664,14 @@ def main(timeout=None):
     if res.testsRun == 0 or len(res.skipped) == res.testsRun:
         sys.exit(SKIP)
     sys.exit(0)
+
+
+def wait_for(pred, timeout=3.0, interval=0.05):
+    """Poll pred() until it returns something true or timeout seconds pass;
+    return its last value (bounded: never waits past the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() > deadline:
+            return v
+        time.sleep(interval)

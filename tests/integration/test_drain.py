@@ -22,13 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailport_harness as h  # noqa: E402
 
 
+
 def wait_for(pred, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(0.02)
+    return h.wait_for(pred, timeout, interval=0.02)
 
 
 class DrainCase(h.MailportTestCase):

@@ -47,13 +47,9 @@ def parse_json_lines(text):
     return out
 
 
+
 def wait_for(pred, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(0.05)
+    return h.wait_for(pred, timeout)
 
 
 class LogCase(h.MailportTestCase):

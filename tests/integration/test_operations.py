@@ -21,13 +21,9 @@ import mailport_harness as h  # noqa: E402
 MSG = b"Subject: ops\r\n\r\nhello\r\n"
 
 
+
 def wait_for(pred, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(0.05)
+    return h.wait_for(pred, timeout)
 
 
 class OpsCase(h.MailportTestCase):

@@ -36,13 +36,9 @@ def children(pid):
     return out
 
 
+
 def wait_for(pred, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(0.05)
+    return h.wait_for(pred, timeout)
 
 
 class TestPid1(h.MailportTestCase):
