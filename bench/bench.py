@@ -273,6 +273,15 @@ def build_servers(args, tmp, skipped):
                               port=p, http_port=h,
                               note=f"--compare {spec}: another mailport binary, discard"))
     spool_root = tempfile.mkdtemp(prefix="mailport-bench-spool-", dir=args.spool_parent)
+    for i, spec in enumerate(args.compare_maildir):
+        path, _, label = spec.partition(":")
+        p, h = next_ports()
+        d = os.path.join(spool_root, f"compare{i + 1}")
+        os.makedirs(d)
+        servers.append(Server(f"compare{i + 1}-maildir", f"{label or path} maildir",
+                              [path], env=mailport_env(p, h, {"SMTPD_DELIVER": "maildir"}),
+                              port=p, http_port=h, spool_base=d, m_scale=args.maildir_scale,
+                              note=f"--compare-maildir {spec}: another mailport binary, maildir"))
     p, h = next_ports()
     spool = os.path.join(spool_root, "default")
     os.makedirs(spool)
@@ -281,7 +290,7 @@ def build_servers(args, tmp, skipped):
                           env=mailport_env(p, h, {"SMTPD_DELIVER": "maildir"}),
                           port=p, http_port=h, spool_base=spool, m_scale=args.maildir_scale,
                           note=f"SMTPD_DELIVER=maildir, a fresh spool under {spool_root} (local disk) "
-                               "per start, 4 fsyncs per message"))
+                               "per start; every 250 after the message and its envelope are fsynced"))
     if args.variants == "all":
         p, h = next_ports()
         spool2 = os.path.join(spool_root, "tp64")
@@ -452,6 +461,8 @@ def main():
                          "all = also maildir with UV_THREADPOOL_SIZE=64")
     ap.add_argument("--compare", action="append", default=[], metavar="PATH[:LABEL]",
                     help="add discard rows for another mailport binary (e.g. a candidate build)")
+    ap.add_argument("--compare-maildir", action="append", default=[], metavar="PATH[:LABEL]",
+                    help="add maildir rows for another mailport binary")
     ap.add_argument("--servers", default="",
                     help="comma-separated keys to run (smtp-sink always runs: it is the base), "
                          "e.g. mailport-discard,compare1-discard")

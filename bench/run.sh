@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # bench/run.sh: the one benchmark command (issue 8). See bench/README.md.
 #
 # Builds a Release mailport in build-bench/, compiles the load generator, then
