@@ -263,11 +263,11 @@ static void run_group(const char *base, int batch, int k, bool use_syncfs, int t
 	}
 	double dt = now() - t0, dc = cpu() - c0;
 	if (use_syncfs)
-		printf("  syncfs B=%-4d      %8.0f msg/s %8.1f us CPU/msg  %5.2f syncs/msg\n", batch,
-		       total / dt, dc * 1e6 / total, (double)fsyncs / total);
+		printf("  syncfs B=%-4d      %8.0f msg/s %8.1f us CPU/msg  %5.2f syncs/msg\n",
+		       batch, total / dt, dc * 1e6 / total, (double)fsyncs / total);
 	else
-		printf("  group B=%-4d K=%-3d %8.0f msg/s %8.1f us CPU/msg  %5.2f fsyncs/msg\n", batch, k,
-		       total / dt, dc * 1e6 / total, (double)fsyncs / total);
+		printf("  group B=%-4d K=%-3d %8.0f msg/s %8.1f us CPU/msg  %5.2f fsyncs/msg\n",
+		       batch, k, total / dt, dc * 1e6 / total, (double)fsyncs / total);
 	fflush(stdout);
 	free(fds);
 	spool_close(base, "gc", &s);

@@ -43,11 +43,11 @@
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-#define REPLY_CAP    1024
-#define PROBE_MS     100
-#define PROBE_LIMIT  2000 /* ms: a probe with no answer by then failed */
-#define DRAIN_MS     10000
-#define SETTLE_MS    1000
+#define REPLY_CAP        1024
+#define PROBE_MS         100
+#define PROBE_LIMIT      2000 /* ms: a probe with no answer by then failed */
+#define DRAIN_MS         10000
+#define SETTLE_MS        1000
 #define CONNECT_LIMIT_MS 60000 /* the connect phase ends by then, whatever is left */
 
 enum cstate {
@@ -418,7 +418,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 		start = i + 1;
 		if (len >= 4 && line[3] == '-')
 			continue; /* a continuation line */
-		int code = len >= 3 ? (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0') : 0;
+		int code =
+		    len >= 3 ? (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0') : 0;
 		/* The reply consumed so far is done with; keep what follows. */
 		memmove(c->rbuf, c->rbuf + start, c->rlen - start);
 		c->rlen -= start;
@@ -639,7 +640,8 @@ static void probe_connected(uv_connect_t *req, int status)
 		probe_end(p, false);
 		return;
 	}
-	static const char get[] = "GET /livez HTTP/1.1\r\nHost: loadgen\r\nConnection: close\r\n\r\n";
+	static const char get[] =
+	    "GET /livez HTTP/1.1\r\nHost: loadgen\r\nConnection: close\r\n\r\n";
 	uv_buf_t b = uv_buf_init((char *)get, sizeof get - 1);
 	if (uv_try_write((uv_stream_t *)&p->tcp, &b, 1) != (int)(sizeof get - 1) ||
 	    uv_read_start((uv_stream_t *)&p->tcp, probe_alloc, probe_read) < 0)
@@ -735,10 +737,11 @@ static void probe_print(const char *what, struct probe_stats *ps)
 		struct probe_stats *p = &ps[i];
 		qsort(p->lat.v, p->lat.n, sizeof *p->lat.v, lat_cmp);
 		printf("%s during %-7s: %4" PRIu64 " ok, %" PRIu64 " failed, %" PRIu64
-		       " over 100 ms (+%" PRIu64 " not sent while one was out); p50 %.2f ms, p99 %.2f "
+		       " over 100 ms (+%" PRIu64
+		       " not sent while one was out); p50 %.2f ms, p99 %.2f "
 		       "ms, max %.2f ms\n",
-		       what, ph_names[i], p->ok, p->fail, p->over100, p->skipped, lat_pct(&p->lat, 50),
-		       lat_pct(&p->lat, 99), lat_pct(&p->lat, 100));
+		       what, ph_names[i], p->ok, p->fail, p->over100, p->skipped,
+		       lat_pct(&p->lat, 50), lat_pct(&p->lat, 99), lat_pct(&p->lat, 100));
 	}
 }
 
@@ -748,8 +751,9 @@ static void probe_json(FILE *f, const char *name, struct probe_stats *ps)
 	for (int i = 0; i < PH_N; i++) {
 		struct probe_stats *p = &ps[i];
 		fprintf(f,
-		        "%s\"%s\":{\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"over_100ms\":%" PRIu64
-		        ",\"not_sent\":%" PRIu64 ",\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f}",
+		        "%s\"%s\":{\"ok\":%" PRIu64 ",\"failed\":%" PRIu64
+		        ",\"over_100ms\":%" PRIu64 ",\"not_sent\":%" PRIu64
+		        ",\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f}",
 		        i ? "," : "", ph_names[i], p->ok, p->fail, p->over100, p->skipped,
 		        lat_pct(&p->lat, 50), lat_pct(&p->lat, 99), lat_pct(&p->lat, 100));
 	}
@@ -776,8 +780,8 @@ static void report(void)
 	       G.active, G.msgs_in_phase2, send_s, rate, G.rate > 0 ? " (rate-limited)" : "",
 	       G.mail_errors);
 	printf("end of data -> 250: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms (%zu)\n",
-	       lat_pct(&G.lat, 50), lat_pct(&G.lat, 90), lat_pct(&G.lat, 99),
-	       lat_pct(&G.lat, 100), G.lat.n);
+	       lat_pct(&G.lat, 50), lat_pct(&G.lat, 90), lat_pct(&G.lat, 99), lat_pct(&G.lat, 100),
+	       G.lat.n);
 	probe_print("NOOP  ", G.noop);
 	if (G.http_port)
 		probe_print("/livez", G.livez);
@@ -866,13 +870,27 @@ int main(int argc, char **argv)
 	int opt;
 	while ((opt = getopt(argc, argv, "p:n:a:t:r:l:P:x:S:c:T:j:h")) != -1) {
 		switch (opt) {
-		case 'p': G.port = atoi(optarg); break;
-		case 'n': G.n = atoi(optarg); break;
-		case 'a': G.active = atoi(optarg); break;
-		case 't': G.seconds = atoi(optarg); break;
-		case 'r': G.rate = atof(optarg); break;
-		case 'l': G.size = atoi(optarg); break;
-		case 'P': G.pid = atoi(optarg); break;
+		case 'p':
+			G.port = atoi(optarg);
+			break;
+		case 'n':
+			G.n = atoi(optarg);
+			break;
+		case 'a':
+			G.active = atoi(optarg);
+			break;
+		case 't':
+			G.seconds = atoi(optarg);
+			break;
+		case 'r':
+			G.rate = atof(optarg);
+			break;
+		case 'l':
+			G.size = atoi(optarg);
+			break;
+		case 'P':
+			G.pid = atoi(optarg);
+			break;
 		case 'x': {
 			const char *colon = strrchr(optarg, ':');
 			if (colon == NULL || (size_t)(colon - optarg) >= sizeof G.http_host) {
@@ -883,11 +901,21 @@ int main(int argc, char **argv)
 			G.http_port = atoi(colon + 1);
 			break;
 		}
-		case 'S': G.nsrc = atoi(optarg); break;
-		case 'c': G.conc = atoi(optarg); break;
-		case 'T': G.total_limit = atoi(optarg); break;
-		case 'j': G.json_path = optarg; break;
-		default: usage(); return 1;
+		case 'S':
+			G.nsrc = atoi(optarg);
+			break;
+		case 'c':
+			G.conc = atoi(optarg);
+			break;
+		case 'T':
+			G.total_limit = atoi(optarg);
+			break;
+		case 'j':
+			G.json_path = optarg;
+			break;
+		default:
+			usage();
+			return 1;
 		}
 	}
 	if (G.port <= 0 || G.n <= 0 || G.active < 0 || G.active > G.n || G.seconds <= 0 ||

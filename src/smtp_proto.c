@@ -40,10 +40,10 @@
  * - Every 5xx answer to a command line counts towards SMTP_PROTO_MAX_ERRORS;
  *   refusals of a message at its end do not.
  * - STARTTLS (RFC 3207) answers 454 4.7.0 when TLS is not configured, AUTH
- *   (RFC 4954) 502 5.5.1 when AUTH is not. STARTTLS needs EHLO/HELO first and no transaction (503), is
- *   503 once TLS is active, and waits for the adapter (SMTP_WAIT_STARTTLS);
- *   TLS up, everything the client said is forgotten, authentication included.
- *   With tls_required, MAIL and AUTH before TLS get 530 5.7.0.
+ *   (RFC 4954) 502 5.5.1 when AUTH is not. STARTTLS needs EHLO/HELO first and no transaction (503),
+ * is 503 once TLS is active, and waits for the adapter (SMTP_WAIT_STARTTLS); TLS up, everything the
+ * client said is forgotten, authentication included. With tls_required, MAIL and AUTH before TLS
+ * get 530 5.7.0.
  * - AUTH: refusals in this order: 503 (no EHLO/HELO, already authenticated,
  *   inside a transaction), 530 5.7.0 (TLS required first), 538 5.7.11 (no
  *   TLS, not auth_insecure), 501 5.5.4 (syntax), 504 5.5.4 (mechanism other
@@ -1370,7 +1370,8 @@ static bool smtp_proto_cmd_allowed(struct smtp_proto *p, const struct smtp_cmd *
 	if ((f & SMTP_CMD_IF_TLS) && !p->cfg.tls_available && !p->cfg.tls_active)
 		/* Issue 5 / RFC 3207: a server without TLS answers STARTTLS 454. */
 		smtp_proto_error(p, 454, "4.7.0", "TLS not available");
-	else if ((f & SMTP_CMD_NOT_IMPL) || ((f & SMTP_CMD_IF_AUTH) && p->cfg.auth == SMTP_AUTH_OFF))
+	else if ((f & SMTP_CMD_NOT_IMPL) ||
+	         ((f & SMTP_CMD_IF_AUTH) && p->cfg.auth == SMTP_AUTH_OFF))
 		smtp_proto_error(p, 502, "5.5.1", "Command not implemented");
 	else if ((f & SMTP_CMD_NEED_HELO) && p->state == SMTP_ST_CONNECTED)
 		smtp_proto_error(p, 503, "5.5.1", "Error: send HELO/EHLO first");
