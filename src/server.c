@@ -409,6 +409,7 @@ out_listeners:
 	uv_run(&loop, UV_RUN_DEFAULT);
 	deliver_free(&srv);
 	free(srv.listeners);
+	free(srv.client_buckets); /* every chain is empty once the sessions are gone */
 	spool_close(srv.spool);
 out_stats:
 	server_security_free(&srv);

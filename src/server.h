@@ -59,6 +59,9 @@ struct server {
 
 	/* Every live session, for the drain and the per-client limit. */
 	struct session *sessions;
+	/* Live sessions per client address (SMTPD_MAX_CONNECTIONS_PER_CLIENT):
+	 * a hash of SESSION_CLIENT_BUCKETS chains, allocated on first use. */
+	struct session_client **client_buckets;
 	uint64_t nsessions;
 	uint64_t next_session_id;
 	uint64_t next_message_id; /* ids of discarded messages */

@@ -182,6 +182,20 @@ class TestLimits(OpsCase):
         line = s.makefile("rb").readline()
         s.close()
         self.assertTrue(line.startswith(b"220 "), line)
+        # the count goes down when sessions end: once the first one quits (and
+        # the refused one is gone) the client may connect again
+        a.cmd("QUIT")
+        a.close()
+        b.close()
+        deadline = time.monotonic() + 5
+        while True:
+            c = self.raw()
+            code = c.greeting[0]
+            c.close()
+            if code == 220 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(code, 220, "the per-client count did not go down")
 
 
 class TestEarlyTalkers(OpsCase):
