@@ -99,7 +99,7 @@ static void server_on_signal(uv_signal_t *h, int signum)
 
 /* How often the certificate files are stat'ed, so that a rotation (cert-manager
  * swapping a Kubernetes secret, a renewed certificate) is picked up without a
- * signal: two stat() calls, cheap enough for the loop. */
+ * signal: two stat() calls, made on the thread pool. */
 #define SERVER_TLS_WATCH_MS 3000
 
 static const char *const server_tls_names[] = {
@@ -162,18 +162,36 @@ static void server_tls_reload(struct server *srv, const char *why)
 	log_info("reloading the TLS certificate (%s)", why);
 }
 
+/* stat() is file-system work, and a secret volume may sit on a slow mount: it
+ * runs on the thread pool, never on the loop. */
+static void server_tls_stat_work(uv_work_t *req)
+{
+	struct server *srv = req->data;
+	tlsio_stamp_get(&srv->tls_settings, &srv->tls_stat);
+}
+
+static void server_tls_stat_done(uv_work_t *req, int status)
+{
+	struct server *srv = req->data;
+	srv->tls_stating = false;
+	if (status < 0 || srv->draining || srv->tls == NULL || srv->tls_reloading)
+		return;
+	/* Unchanged, or the very files a reload already refused. */
+	if (tlsio_stamp_equal(&srv->tls_stat, tlsio_ctx_stamp(srv->tls)) ||
+	    (srv->tls_has_refused && tlsio_stamp_equal(&srv->tls_stat, &srv->tls_refused)))
+		return;
+	server_tls_reload(srv, "the certificate files changed");
+}
+
 static void server_on_tls_watch(uv_timer_t *t)
 {
 	struct server *srv = t->data;
-	if (srv->tls == NULL || srv->tls_reloading)
+	if (srv->tls == NULL || srv->tls_reloading || srv->tls_stating)
 		return;
-	struct tlsio_stamp now;
-	tlsio_stamp_get(&srv->tls_settings, &now);
-	/* Unchanged, or the very files a reload already refused. */
-	if (tlsio_stamp_equal(&now, tlsio_ctx_stamp(srv->tls)) ||
-	    (srv->tls_has_refused && tlsio_stamp_equal(&now, &srv->tls_refused)))
-		return;
-	server_tls_reload(srv, "the certificate files changed");
+	srv->tls_stat_work.data = srv;
+	if (uv_queue_work(srv->loop, &srv->tls_stat_work, server_tls_stat_work,
+	                  server_tls_stat_done) == 0)
+		srv->tls_stating = true;
 }
 
 static void server_users_loaded(void *ctx, struct auth_users *u, const char *err)

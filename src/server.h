@@ -83,6 +83,9 @@ struct server {
 	struct tlsio_stamp tls_attempt; /* the files as a reload in flight found them */
 	struct tlsio_stamp tls_refused; /* ... and as the last refused reload did */
 	bool tls_watching;
+	bool tls_stating; /* a stat of the files is on the thread pool */
+	uv_work_t tls_stat_work;
+	struct tlsio_stamp tls_stat; /* what that stat found */
 	bool tls_reloading;
 	bool tls_reload_again;
 	bool tls_has_refused;
