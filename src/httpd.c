@@ -31,6 +31,7 @@
 
 #include "buf.h"
 #include "messages.h"
+#include "spool.h"
 
 /* A side port for probes and scrapes needs few connections; the limit keeps a
  * misbehaving scraper from taking file descriptors the SMTP side needs. */
@@ -214,16 +215,27 @@ static int httpd_delivery_json(json_t *v, const struct stats_counters *c)
 	return 0;
 }
 
+/* One consistent copy of the counters and the readiness derived from it, for
+ * /status and /metrics alike. *l is malloc'ed. Returns 0 or -ENOMEM. */
+static int httpd_snapshot(struct httpd *h, struct stats_counters *c, struct stats_listener **l,
+                          size_t *n, bool *ready, char *why, size_t whylen)
+{
+	if (stats_snapshot(h->stats, c, l, n) < 0)
+		return -ENOMEM;
+	*ready = httpd_ready(h, c, why, whylen);
+	return 0;
+}
+
 static enum MHD_Result httpd_status(struct httpd *h, struct MHD_Connection *conn)
 {
 	struct stats_counters c;
 	struct stats_listener *l;
 	size_t n;
-	if (stats_snapshot(h->stats, &c, &l, &n) < 0)
+	char why[128];
+	bool ready;
+	if (httpd_snapshot(h, &c, &l, &n, &ready, why, sizeof why) < 0)
 		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
 		                   NULL);
-	char why[128];
-	bool ready = httpd_ready(h, &c, why, sizeof why);
 	char started[32];
 	httpd_rfc3339(h->stats->started_at, started, sizeof started);
 	json_t *listeners = httpd_listeners_json(l, n);
@@ -438,11 +450,11 @@ static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *con
 	struct stats_counters c;
 	struct stats_listener *l;
 	size_t n;
-	if (stats_snapshot(h->stats, &c, &l, &n) < 0)
+	char why[128];
+	bool ready;
+	if (httpd_snapshot(h, &c, &l, &n, &ready, why, sizeof why) < 0)
 		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
 		                   NULL);
-	char why[128];
-	bool ready = httpd_ready(h, &c, why, sizeof why);
 	struct buf b;
 	buf_init(&b, HTTPD_METRICS_MAX);
 
@@ -469,6 +481,18 @@ static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *con
 	           c.rejected_5xx);
 	httpd_metric(&b, "mailport_message_bytes_total", "counter", "Bytes of accepted messages.",
 	             c.messages_bytes);
+	if (h->spool != NULL) {
+		/* Group commit (issue 8): directory renames made durable, and the
+		 * directory fsyncs that did it; renames/fsyncs is the batch size. */
+		uint64_t renames, fsyncs;
+		spool_sync_stats(h->spool, &renames, &fsyncs);
+		httpd_metric(&b, "mailport_spool_dir_renames_total", "counter",
+		             "Renames into meta/ and new/ made durable before a 250.", renames);
+		httpd_metric(
+		    &b, "mailport_spool_dir_fsyncs_total", "counter",
+		    "Directory fsyncs that made them durable (shared by concurrent stores).",
+		    fsyncs);
+	}
 	httpd_metric(&b, "mailport_store_failures_total", "counter",
 	             "Messages not stored because of a storage error.", c.store_failures);
 	httpd_delivery_metrics(&b, &c);

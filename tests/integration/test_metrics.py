@@ -139,6 +139,14 @@ class TestMetrics(h.MailportTestCase):
         self.assertGreater(total, 0)
         self.assertLess(total, 10)
 
+        # group commit: every stored message made two renames durable (meta/, new/),
+        # and no more directory fsyncs than renames were needed for that
+        renames = fams["mailport_spool_dir_renames_total"]["samples"][0][2]
+        fsyncs = fams["mailport_spool_dir_fsyncs_total"]["samples"][0][2]
+        self.assertEqual(renames, 2 * status["messages"]["accepted"])
+        self.assertGreaterEqual(fsyncs, 1)
+        self.assertLessEqual(fsyncs, renames)
+
         per = {(l["address"], l["port"]): v
                for _, l, v in fams["mailport_listener_messages_accepted_total"]["samples"]}
         self.assertEqual(per[("127.0.0.1", str(p1))], 3)
