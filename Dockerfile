@@ -12,20 +12,23 @@
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 
 FROM ${DEBIAN_IMAGE} AS build
-# The build packages of tests/setup-and-run.sh (docker/validate.sh checks that
-# every -dev package CI installs is here too).
+# The build packages of the README's run command (docker/validate.sh checks
+# that both lists are the same). No cmocka: the tests are not built here.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config ca-certificates \
       libuv1-dev libmicrohttpd-dev libjansson-dev libssl-dev \
-      libcurl4-openssl-dev libcrypt-dev libcmocka-dev \
+      libcurl4-openssl-dev libcrypt-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
+COPY cmake ./cmake
+COPY packaging ./packaging
 COPY src ./src
-COPY tests ./tests
-# The README's build command (CI builds the same with --target mailport too).
-RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \
+# The README's build command; the context has no .git, so the commit that
+# --version shows comes from the REVISION build argument.
+ARG REVISION=unknown
+RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMAILPORT_GIT_COMMIT="${REVISION}" \
  && cmake --build build -j"$(nproc)" --target mailport \
  && ./build/mailport --version
 # The Debian packages that own the libraries the binary links with: the runtime

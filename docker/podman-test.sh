@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prove the image works on a machine with no Docker engine (SPEC 7, issue 7):
 #   1. make a local debian:bookworm-slim with debootstrap from Debian's mirror
-#      (no registry is reachable) and `podman import` it; kept between runs;
+#      (no registry is reachable) and `podman import` it; kept between runs
+#      (docker/podman-lib.sh, shared with docker/pristine-test.sh);
 #   2. `podman build --isolation=chroot` the Dockerfile (--format docker keeps the
 #      HEALTHCHECK, which the OCI format has no field for);
 #   3. check the image: user 65532, ports, volume, env defaults, labels,
@@ -19,7 +20,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGE=${MAILPORT_IMAGE:-localhost/mailport:test}
-BASE=localhost/debian:bookworm-slim
 GRACE=5
 t_start=$(date +%s)
 step() { echo "== podman-test: $*"; }
@@ -27,30 +27,12 @@ die() { echo "podman-test: FAIL: $*" >&2; exit 1; }
 since() { echo $(( $(date +%s) - $1 )); }
 
 # ---------------------------------------------------------------- tools
-missing=()
-for p in podman buildah debootstrap runc; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	step "installing ${missing[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+WORK=$(mktemp -d /tmp/mailport-podman.XXXXXX)
+. docker/podman-lib.sh
+podman_setup
 PY=/usr/bin/python3
 [ -x "$PY" ] || die "$PY is missing"
 
-# What works here (shared/TOOLS.md): runc (crun and the default ulimits fail),
-# explicit ulimits, host networking. A containers.conf makes them the default for
-# every podman command of this script, the health check's included.
-WORK=$(mktemp -d /tmp/mailport-podman.XXXXXX)
-cat >"$WORK/containers.conf" <<'EOF'
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-netns = "host"
-[engine]
-runtime = "runc"
-EOF
-export CONTAINERS_CONF="$WORK/containers.conf"
 # No systemd here to run the HEALTHCHECK on a timer: this script plays the
 # orchestrator and runs the image's HEALTHCHECK itself (podman healthcheck run).
 # (podman 4.3 still logs that it cannot reach systemd for the timer: harmless,
@@ -72,47 +54,8 @@ trap cleanup EXIT
 
 # ---------------------------------------------------------------- base image
 t0=$(date +%s)
-if podman image exists "$BASE"; then
-	step "base image $BASE exists (cached)"
-else
-	mirror=${DEBIAN_MIRROR:-}
-	if [ -z "$mirror" ]; then
-		# The Debian mirror apt itself uses (deb822 or one-line format).
-		mirror=$(grep -hsE '^URIs:.*/debian/?$' /etc/apt/sources.list.d/*.sources | head -n1 | awk '{print $2}')
-		[ -n "$mirror" ] || mirror=$(grep -hsE '^deb .*/debian/? bookworm' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | head -n1 | awk '{print $2}')
-	fi
-	[ -n "$mirror" ] || die "no Debian mirror found in /etc/apt/sources.list*; set DEBIAN_MIRROR"
-	step "debootstrap bookworm from $mirror"
-	rootfs="$WORK/rootfs"
-	debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$WORK/debootstrap.log" 2>&1 ||
-		{ tail -n 30 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
-	# Like the official slim image: bookworm, -updates and -security in deb822
-	# form, and no apt lists or caches in the layer.
-	rm -f "$rootfs/etc/apt/sources.list"
-	security=$(grep -hsE '^URIs:.*/debian-security/?$' /etc/apt/sources.list.d/*.sources | head -n1 | awk '{print $2}')
-	{
-		printf 'Types: deb\nURIs: %s\nSuites: bookworm bookworm-updates\nComponents: main\n' "$mirror"
-		printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
-		if [ -n "$security" ]; then
-			printf '\nTypes: deb\nURIs: %s\nSuites: bookworm-security\nComponents: main\n' "$security"
-			printf 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n'
-		fi
-	} >"$rootfs/etc/apt/sources.list.d/debian.sources"
-	# The official slim variant's trimming (debuerreotype --slimify): no docs,
-	# man pages or translations, now or in later layers; apt keeps no cache.
-	[ -d "$rootfs/usr/share" ] || die "debootstrap left no $rootfs/usr/share"
-	cp docker/base/dpkg-slim.cfg "$rootfs/etc/dpkg/dpkg.cfg.d/docker"
-	cp docker/base/apt-clean.conf "$rootfs/etc/apt/apt.conf.d/docker-clean"
-	find "${rootfs:?}/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
-	find "${rootfs:?}/usr/share/doc" -mindepth 1 -type d -empty -delete
-	for d in info locale man groff lintian/overrides; do
-		[ ! -d "${rootfs:?}/usr/share/$d" ] || find "${rootfs:?}/usr/share/$d" -mindepth 1 -delete
-	done
-	rm -rf "${rootfs:?}"/var/lib/apt/lists/* "${rootfs:?}"/var/cache/apt/*.bin \
-		"${rootfs:?}"/var/cache/apt/archives/*.deb
-	tar -C "$rootfs" -c . | podman import --quiet - "$BASE" >/dev/null || die "podman import failed"
-	rm -rf "$rootfs"
-fi
+base_images
+BASE=$SLIM_BASE
 t_base=$(since "$t0")
 step "base image ready in ${t_base}s"
 

@@ -7,7 +7,7 @@
 #     and docker/k8s-check.mjs type-checks every object with the npm package
 #     kubernetes-models (plus our rules: securityContext, probes, grace, PDB);
 #   - Dockerfile: `dockerfile-utils lint` (npm), and every -dev package CI
-#     builds with (tests/setup-and-run.sh) is installed by the build stage too.
+#     builds with (the README run command) is installed by the build stage too.
 # npm packages go to docker/.validate/ (git-ignored). Exits non-zero on any
 # failure, naming it.
 set -euo pipefail
@@ -80,14 +80,14 @@ printf 'FROM debian:bookworm-slim\nRUN true\nEXPOSE 99999\nENTRYPOINT\n' >"$TMP/
 if "$V/node_modules/.bin/dockerfile-utils" lint "$TMP/Dockerfile.bad" >/dev/null 2>&1; then
 	die "dockerfile-utils lint accepted a broken Dockerfile"
 fi
-step "build packages of CI are in the Dockerfile's build stage"
-# libclang-rt-*-dev is the libFuzzer runtime of the test command, not a build
-# dependency of the service.
-ci_pkgs=$(sed -n '/^PKGS=(/,/)/p' tests/setup-and-run.sh | tr ' ()' '\n\n\n' | grep -E '^[a-z0-9.+-]+-dev$' |
-	grep -v '^libclang-rt-' | sort -u)
-[ -n "$ci_pkgs" ] || die "no -dev packages found in tests/setup-and-run.sh PKGS"
-for p in $ci_pkgs; do
-	grep -qE "(^|[[:space:]])$p([[:space:]]|\\\\|$)" Dockerfile || die "the Dockerfile's build stage lacks $p (tests/setup-and-run.sh installs it)"
+step "the Dockerfile's build stage installs the README run command's packages"
+# The image is built as the README's run command builds: the same packages
+# (read out of README.md), and no test-only ones such as cmocka.
+run_pkgs=$(/usr/bin/python3 tests/readme_commands.py packages) || die "README.md: no run command"
+[ -n "$run_pkgs" ] || die "no packages in the README's run command"
+for p in $run_pkgs; do
+	grep -qE "(^|[[:space:]])$p([[:space:]]|\\\\|$)" Dockerfile || die "the Dockerfile's build stage lacks $p (the README's run command installs it)"
 done
+! grep -q libcmocka-dev Dockerfile || die "the Dockerfile installs libcmocka-dev: the image does not build the tests"
 
 step "OK in $(( $(date +%s) - t0 ))s"

@@ -1,9 +1,9 @@
 /* config: every setting of mailport, from one table (see config.h, SPEC 1).
  *
- * The table below drives the parser, --help and the README's Markdown table,
- * so the three cannot drift. This module prints nothing except in
- * config_print_help() and config_print_markdown(): errors go to the caller's
- * err buffer and warnings to its callback, and main.c decides what to do. */
+ * The table below drives the parser and, through config_doc.c, --help, the
+ * README's Markdown table, mailport(8) and /etc/default/mailport, so they
+ * cannot drift. This module prints nothing: errors go to the caller's err
+ * buffer and warnings to its callback, and main.c decides what to do. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -647,8 +647,8 @@ static int config_check_cidrs(char *value, char *why, size_t whylen)
 }
 
 /* "a, b or c" for errors, "a|b|c" for --help. */
-static void config_join_choices(char *dst, size_t n, const char *const *choices, const char *sep,
-                                const char *last_sep)
+void config_join_choices(char *dst, size_t n, const char *const *choices, const char *sep,
+                         const char *last_sep)
 {
 	size_t o = 0;
 	dst[0] = '\0';
@@ -959,11 +959,7 @@ static int config_index(const char *name, size_t len, bool by_env)
 	return -1;
 }
 
-static const struct {
-	const char *flag;
-	enum config_action action;
-	const char *help; /* NULL: hidden */
-} config_actions[] = {
+const struct config_action_doc config_actions[] = {
     {"help", CONFIG_ACTION_HELP, "print this help and exit"},
     {"version", CONFIG_ACTION_VERSION, "print the version and exit"},
     {"check-config", CONFIG_ACTION_CHECK,
@@ -971,7 +967,10 @@ static const struct {
     {"healthcheck", CONFIG_ACTION_HEALTHCHECK,
      "ask the running service's /readyz (via SMTPD_HTTP): exit 0 when ready, 1 if not"},
     {"help-markdown", CONFIG_ACTION_HELP_MARKDOWN, NULL},
+    {"help-man", CONFIG_ACTION_HELP_MAN, NULL},
+    {"help-env", CONFIG_ACTION_HELP_ENV, NULL},
 };
+const size_t config_actions_count = sizeof config_actions / sizeof config_actions[0];
 
 /* Help, version and the Markdown table just print; the earliest in this list wins. */
 static int config_info_rank(enum config_action a)
@@ -982,6 +981,8 @@ static int config_info_rank(enum config_action a)
 	case CONFIG_ACTION_VERSION:
 		return 2;
 	case CONFIG_ACTION_HELP_MARKDOWN:
+	case CONFIG_ACTION_HELP_MAN:
+	case CONFIG_ACTION_HELP_ENV:
 		return 1;
 	default:
 		return 0;
@@ -1012,7 +1013,7 @@ static int config_scan_args(int argc, char **argv, struct config_given *given,
 		config_escape(e, sizeof e, name, len, false);
 
 		bool is_action = false;
-		for (size_t k = 0; k < sizeof config_actions / sizeof config_actions[0]; k++) {
+		for (size_t k = 0; k < config_actions_count; k++) {
 			const char *f = config_actions[k].flag;
 			if (strlen(f) != len || memcmp(f, name, len) != 0)
 				continue;
@@ -1290,135 +1291,5 @@ void config_free(struct config *cfg)
 		char **p = (char **)(void *)((char *)cfg + config_settings[i].offset);
 		free(*p);
 		*p = NULL;
-	}
-}
-
-static const char *config_default_text(const struct config_setting *s)
-{
-	if (s->def[0] != '\0')
-		return s->def;
-	return s->def_text != NULL ? s->def_text : "none";
-}
-
-static void config_metavar(const struct config_setting *s, char *dst, size_t n)
-{
-	static const char *const names[] = {
-	    [CONFIG_STRING] = "VALUE",      [CONFIG_BOOL] = "BOOL", [CONFIG_SIZE] = "SIZE",
-	    [CONFIG_DURATION] = "DURATION", [CONFIG_COUNT] = "N",   [CONFIG_ENUM] = "",
-	};
-	if (s->choices != NULL)
-		config_join_choices(dst, n, s->choices, "|", "|");
-	else
-		config_fmt(dst, n, "%s", s->metavar != NULL ? s->metavar : names[s->kind]);
-}
-
-/* Print text word-wrapped to 80 columns, each line after `indent`. */
-static void config_wrap(FILE *out, const char *indent, const char *text)
-{
-	const size_t width = 80 - strlen(indent);
-	while (*text != '\0') {
-		size_t len = strlen(text), cut = len;
-		if (len > width) {
-			cut = width;
-			while (cut > 0 && text[cut] != ' ')
-				cut--;
-			if (cut == 0)
-				cut = strcspn(text, " ");
-		}
-		fprintf(out, "%s%.*s\n", indent, (int)cut, text);
-		text += cut;
-		while (*text == ' ')
-			text++;
-	}
-}
-
-void config_print_help(FILE *out)
-{
-	fputs("Usage: mailport [--NAME VALUE | --NAME=VALUE]...\n"
-	      "       mailport --help | --version | --check-config | --healthcheck\n"
-	      "\n"
-	      "mailport receives mail over SMTP and stores it in a Maildir spool.\n"
-	      "\n"
-	      "Actions:\n",
-	      out);
-	for (size_t k = 0; k < sizeof config_actions / sizeof config_actions[0]; k++) {
-		if (config_actions[k].help != NULL)
-			fprintf(out, "  --%-14s %s\n", config_actions[k].flag,
-			        config_actions[k].help);
-	}
-	fputs("\nSettings:\n", out);
-	config_wrap(out, "  ",
-	            "Every setting is a flag --NAME and an environment variable SMTPD_NAME; "
-	            "a flag wins over the environment. SMTPD_NAME_FILE=PATH reads the value "
-	            "from a file instead (one trailing newline stripped, the Docker secrets "
-	            "convention); setting both SMTPD_NAME and SMTPD_NAME_FILE is an error. "
-	            "An empty value counts as not given, so the default applies. A value "
-	            "that begins with -- must be written --NAME=VALUE.");
-	config_wrap(out, "  ",
-	            "BOOL is 1/true/yes/on or 0/false/no/off (any case). SIZE is bytes, or a "
-	            "number with K, M or G (powers of 1024). DURATION is seconds, or a number "
-	            "with s, m or h. \"image\" is the default in the container image.");
-	config_wrap(out, "  ",
-	            "Settings marked (not yet supported) are checked, but a value other than "
-	            "the default is refused.");
-	for (size_t i = 0; i < config_settings_count; i++) {
-		const struct config_setting *s = &config_settings[i];
-		char meta[CONFIG_WHY_MAX];
-		config_metavar(s, meta, sizeof meta);
-		fprintf(out, "\n  --%s %s  (%s, default %s", s->name, meta, s->env,
-		        config_default_text(s));
-		if (s->image_def != NULL)
-			fprintf(out, ", image %s", s->image_def);
-		fputs(")\n", out);
-		if (s->implemented) {
-			config_wrap(out, "      ", s->help);
-		} else {
-			char text[2 * CONFIG_WHY_MAX];
-			config_fmt(text, sizeof text, "(not yet supported) %s", s->help);
-			config_wrap(out, "      ", text);
-		}
-	}
-}
-
-/* A Markdown table cell: a "|" would end the cell early, a "*" could start emphasis. */
-static void config_md_cell(FILE *out, const char *text, bool code)
-{
-	fputs(code ? " `" : " ", out);
-	for (; *text != '\0'; text++) {
-		if (*text == '|' || (!code && *text == '*'))
-			fputc('\\', out);
-		fputc(*text, out);
-	}
-	fputs(code ? "` |" : " |", out);
-}
-
-void config_print_markdown(FILE *out)
-{
-	fputs("| Variable | Flag | Default | Image default | Description |\n"
-	      "| --- | --- | --- | --- | --- |\n",
-	      out);
-	for (size_t i = 0; i < config_settings_count; i++) {
-		const struct config_setting *s = &config_settings[i];
-		char flag[CONFIG_SOURCE_MAX], desc[2 * CONFIG_WHY_MAX];
-		config_fmt(flag, sizeof flag, "--%s", s->name);
-		fputc('|', out);
-		config_md_cell(out, s->env, true);
-		config_md_cell(out, flag, true);
-		config_md_cell(out, config_default_text(s), s->def[0] != '\0');
-		config_md_cell(out, s->image_def != NULL ? s->image_def : "same",
-		               s->image_def != NULL);
-		size_t o = (size_t)snprintf(desc, sizeof desc, "%s", s->help);
-		if (s->choices != NULL && o < sizeof desc) {
-			o += (size_t)snprintf(desc + o, sizeof desc - o, " One of");
-			for (size_t k = 0; s->choices[k] != NULL && o < sizeof desc; k++)
-				o += (size_t)snprintf(desc + o, sizeof desc - o, "%s `%s`",
-				                      k == 0 ? "" : ",", s->choices[k]);
-			if (o < sizeof desc)
-				o += (size_t)snprintf(desc + o, sizeof desc - o, ".");
-		}
-		if (!s->implemented && o < sizeof desc)
-			snprintf(desc + o, sizeof desc - o, " (not yet supported)");
-		config_md_cell(out, desc, false);
-		fputc('\n', out);
 	}
 }

@@ -30,6 +30,10 @@ enum config_action {
 	CONFIG_ACTION_HEALTHCHECK, /* --healthcheck */
 	/* hidden --help-markdown: print config_print_markdown() and exit 0 */
 	CONFIG_ACTION_HELP_MARKDOWN,
+	/* hidden --help-man: mailport(8) in roff, config_print_man() */
+	CONFIG_ACTION_HELP_MAN,
+	/* hidden --help-env: /etc/default/mailport, config_print_envfile() */
+	CONFIG_ACTION_HELP_ENV,
 };
 
 /* The resolved configuration. Strings are owned (malloc'ed) and freed by
@@ -157,6 +161,21 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp,
 
 void config_free(struct config *cfg);
 
+/* The command-line actions (--help, --version, ...); help NULL = hidden. */
+struct config_action_doc {
+	const char *flag;
+	enum config_action action;
+	const char *help;
+};
+extern const struct config_action_doc config_actions[];
+extern const size_t config_actions_count;
+
+/* "a, b or c" for errors, "a|b|c" for --help: the choices joined into dst. */
+void config_join_choices(char *dst, size_t n, const char *const *choices, const char *sep,
+                         const char *last_sep);
+
+/* The printers below live in config_doc.c; each walks the same table. */
+
 /* --help text: usage line, the actions, then every setting with its flag,
  * variable, default (and image default) and help sentence. */
 void config_print_help(FILE *out);
@@ -165,6 +184,15 @@ void config_print_help(FILE *out);
  * variable, flag, default, image default, description. Printed by the hidden
  * flag --help-markdown; a test checks README.md contains exactly this. */
 void config_print_markdown(FILE *out);
+
+/* mailport(8) in man(7) roff: name, synopsis, actions, every setting, files,
+ * signals, exit status. Printed by the hidden --help-man; the build makes the
+ * installed man page from it, and a test compares it with --help. */
+void config_print_man(FILE *out, const char *version);
+
+/* /etc/default/mailport: every setting as a commented-out VAR=default line
+ * under its help sentence (systemd's EnvironmentFile syntax). Hidden --help-env. */
+void config_print_envfile(FILE *out);
 
 /* Parse helpers shared with other modules. Return 0 or -1. */
 int config_parse_bool(const char *s, bool *out);

@@ -5,11 +5,18 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <uv.h>
+
 #include "config.h"
 #include "endpoint.h"
 #include "httpd.h"
 #include "log.h"
 #include "server.h"
+#include "version_git.h"
 
 extern char **environ;
 
@@ -24,6 +31,18 @@ static void main_warn(void *ctx, const char *msg)
 	(void)ctx;
 	if (main_nwarnings < MAIN_WARNINGS_MAX)
 		snprintf(main_warnings[main_nwarnings++], sizeof main_warnings[0], "%s", msg);
+}
+
+/* One line, as `curl -V` begins: our version and commit, then the libraries
+ * as they are at run time (the ones loaded, not the headers built against). */
+static void main_print_version(void)
+{
+	const curl_version_info_data *c = curl_version_info(CURLVERSION_NOW);
+	printf("mailport %s (commit %s) libuv/%s libmicrohttpd/%s OpenSSL/%s jansson/%s "
+	       "libcurl/%s\n",
+	       MAILPORT_VERSION, MAILPORT_GIT_COMMIT, uv_version_string(), MHD_get_version(),
+	       OpenSSL_version(OPENSSL_VERSION_STRING), jansson_version_str(),
+	       c != NULL ? c->version : "unknown");
 }
 
 /* cfg NULL: the configuration did not load, so plain text. */
@@ -121,8 +140,16 @@ int main(int argc, char **argv)
 		config_print_markdown(stdout);
 		config_free(&cfg);
 		return 0;
+	case CONFIG_ACTION_HELP_MAN:
+		config_print_man(stdout, MAILPORT_VERSION);
+		config_free(&cfg);
+		return 0;
+	case CONFIG_ACTION_HELP_ENV:
+		config_print_envfile(stdout);
+		config_free(&cfg);
+		return 0;
 	case CONFIG_ACTION_VERSION:
-		printf("mailport %s\n", MAILPORT_VERSION);
+		main_print_version();
 		config_free(&cfg);
 		return 0;
 	case CONFIG_ACTION_HEALTHCHECK: {

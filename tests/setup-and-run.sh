@@ -5,9 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The run command's packages and what the tests use, found by running this
+# script in a pristine Debian 12 container
+# (docker/pristine-test.sh does so in CI), not by reading a list: with
+# --no-install-recommends nothing comes along unasked, so every tool is here.
+#   libnet-ssleay-perl: swaks's STARTTLS and AUTH (a Recommends of swaks)
+#   postfix: smtp-source/smtp-sink ("No configuration" starts no daemon)
+#   whois: mkpasswd; openssl: certificates and hashes; iproute2: ip netns;
+#   util-linux: unshare, nsenter, setpriv; clang/llvm: the libFuzzer run;
+#   systemd, man-db: systemd-analyze verify and man on the installed files.
+# The first line is the README run command's list (test_readme.py checks it).
 PKGS=(build-essential cmake pkg-config libuv1-dev libmicrohttpd-dev libjansson-dev libssl-dev
-      libcurl4-openssl-dev libcrypt-dev libcmocka-dev python3 swaks curl iproute2 postfix
-      openssl whois clang-14 libclang-rt-14-dev llvm-14)
+      libcurl4-openssl-dev libcrypt-dev
+      libcmocka-dev python3 swaks libnet-ssleay-perl curl iproute2 postfix
+      openssl whois util-linux systemd man-db git clang-14 libclang-rt-14-dev llvm-14)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,7 +33,7 @@ fi
 
 BUILD=${BUILD_DIR:-build}
 echo "== building ($BUILD, ASan+UBSan)"
-cmake -S . -B "$BUILD" -DMAILPORT_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B "$BUILD" -DMAILPORT_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=ON >/dev/null
 cmake --build "$BUILD" -j"$(nproc)"
 
 # The README's run command builds Release (NDEBUG, -O3): -Werror must hold there too.
@@ -33,9 +44,16 @@ cmake --build build-release -j"$(nproc)" --target mailport
 echo "== tests"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-(cd "$BUILD" && ctest --output-on-failure -j"$(nproc)" --timeout 300)
+# A test skipped for a missing tool fails here: this command installs them all.
+export MAILPORT_NO_SKIP=1
+(cd "$BUILD" && ctest --output-on-failure -j"$(nproc)" --timeout 300) | tee "$BUILD/ctest.log"
+ntests=$(sed -nE 's/.*tests passed, 0 tests failed out of ([0-9]+).*/\1/p' "$BUILD/ctest.log" | tail -n1)
+[ -n "$ntests" ] || { echo "setup-and-run: no ctest summary" >&2; exit 1; }
 
 # Issue 4: every libFuzzer target (SMTP core, endpoint lists, PROXY header) under
 # ASan+UBSan with clang for 60 s in all; any crash or leak fails the run.
 echo "== fuzzing (60 s)"
 bash tests/fuzz/run-fuzzers.sh "${FUZZ_SECONDS:-60}"
+nfuzz=$(ls tests/fuzz/fuzz_*.c | wc -l)
+echo "setup-and-run: ctest $ntests, fuzzers $nfuzz"
+echo "$((ntests + nfuzz)) passed, 0 failed"

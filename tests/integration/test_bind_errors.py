@@ -100,15 +100,15 @@ class TestBindErrors(h.MailportTestCase):
         except OSError:
             pass
         if start <= 1:
-            self.skipTest("every port is unprivileged here")
+            self.skipTest(h.ENV_SKIP + "every port is unprivileged here")
         candidates = [c for c in range(1000, 900, -1) if c < start]
         if not candidates:
-            self.skipTest("no privileged port in 901-1000")
+            self.skipTest(h.ENV_SKIP + "no privileged port in 901-1000")
         port = candidates[0]
         if h.is_root():
             free = [c for c in candidates if h._can_bind("127.0.0.1", c)]
             if not free:
-                self.skipTest("no free privileged port")
+                self.skipTest(h.ENV_SKIP + "no free privileged port")
             port = free[0]
         prefix = ()
         env = {"SMTPD_PORTS": str(port)}

@@ -28,7 +28,7 @@ class TestNetns(h.MailportTestCase):
     def setUp(self):
         super().setUp()
         if os.environ.get("MAILPORT_TEST_IN_NETNS") != "1":
-            self.skipTest("run through the outer script")
+            self.skipTest(h.ENV_SKIP + "run through the outer script")
 
     def greets(self, addr, port):
         state, line = h.connect_state(addr, port)

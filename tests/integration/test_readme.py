@@ -30,7 +30,24 @@ def main():
     if missing:
         print("FAIL: --help lacks", missing)
         return 1
-    print(f"1 passed, 0 failed ({len(names)} settings in README and --help)")
+    # The test command installs everything the run command does, and more.
+    run_pkgs = subprocess.run([sys.executable, os.path.join(SRC, "tests", "readme_commands.py"),
+                               "packages"], capture_output=True, text=True, check=True).stdout.split()
+    if "libuv1-dev" not in run_pkgs or "cmake" not in run_pkgs:
+        print("FAIL: the README run command's packages were not read:", run_pkgs)
+        return 1
+    setup = open(os.path.join(SRC, "tests", "setup-and-run.sh"), encoding="utf-8").read()
+    m = re.search(r"^PKGS=\((.*?)\)", setup, re.M | re.S)
+    test_pkgs = m.group(1).split() if m else []
+    lacking = [p for p in run_pkgs if p not in test_pkgs]
+    if not test_pkgs or lacking:
+        print("FAIL: tests/setup-and-run.sh PKGS lacks the run command's", lacking or run_pkgs)
+        return 1
+    if "libcmocka-dev" in run_pkgs:
+        print("FAIL: the run command installs cmocka; it needs only the binary's build dependencies")
+        return 1
+    print(f"2 passed, 0 failed ({len(names)} settings in README and --help;"
+          f" {len(run_pkgs)} run-command packages in the test command's list)")
     return 0
 
 
