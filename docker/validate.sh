@@ -3,9 +3,12 @@
 # cluster, no registry but Debian's and npm's:
 #   - docker-compose.yml: `docker-compose config -q` (Debian's docker-compose),
 #     as written and with its commented TLS/secrets examples switched on;
-#   - docker/k8s and docker/k8s/loadbalancer: `kubectl kustomize` renders them,
-#     and docker/k8s-check.mjs type-checks every object with the npm package
-#     kubernetes-models (plus our rules: securityContext, probes, grace, PDB);
+#   - docker/k8s, docker/k8s/loadbalancer and docker/k8s/example: `kubectl
+#     kustomize` renders them, and docker/k8s-check.mjs type-checks every object
+#     with the npm package kubernetes-models (plus our rules: securityContext,
+#     probes and their timeouts, grace, PDB, NetworkPolicy, spread over nodes,
+#     Secrets the manifests do not create only as optional); base/ and the
+#     overlays built for production hold no Secret (example/ alone does);
 #   - Dockerfile: `dockerfile-utils lint` (npm), and every -dev package CI
 #     builds with (the README run command) is installed by the build stage too.
 # npm packages go to docker/.validate/ (git-ignored). Exits non-zero on any
@@ -60,17 +63,34 @@ mkdir -p "$TMP/secrets"
 	die "docker-compose.yml with its TLS/secrets examples switched on"
 
 # ---------------------------------------------------------------- kubernetes
-for dir in docker/k8s docker/k8s/loadbalancer; do
+for dir in docker/k8s docker/k8s/loadbalancer docker/k8s/example; do
 	step "kubectl kustomize $dir | kubernetes-models"
 	kubectl kustomize "$dir" >"$TMP/rendered.yaml" || die "kubectl kustomize $dir"
 	(cd "$V" && node k8s-check.mjs <"$TMP/rendered.yaml") || die "$dir does not type-check"
+	# Issue 12: no placeholder secret outside the example overlay.
+	if [ "$dir" != docker/k8s/example ] && grep -q '^kind: Secret$' "$TMP/rendered.yaml"; then
+		die "$dir renders a Secret: secrets belong in an overlay (see docker/k8s/example)"
+	fi
 done
-# The checker must have teeth: a wrong type and a missing readiness probe fail.
-kubectl kustomize docker/k8s |
-	sed 's/containerPort: 2525/containerPort: "2525x"/; s/readinessProbe:/readinessProbeX:/' >"$TMP/broken.yaml"
-if (cd "$V" && node k8s-check.mjs <"$TMP/broken.yaml" >/dev/null 2>&1); then
-	die "k8s-check.mjs accepted a broken manifest"
-fi
+grep -q '^kind: Secret$' <(kubectl kustomize docker/k8s/example) || die "docker/k8s/example makes no Secret"
+# The checker must have teeth: each of these breakages of a rendered manifest
+# must fail it (a wrong type, no readiness probe, a required Secret base/ does
+# not make, the PROXY port shut by the NetworkPolicy, the HTTP side port open
+# to all, no spread over nodes, liveness on a single sample, no probe timeout).
+teeth() {
+	local dir=$1 expr=$2
+	kubectl kustomize "$dir" | sed "$expr" >"$TMP/broken.yaml"
+	if (cd "$V" && node k8s-check.mjs <"$TMP/broken.yaml" >/dev/null 2>&1); then
+		die "k8s-check.mjs accepted $dir broken by sed '$expr'"
+	fi
+}
+teeth docker/k8s 's/containerPort: 2525/containerPort: "2525x"/; s/readinessProbe:/readinessProbeX:/'
+teeth docker/k8s '/optional: true/d'
+teeth docker/k8s/loadbalancer 's/^\( *- port:\) 2526$/\1 2527/'
+teeth docker/k8s 's/^\( *\)- podSelector: {}$/\1- namespaceSelector: {}/'
+teeth docker/k8s 's/topologyKey: kubernetes.io\/hostname/topologyKey: topology.kubernetes.io\/zone/'
+teeth docker/k8s '/livenessProbe:/,/failureThreshold/s/failureThreshold: 3/failureThreshold: 1/'
+teeth docker/k8s '/timeoutSeconds: 2/d'
 
 # ---------------------------------------------------------------- Dockerfile
 step "dockerfile-utils lint Dockerfile"

@@ -1,7 +1,11 @@
 /* auth: the users file and crypt(3) checks off the loop (see auth.h, SPEC 6). */
 #include "auth.h"
 
+#include "auth_pool.h"
+
+#include <assert.h>
 #include <crypt.h>
+#include <time.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -25,6 +29,10 @@ struct auth_users {
 	char *data; /* the file, NUL-terminated fields in place */
 	struct auth_user *v;
 	size_t n;
+	/* The hash an unknown user is checked against: the one whose method and
+	 * cost take longest (auth_pick_dummy), so that no failure is faster than
+	 * a real user's. NULL with no users. */
+	const char *dummy;
 };
 
 static int auth_user_cmp(const void *a, const void *b)
@@ -87,6 +95,65 @@ static const char *auth_hash_problem(const char *hash)
 	default:
 		return "is not a crypt(3) hash this system supports";
 	}
+}
+
+/* How long one crypt(3) with this setting takes, in ns (UINT64_MAX: fails). */
+static uint64_t auth_cost_ns(const char *setting)
+{
+	struct crypt_data *cd = calloc(1, sizeof *cd);
+	if (cd == NULL)
+		return 0;
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	const char *h = crypt_rn("mailport-cost-probe", setting, cd, (int)sizeof *cd);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	bool failed = h == NULL || h[0] == '*'; /* h points into cd */
+	free(cd);
+	if (failed)
+		return UINT64_MAX;
+	return (uint64_t)(b.tv_sec - a.tv_sec) * 1000000000u + (uint64_t)b.tv_nsec -
+	       (uint64_t)a.tv_nsec;
+}
+
+/* The part of a hash that sets its cost, without salt and digest: "$y$j9T$",
+ * "$2b$12$", "$6$rounds=N$" or "$6$" (issue 13: a file may mix methods). */
+static size_t auth_params_len(const char *h)
+{
+	const char *p = strchr(h + 1, '$'); /* end of "$id" */
+	if (h[0] != '$' || p == NULL)
+		return strlen(h);
+	if (strncmp(h, "$6$", 3) == 0 || strncmp(h, "$5$", 3) == 0)
+		return strncmp(p + 1, "rounds=", 7) == 0 && strchr(p + 1, '$') != NULL
+		           ? (size_t)(strchr(p + 1, '$') - h) + 1
+		           : 3;
+	const char *q = strchr(p + 1, '$');
+	return q != NULL ? (size_t)(q - h) + 1 : strlen(h);
+}
+
+/* Time one crypt(3) per distinct method and cost in the file, and keep the
+ * slowest user's hash for unknown users. Blocking (start-up or the pool). */
+static void auth_pick_dummy(struct auth_users *u)
+{
+	uint64_t worst = 0;
+	for (size_t i = 0; i < u->n; i++) {
+		size_t pl = auth_params_len(u->v[i].hash);
+		bool seen = false;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = auth_params_len(u->v[j].hash) == pl &&
+			       strncmp(u->v[j].hash, u->v[i].hash, pl) == 0;
+		if (seen)
+			continue;
+		uint64_t ns = auth_cost_ns(u->v[i].hash);
+		if (u->dummy == NULL || (ns != UINT64_MAX && ns > worst)) {
+			u->dummy = u->v[i].hash;
+			worst = ns == UINT64_MAX ? 0 : ns;
+		}
+	}
+}
+
+const char *auth_users_dummy(const struct auth_users *u)
+{
+	return u != NULL ? u->dummy : NULL;
 }
 
 int auth_users_parse(const char *path, const char *data, size_t len, struct auth_users **out,
@@ -169,6 +236,7 @@ int auth_users_parse(const char *path, const char *data, size_t len, struct auth
 			goto fail;
 		}
 	}
+	auth_pick_dummy(u);
 	u->refs = 1;
 	*out = u;
 	return 0;
@@ -250,9 +318,10 @@ bool auth_users_verify(const struct auth_users *u, const char *user, const char 
 		struct auth_user key = {.name = user};
 		e = bsearch(&key, u->v, u->n, sizeof *u->v, auth_user_cmp);
 	}
-	/* An unknown user is hashed too, against a real user's setting (same
-	 * method and cost), so that it takes as long. */
-	const char *setting = e ? e->hash : (u && u->n > 0) ? u->v[0].hash : AUTH_DUMMY_SETTING;
+	/* An unknown user is hashed too, against the setting of the file's most
+	 * expensive hash, so that no failure is faster than a real user's: the
+	 * time never tells which names exist, whatever methods the file mixes. */
+	const char *setting = e ? e->hash : (u && u->dummy) ? u->dummy : AUTH_DUMMY_SETTING;
 	char *phrase = malloc(len + 1);
 	struct crypt_data *cd = calloc(1, sizeof *cd);
 	bool ok = false;
@@ -277,8 +346,27 @@ bool auth_users_verify(const struct auth_users *u, const char *user, const char 
 
 /* ---------------------------------------------------------------- async */
 
+/* The checks' pool (auth_pool.h): started by the first check, or by
+ * auth_start(); stopped by auth_stop(). Loop thread only. */
+static struct auth_pool *auth_pool_current;
+
+int auth_start(uv_loop_t *loop, unsigned threads, unsigned queue_max)
+{
+	if (auth_pool_current != NULL)
+		return -EBUSY;
+	return auth_pool_new(loop, threads, queue_max, &auth_pool_current);
+}
+
+void auth_stop(void)
+{
+	struct auth_pool *p = auth_pool_current;
+	auth_pool_current = NULL;
+	auth_pool_free(p);
+}
+
 struct auth_check {
-	uv_work_t work;
+	struct auth_pool_job job; /* first: the pool hands it back */
+	struct auth_pool *pool;
 	struct auth_users *users;
 	auth_check_cb cb;
 	void *ctx;
@@ -289,25 +377,37 @@ struct auth_check {
 	char pass[]; /* len octets */
 };
 
-static void auth_check_work(uv_work_t *w)
+static void auth_check_free(struct auth_check *c)
 {
-	struct auth_check *c = w->data;
+	explicit_bzero(c->pass, c->len);
+	auth_users_unref(c->users);
+	free(c);
+}
+
+static void auth_check_work(struct auth_pool_job *j)
+{
+	struct auth_check *c = (struct auth_check *)j;
 	c->ok = auth_users_verify(c->users, c->user, c->pass, c->len);
 }
 
-static void auth_check_after(uv_work_t *w, int status)
+static void auth_check_done(struct auth_pool_job *j, bool ran)
 {
-	struct auth_check *c = w->data;
-	explicit_bzero(c->pass, c->len);
-	auth_users_unref(c->users);
-	if (!c->cancelled)
-		c->cb(c->ctx, status == 0 && c->ok);
-	free(c);
+	struct auth_check *c = (struct auth_check *)j;
+	auth_check_cb cb = c->cancelled ? NULL : c->cb;
+	void *ctx = c->ctx;
+	bool ok = ran && c->ok;
+	auth_check_free(c);
+	if (cb != NULL)
+		cb(ctx, ok);
 }
 
 struct auth_check *auth_check_start(uv_loop_t *loop, struct auth_users *u, const char *user,
                                     const char *pass, size_t len, auth_check_cb cb, void *ctx)
 {
+	if (auth_pool_current == NULL && auth_start(loop, 0, 0) < 0)
+		return NULL;
+	/* One pool, one loop: mailport has a single loop thread. */
+	assert(auth_pool_loop(auth_pool_current) == loop);
 	struct auth_check *c = calloc(1, sizeof *c + len);
 	if (c == NULL)
 		return NULL;
@@ -320,11 +420,12 @@ struct auth_check *auth_check_start(uv_loop_t *loop, struct auth_users *u, const
 	c->users = auth_users_ref(u);
 	c->cb = cb;
 	c->ctx = ctx;
-	c->work.data = c;
-	if (uv_queue_work(loop, &c->work, auth_check_work, auth_check_after) < 0) {
-		explicit_bzero(c->pass, len);
-		auth_users_unref(c->users);
-		free(c);
+	c->pool = auth_pool_current;
+	c->job.work = auth_check_work;
+	c->job.done = auth_check_done;
+	if (auth_pool_submit(c->pool, &c->job) < 0) {
+		/* The queue is full: refused now rather than queued without bound. */
+		auth_check_free(c);
 		return NULL;
 	}
 	return c;
@@ -334,9 +435,12 @@ void auth_check_cancel(struct auth_check *c)
 {
 	if (c == NULL)
 		return;
-	c->cancelled = true;
-	/* Not started yet: it will not be (after_work still runs and frees). */
-	uv_cancel((uv_req_t *)&c->work);
+	/* Still waiting: it never runs, and goes now. Running or finished: the
+	 * answer is dropped when it comes. */
+	if (auth_pool_cancel(c->pool, &c->job))
+		auth_check_free(c);
+	else
+		c->cancelled = true;
 }
 
 struct auth_load {

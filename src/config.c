@@ -16,8 +16,6 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "proxy_proto.h"
-
 #define F(field) offsetof(struct config, field)
 
 /* Room for one quoted value or reason in an error message. Values are cut
@@ -44,9 +42,9 @@ static int config_check_token(char *value, char *why, size_t whylen);
 static int config_check_secret(char *value, char *why, size_t whylen);
 static int config_check_url(char *value, char *why, size_t whylen);
 static int config_check_port_list(char *value, char *why, size_t whylen);
-static int config_check_cidrs(char *value, char *why, size_t whylen);
 
 static const char *const config_modes[] = {"off", "optional", "required", NULL};
+static const char *const config_auth_modes[] = {"off", "optional", "required", "any", NULL};
 static const char *const config_bare_lfs[] = {"normalize", "reject", NULL};
 static const char *const config_delivers[] = {"maildir", "discard", NULL};
 static const char *const config_webhook_formats[] = {"json", "raw", NULL};
@@ -94,6 +92,12 @@ const struct config_setting config_settings[] = {
 	 .offset = F(http_token), .def = "", .metavar = "TOKEN", .secret = true,
 	 .check = config_check_token, .implemented = true,
 	 .help = "Bearer token that /messages and /metrics require; health and status stay open."},
+	{.name = "http-allowed-hosts", .env = "SMTPD_HTTP_ALLOWED_HOSTS", .kind = CONFIG_STRING,
+	 .offset = F(http_allowed_hosts), .def = "", .metavar = "LIST", .implemented = true,
+	 .help = "Without SMTPD_HTTP_TOKEN, the side port answers only requests whose Host is an IP "
+	         "address, localhost, or a name in this comma list (*.example.org for subdomains); "
+	         "others get 403, so a web page cannot reach it by DNS rebinding. Health routes "
+	         "never check."},
 
 	/* SPEC 4: SMTP. */
 	{.name = "hostname", .env = "SMTPD_HOSTNAME", .kind = CONFIG_STRING, .offset = F(hostname),
@@ -106,6 +110,12 @@ const struct config_setting config_settings[] = {
 	{.name = "max-recipients", .env = "SMTPD_MAX_RECIPIENTS", .kind = CONFIG_COUNT,
 	 .offset = F(max_recipients), .def = "100", .min = 1, .implemented = true,
 	 .help = "Most recipients of one message; more get 452 4.5.3."},
+	{.name = "max-line-length", .env = "SMTPD_MAX_LINE_LENGTH", .kind = CONFIG_COUNT,
+	 .offset = F(max_line_length), .def = "0", .implemented = true,
+	 .help = "Longest text line of a message, in octets with its CRLF (RFC 5321 says 1000): "
+	         "a longer line makes the message refused with 500 5.5.6 at its end. 0: no limit "
+	         "of its own; lines of any length are stored unchanged, within "
+	         "SMTPD_MAX_MESSAGE_SIZE. Command lines stay limited to 512 octets."},
 	{.name = "max-connections", .env = "SMTPD_MAX_CONNECTIONS", .kind = CONFIG_COUNT,
 	 .offset = F(max_connections), .def = "1000", .min = 1, .implemented = true,
 	 .help = "Most simultaneous SMTP connections; more get 421 4.7.0 and are closed."},
@@ -140,6 +150,11 @@ const struct config_setting config_settings[] = {
 	 .def = "./spool", .image_def = "/var/spool/mailport", .metavar = "DIR",
 	 .implemented = true,
 	 .help = "Maildir where accepted messages are stored; created when missing."},
+	{.name = "spool-min-free", .env = "SMTPD_SPOOL_MIN_FREE", .kind = CONFIG_STRING,
+	 .offset = F(spool_min_free), .def = "100M", .metavar = "SIZE",
+	 .check = config_check_min_free, .implemented = true,
+	 .help = "Free space the spool keeps (K/M/G, or a percentage of its filesystem such as "
+		 "2%; 0: none): below it /readyz is 503 and MAIL gets 452 4.3.1."},
 	{.name = "deliver", .env = "SMTPD_DELIVER", .kind = CONFIG_ENUM, .offset = F(deliver),
 	 .def = "maildir", .choices = config_delivers, .implemented = true,
 	 .help = "Store each message in the spool, or discard it (for benchmarks and sinks)."},
@@ -202,17 +217,19 @@ const struct config_setting config_settings[] = {
 	 .help = "Comma-separated ports whose listeners speak TLS from the first byte "
 		 "(RFC 8314, e.g. 465); each must be a port of SMTPD_PORTS."},
 	{.name = "tls-ciphers", .env = "SMTPD_TLS_CIPHERS", .kind = CONFIG_STRING,
-	 .offset = F(tls_ciphers), .def = "", .def_text = "OpenSSL's", .metavar = "LIST",
+	 .offset = F(tls_ciphers), .def = "", .def_text = "Mozilla intermediate", .metavar = "LIST",
 	 .implemented = true,
-	 .help = "OpenSSL cipher list for TLS 1.2 (TLS 1.3 keeps OpenSSL's suites)."},
+	 .help = "OpenSSL cipher list for TLS 1.2; the default is Mozilla's intermediate list "
+	         "(ECDHE with AES-GCM or ChaCha20-Poly1305 only). TLS 1.3 keeps OpenSSL's suites."},
 	{.name = "tls-min-version", .env = "SMTPD_TLS_MIN_VERSION", .kind = CONFIG_STRING,
 	 .offset = F(tls_min_version), .def = "TLSv1.2", .choices = config_tls_versions,
 	 .implemented = true,
 	 .help = "Oldest TLS version accepted."},
 	{.name = "auth", .env = "SMTPD_AUTH", .kind = CONFIG_ENUM, .offset = F(auth), .def = "off",
-	 .choices = config_modes, .implemented = true,
-	 .help = "SMTP AUTH PLAIN and LOGIN: off, offered (optional), or needed before MAIL "
-		 "(required)."},
+	 .choices = config_auth_modes, .implemented = true,
+	 .help = "SMTP AUTH PLAIN and LOGIN: off, offered (optional), needed before MAIL "
+		 "(required), or offered with every credential accepted, for test catchers (any; "
+		 "not with SMTPD_AUTH_USERS_FILE)."},
 	{.name = "auth-users-file", .env = "SMTPD_AUTH_USERS_FILE", .kind = CONFIG_STRING,
 	 .offset = F(auth_users_file), .def = "", .metavar = "FILE", .implemented = true,
 	 .help = "File of user:hash lines, crypt(3) hashes (yescrypt, SHA-512, bcrypt); "
@@ -220,6 +237,11 @@ const struct config_setting config_settings[] = {
 	{.name = "auth-insecure", .env = "SMTPD_AUTH_INSECURE", .kind = CONFIG_BOOL,
 	 .offset = F(auth_insecure), .def = "0", .implemented = true,
 	 .help = "Offer PLAIN and LOGIN without TLS too."},
+	{.name = "auth-max-failures", .env = "SMTPD_AUTH_MAX_FAILURES", .kind = CONFIG_COUNT,
+	 .offset = F(auth_max_failures), .def = "5", .implemented = true,
+	 .help = "Failed AUTH attempts from one client address (an IPv6 client's /64) within 15 "
+	         "minutes, over all its connections, before AUTH from it is answered 454 4.7.0 for "
+	         "1 minute, doubling each time up to 1 hour. 0: no limit."},
 
 	/* SPEC 7: operations. */
 	{.name = "shutdown-grace", .env = "SMTPD_SHUTDOWN_GRACE", .kind = CONFIG_DURATION,
@@ -624,26 +646,6 @@ static int config_check_port_list(char *value, char *why, size_t whylen)
 			return 0;
 		p++;
 	}
-}
-
-unsigned config_port_list_next(const char **cursor)
-{
-	const char *p = *cursor;
-	while (*p == ' ' || *p == '\t' || *p == ',')
-		p++;
-	unsigned port = 0;
-	while (*p >= '0' && *p <= '9')
-		port = port * 10 + (unsigned)(*p++ - '0');
-	*cursor = p;
-	return port <= 65535 ? port : 0;
-}
-
-/* SMTPD_PROXY_TRUSTED: parsed by the same code the server uses to match peers. */
-static int config_check_cidrs(char *value, char *why, size_t whylen)
-{
-	struct proxy_proto_cidr v[PROXY_PROTO_CIDRS_MAX];
-	size_t n;
-	return proxy_proto_cidr_parse(value, v, PROXY_PROTO_CIDRS_MAX, &n, why, whylen);
 }
 
 /* "a, b or c" for errors, "a|b|c" for --help. */
@@ -1243,7 +1245,14 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp,
 		           "is not");
 		return -1;
 	}
-	if (cfg->auth != CONFIG_MODE_OFF && cfg->auth_users_file[0] == '\0') {
+	if (cfg->auth == CONFIG_AUTH_ANY && cfg->auth_users_file[0] != '\0') {
+		config_fmt(err, errlen,
+		           "SMTPD_AUTH: any accepts every credential, so SMTPD_AUTH_USERS_FILE "
+		           "would never be read; set one or the other");
+		return -1;
+	}
+	if (cfg->auth != CONFIG_MODE_OFF && cfg->auth != CONFIG_AUTH_ANY &&
+	    cfg->auth_users_file[0] == '\0') {
 		config_fmt(err, errlen,
 		           "SMTPD_AUTH_USERS_FILE: must name the users file when SMTPD_AUTH is %s",
 		           cfg->auth == CONFIG_MODE_REQUIRED ? "required" : "optional");

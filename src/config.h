@@ -17,6 +17,9 @@
 enum config_deliver { CONFIG_DELIVER_MAILDIR, CONFIG_DELIVER_DISCARD };
 enum config_bare_lf { CONFIG_BARE_LF_NORMALIZE, CONFIG_BARE_LF_REJECT };
 enum config_mode { CONFIG_MODE_OFF, CONFIG_MODE_OPTIONAL, CONFIG_MODE_REQUIRED };
+/* SMTPD_AUTH only (its own list of choices): offered, and any credentials are
+ * taken, for catchers in CI (Mailpit's MP_SMTP_AUTH_ACCEPT_ANY). */
+#define CONFIG_AUTH_ANY ((enum config_mode)3)
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
 enum config_log_level { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
 enum config_webhook_format { CONFIG_WEBHOOK_JSON, CONFIG_WEBHOOK_RAW };
@@ -46,13 +49,15 @@ struct config {
 	char *ports; /* default "2525" */
 
 	/* SPEC 3 */
-	char *http;       /* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080" or "off" */
-	char *http_token; /* "" = no token */
+	char *http;               /* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080" or "off" */
+	char *http_token;         /* "" = no token */
+	char *http_allowed_hosts; /* comma list; "" = IP literals and localhost only */
 
 	/* SPEC 4 */
 	char *hostname; /* default: gethostname() */
 	uint64_t max_message_size;
 	uint64_t max_recipients;
+	uint64_t max_line_length; /* 0 = no limit */
 	uint64_t max_connections;
 	uint64_t max_connections_per_client;
 	uint64_t command_timeout; /* seconds */
@@ -63,6 +68,8 @@ struct config {
 
 	/* SPEC 5 */
 	char *spool; /* default "./spool" */
+	/* "100M", "2%" or "0": config_parse_min_free() reads it (issue 12). */
+	char *spool_min_free;
 	enum config_deliver deliver;
 	char *filter;            /* "" = none */
 	uint64_t filter_timeout; /* seconds */
@@ -87,6 +94,7 @@ struct config {
 	enum config_mode auth;
 	char *auth_users_file;
 	bool auth_insecure;
+	uint64_t auth_max_failures; /* per client address, 15 minutes; 0 = no limit */
 
 	/* SPEC 7 */
 	uint64_t shutdown_grace; /* seconds */
@@ -199,6 +207,16 @@ int config_parse_bool(const char *s, bool *out);
 int config_parse_size(const char *s, uint64_t *out);
 int config_parse_duration(const char *s, uint64_t *out_seconds); /* <= CONFIG_DURATION_MAX */
 int config_parse_count(const char *s, uint64_t *out);            /* plain unsigned decimal */
+
+/* SMTPD_SPOOL_MIN_FREE: a size ("100M": *bytes, *percent 0) or a percentage of
+ * the spool's filesystem ("2%": *percent 1-99, *bytes 0); "0" is no minimum.
+ * Returns 0 or -1. (config_check.c) */
+int config_parse_min_free(const char *s, uint64_t *bytes, unsigned *percent);
+
+/* Value checkers of the settings table that live in config_check.c (see
+ * struct config_setting's `check`). */
+int config_check_min_free(char *value, char *why, size_t whylen);
+int config_check_cidrs(char *value, char *why, size_t whylen);
 
 /* Walk a port list that passed the table's check ("25, 587", as SMTPD_PROXY_PORTS
  * holds it): returns the next port and moves *cursor past it, 0 at the end. */

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "buf.h"
 #include "log.h"
 
@@ -90,6 +92,19 @@ char **filter_env_build(const struct spool_envelope *env, char *const *parent_en
 		e.err = -ENOMEM;
 	filter_env_push(&e, filter_env_entry("SMTPD_MAIL_FROM", env->mail_from));
 	filter_env_push(&e, filter_env_entry("SMTPD_RCPT_TO", rcpt.data ? rcpt.data : ""));
+	/* The comma list is ambiguous when a quoted local part holds a comma;
+	 * the JSON array never is (SPEC 5). */
+	json_t *arr = json_array();
+	for (size_t i = 0; arr != NULL && i < env->nrcpt; i++)
+		if (json_array_append_new(arr, json_stringn(env->rcpt[i], strlen(env->rcpt[i]))) <
+		    0)
+			e.err = -ENOMEM;
+	char *rcpt_json = arr != NULL ? json_dumps(arr, JSON_COMPACT) : NULL;
+	json_decref(arr);
+	if (rcpt_json == NULL)
+		e.err = -ENOMEM;
+	filter_env_push(&e, filter_env_entry("SMTPD_RCPT_TO_JSON", rcpt_json ? rcpt_json : "[]"));
+	free(rcpt_json);
 	filter_env_push(&e, filter_env_entry("SMTPD_CLIENT_ADDR", env->client_addr));
 	filter_env_push(&e, filter_env_number("SMTPD_CLIENT_PORT", env->client_port));
 	filter_env_push(&e, filter_env_entry("SMTPD_LOCAL_ADDR", env->local_addr));

@@ -1,6 +1,8 @@
 /* httpd: the HTTP side port (SPEC section 3).
  *
- * libmicrohttpd runs one internal epoll thread. Every handler reads the
+ * libmicrohttpd runs one internal epoll thread behind a front door of our own
+ * (httpd_front.c) that accepts, answers health at once and hands libmicrohttpd
+ * only clients whose request head is complete. Every handler reads the
  * service's state through stats_snapshot() (one consistent copy per request)
  * or stats_alive(), plus fields that are constant once httpd_start() returns,
  * so nothing here races with the SMTP loop. */
@@ -30,19 +32,23 @@
 #include <microhttpd.h>
 
 #include "buf.h"
+#include "httpd_front.h"
 #include "messages.h"
 #include "spool.h"
 
 /* A side port for probes and scrapes needs few connections; the limit keeps a
- * misbehaving scraper from taking file descriptors the SMTP side needs. */
+ * misbehaving scraper from taking file descriptors the SMTP side needs. These
+ * count only clients whose request head is complete: slow ones wait in the
+ * front door (httpd_front.h), and health never gets here on its first request. */
 #define HTTPD_CONNECTION_LIMIT 256
+#define HTTPD_PER_IP_LIMIT     64
 /* Seconds an idle HTTP connection is kept (keep-alive included). */
-#define HTTPD_CONNECTION_TIMEOUT 30
-#define HTTPD_BACKLOG            64
+#define HTTPD_CONNECTION_TIMEOUT 10
+/* Deep enough that a burst of new connections (probes among them) is not
+ * dropped at SYN time while the front door drains the queue. */
+#define HTTPD_BACKLOG 1024
 /* /metrics grows with the listeners: 3 series of ~120 bytes each. */
 #define HTTPD_METRICS_MAX (4u << 20)
-/* --healthcheck gives up after this long in total (connect, send, read). */
-#define HTTPD_HEALTHCHECK_MS 3000
 
 #define HTTPD_ALLOW      "GET, HEAD"
 #define HTTPD_JSON       "application/json"
@@ -50,10 +56,12 @@
 
 struct httpd {
 	struct MHD_Daemon *daemon;
+	struct httpd_front *front; /* owns the listening socket */
 	struct stats *stats;
 	struct spool *spool; /* the /messages API; NULL: none */
 	char *version;
-	char *token; /* "" = no token */
+	char *token;         /* "" = no token */
+	char *allowed_hosts; /* SMTPD_HTTP_ALLOWED_HOSTS */
 	size_t token_len;
 	uint16_t port;
 	double process_start; /* Unix seconds, for process_start_time_seconds */
@@ -136,6 +144,14 @@ static bool httpd_ready(struct httpd *h, const struct stats_counters *c, char *w
 {
 	bool alive = stats_alive(h->stats);
 	why[0] = '\0';
+	/* Issue 12: the failing check names its cause, as the readiness probe
+	 * (readiness.c) or a store found it. */
+	char spool[sizeof c->spool_error + 32], low[128];
+	snprintf(spool, sizeof spool, "spool not writable%s%s", c->spool_error[0] ? ": " : "",
+	         c->spool_error);
+	snprintf(low, sizeof low,
+	         "spool below SMTPD_SPOOL_MIN_FREE: %" PRIu64 " bytes free, %" PRIu64 " needed",
+	         c->spool_free_bytes, c->spool_min_free);
 	struct {
 		bool bad;
 		const char *text;
@@ -143,7 +159,9 @@ static bool httpd_ready(struct httpd *h, const struct stats_counters *c, char *w
 	    {c->draining, "draining"},
 	    {!alive, "SMTP loop stalled"},
 	    {!c->listeners_bound, "listeners not bound"},
-	    {!c->spool_writable, "spool not writable"},
+	    {c->listeners_bound && c->listener_error[0] != '\0', c->listener_error},
+	    {!c->spool_writable, spool},
+	    {c->spool_low, low},
 	};
 	bool ready = true;
 	size_t used = 0;
@@ -187,6 +205,12 @@ static json_t *httpd_listeners_json(const struct stats_listener *l, size_t n)
 		                      "connections_active", httpd_int(l[i].connections_active),
 		                      "connections_total", httpd_int(l[i].connections_total),
 		                      "messages_accepted", httpd_int(l[i].messages_accepted));
+		/* Issue 12: why a listener in state "error" does not accept. */
+		if (o != NULL && l[i].error[0] != '\0' &&
+		    json_object_set_new(o, "error", json_string(l[i].error)) < 0) {
+			json_decref(o);
+			o = NULL;
+		}
 		if (json_array_append_new(a, o) != 0) {
 			json_decref(a);
 			return NULL;
@@ -215,6 +239,31 @@ static int httpd_delivery_json(json_t *v, const struct stats_counters *c)
 	return 0;
 }
 
+/* Issue 12, added to /status: "readiness" (why it is not ready, the latest
+ * probe, the spool as it found it) and the largest loop lag of the last minute. */
+static int httpd_readiness_json(json_t *v, const struct stats_counters *c, bool ready,
+                                const char *why)
+{
+	json_t *spool =
+	    json_pack("{s:b, s:b, s:I}", "writable", (int)c->spool_writable, "below_min_free",
+	              (int)c->spool_low, "min_free_bytes", httpd_int(c->spool_min_free));
+	json_t *r = json_pack("{s:b, s:I, s:o}", "probe_ok", (int)c->probe_ok, "probe_failures",
+	                      httpd_int(c->probe_failures), "spool", spool);
+	/* Each call takes its value's reference, whether it succeeds or not. */
+	int rc = r == NULL ? -1 : 0;
+	if (r != NULL && c->spool_probed)
+		rc |= json_object_set_new(spool, "free_bytes",
+		                          json_integer(httpd_int(c->spool_free_bytes)));
+	if (r != NULL && c->spool_error[0] != '\0')
+		rc |= json_object_set_new(spool, "error", json_string(c->spool_error));
+	if (r != NULL && !ready)
+		rc |= json_object_set_new(r, "reason", json_string(why));
+	rc |= json_object_set_new(v, "readiness", r);
+	rc |=
+	    json_object_set_new(v, "loop_lag_ms_max", json_real((double)c->loop_lag_max_us / 1e3));
+	return rc < 0 ? -1 : 0;
+}
+
 /* One consistent copy of the counters and the readiness derived from it, for
  * /status and /metrics alike. *l is malloc'ed. Returns 0 or -ENOMEM. */
 static int httpd_snapshot(struct httpd *h, struct stats_counters *c, struct stats_listener **l,
@@ -231,7 +280,7 @@ static enum MHD_Result httpd_status(struct httpd *h, struct MHD_Connection *conn
 	struct stats_counters c;
 	struct stats_listener *l;
 	size_t n;
-	char why[128];
+	char why[512];
 	bool ready;
 	if (httpd_snapshot(h, &c, &l, &n, &ready, why, sizeof why) < 0)
 		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
@@ -255,7 +304,18 @@ static enum MHD_Result httpd_status(struct httpd *h, struct MHD_Connection *conn
 	              "messages", "accepted", httpd_int(c.messages_accepted), "rejected",
 	              httpd_int(c.messages_rejected), "bytes", httpd_int(c.messages_bytes));
 	json_decref(listeners);
-	if (v != NULL && httpd_delivery_json(v, &c) < 0) {
+	/* The effective connection limit, after RLIMIT_NOFILE (SPEC 7). */
+	json_t *limits = json_pack(
+	    "{s:I, s:o}", "max_connections", httpd_int(c.max_connections), "open_files",
+	    c.nofile_limit == UINT64_MAX ? json_null() : json_integer(httpd_int(c.nofile_limit)));
+	if (v != NULL && (limits == NULL || json_object_set_new(v, "limits", limits) < 0)) {
+		json_decref(v);
+		v = NULL;
+	} else if (v == NULL) {
+		json_decref(limits);
+	}
+	if (v != NULL &&
+	    (httpd_delivery_json(v, &c) < 0 || httpd_readiness_json(v, &c, ready, why) < 0)) {
 		json_decref(v);
 		v = NULL;
 	}
@@ -263,42 +323,87 @@ static enum MHD_Result httpd_status(struct httpd *h, struct MHD_Connection *conn
 }
 
 /* Liveness is the SMTP loop's heartbeat, not this thread's: a loop stuck in a
- * blocking call must fail the probe so the orchestrator restarts us. */
-static enum MHD_Result httpd_livez(struct httpd *h, struct MHD_Connection *conn)
+ * blocking call must fail the probe so the orchestrator restarts us. Returns the
+ * status and the body (NULL when out of memory). */
+static unsigned httpd_livez_json(struct httpd *h, json_t **out)
 {
-	if (stats_alive(h->stats))
-		return httpd_send_json(conn, MHD_HTTP_OK, json_pack("{s:s}", "status", "ok"), NULL,
-		                       NULL);
+	if (stats_alive(h->stats)) {
+		*out = json_pack("{s:s}", "status", "ok");
+		return MHD_HTTP_OK;
+	}
 	uint64_t last = atomic_load(&h->stats->heartbeat_ms);
 	uint64_t now = stats_now_ms();
 	char why[96];
 	snprintf(why, sizeof why, "SMTP loop has not run for %" PRIu64 " ms",
 	         now > last ? now - last : 0);
-	return httpd_send_json(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
-	                       json_pack("{s:s, s:s}", "status", "stalled", "reason", why), NULL,
-	                       NULL);
+	*out = json_pack("{s:s, s:s}", "status", "stalled", "reason", why);
+	return MHD_HTTP_SERVICE_UNAVAILABLE;
 }
 
-static enum MHD_Result httpd_readyz(struct httpd *h, struct MHD_Connection *conn)
+static unsigned httpd_readyz_json(struct httpd *h, json_t **out)
 {
 	struct stats_counters c;
 	struct stats_listener *l;
 	size_t n;
+	*out = NULL;
 	if (stats_snapshot(h->stats, &c, &l, &n) < 0)
-		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
-		                   NULL);
+		return MHD_HTTP_INTERNAL_SERVER_ERROR;
 	free(l);
-	char why[128];
-	if (httpd_ready(h, &c, why, sizeof why))
-		return httpd_send_json(conn, MHD_HTTP_OK, json_pack("{s:s}", "status", "ready"),
-		                       NULL, NULL);
-	return httpd_send_json(
-	    conn, MHD_HTTP_SERVICE_UNAVAILABLE,
-	    json_pack("{s:s, s:s}", "status", c.draining ? "draining" : "not ready", "reason", why),
-	    NULL, NULL);
+	char why[512];
+	if (httpd_ready(h, &c, why, sizeof why)) {
+		*out = json_pack("{s:s}", "status", "ready");
+		return MHD_HTTP_OK;
+	}
+	*out =
+	    json_pack("{s:s, s:s}", "status", c.draining ? "draining" : "not ready", "reason", why);
+	return MHD_HTTP_SERVICE_UNAVAILABLE;
 }
 
-/* Prometheus label values escape backslash, double quote and newline. */
+static enum MHD_Result httpd_livez(struct httpd *h, struct MHD_Connection *conn)
+{
+	json_t *v;
+	unsigned st = httpd_livez_json(h, &v);
+	return httpd_send_json(conn, st, v, NULL, NULL);
+}
+
+static enum MHD_Result httpd_readyz(struct httpd *h, struct MHD_Connection *conn)
+{
+	json_t *v;
+	unsigned st = httpd_readyz_json(h, &v);
+	if (v == NULL)
+		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
+		                   NULL);
+	return httpd_send_json(conn, st, v, NULL, NULL);
+}
+
+/* The front door's answer to a health route (httpd_front.h): the same JSON
+ * as above, built on the front thread from the same snapshot. */
+static int httpd_front_health(void *ctx, const char *path, char **body, size_t *len)
+{
+	struct httpd *h = ctx;
+	json_t *v;
+	unsigned st =
+	    strcmp(path, "/readyz") == 0 ? httpd_readyz_json(h, &v) : httpd_livez_json(h, &v);
+	*body = NULL;
+	if (v == NULL)
+		return -1;
+	char *s = json_dumps(v, JSON_COMPACT);
+	json_decref(v);
+	if (s == NULL)
+		return -1;
+	size_t n = strlen(s);
+	char *b = realloc(s, n + 2);
+	if (b == NULL) {
+		free(s);
+		return -1;
+	}
+	b[n] = '\n';
+	b[n + 1] = '\0';
+	*body = b;
+	*len = n + 1;
+	return (int)st;
+}
+
 static void httpd_label(struct buf *b, const char *s)
 {
 	for (; *s; s++) {
@@ -426,23 +531,51 @@ static void httpd_refused_metrics(struct buf *b, const struct stats_counters *c)
 		           stats_refusal_names[i], c->refused[i]);
 }
 
-/* A Prometheus histogram: cumulative buckets, +Inf, sum (seconds) and count. */
+/* A Prometheus histogram: cumulative buckets (n bounds in seconds, then +Inf:
+ * counts[n + 1], not cumulative), sum (seconds) and count. */
+static void httpd_histogram(struct buf *b, const char *name, const char *help, const double *bounds,
+                            size_t n, const uint64_t *counts, uint64_t sum_us, uint64_t count)
+{
+	httpd_metric_head(b, name, "histogram", help);
+	uint64_t cum = 0;
+	for (size_t i = 0; i <= n; i++) {
+		cum += counts[i];
+		if (i < n)
+			buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, bounds[i], cum);
+	}
+	buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
+	buf_printf(b, "%s_sum %.6f\n", name, (double)sum_us / 1e6);
+	buf_printf(b, "%s_count %" PRIu64 "\n", name, count);
+}
+
 static void httpd_latency_metrics(struct buf *b, const struct stats_counters *c)
 {
-	static const char name[] = "mailport_message_accept_duration_seconds";
-	httpd_metric_head(b, name, "histogram",
-	                  "Time from the end of a message's data to its 250 reply (storing, "
-	                  "filter, synchronous webhook).");
-	uint64_t cum = 0;
-	for (size_t i = 0; i < STATS_LATENCY_BUCKETS; i++) {
-		cum += c->accept_latency[i];
-		buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, stats_latency_bounds[i],
-		           cum);
-	}
-	cum += c->accept_latency[STATS_LATENCY_BUCKETS];
-	buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
-	buf_printf(b, "%s_sum %.6f\n", name, (double)c->accept_latency_sum_us / 1e6);
-	buf_printf(b, "%s_count %" PRIu64 "\n", name, c->accept_latency_count);
+	httpd_histogram(b, "mailport_message_accept_duration_seconds",
+	                "Time from the end of a message's data to its 250 reply (storing, "
+	                "filter, synchronous webhook).",
+	                stats_latency_bounds, STATS_LATENCY_BUCKETS, c->accept_latency,
+	                c->accept_latency_sum_us, c->accept_latency_count);
+}
+
+/* Issue 12: the readiness probe's findings and the loop's lag (a histogram of
+ * how late the heartbeat fires, the same shape as the one above). */
+static void httpd_readiness_metrics(struct buf *b, const struct stats_counters *c)
+{
+	if (c->spool_probed)
+		httpd_metric(b, "mailport_spool_free_bytes", "gauge",
+		             "Bytes free for mailport on the spool's filesystem (latest probe).",
+		             c->spool_free_bytes);
+	httpd_metric(b, "mailport_spool_min_free_bytes", "gauge",
+	             "Free bytes SMTPD_SPOOL_MIN_FREE asks for (0: none).", c->spool_min_free);
+	httpd_metric(b, "mailport_readiness_probe_ok", "gauge",
+	             "1 when the latest readiness probe found the spool and listeners fine.",
+	             c->probe_ok);
+	httpd_metric(b, "mailport_readiness_probe_failures_total", "counter",
+	             "Readiness probes that found the spool or a listener failing.",
+	             c->probe_failures);
+	httpd_histogram(b, "mailport_loop_lag_seconds",
+	                "How late the SMTP loop's own heartbeat timer fires.", stats_lag_bounds,
+	                STATS_LAG_BUCKETS, c->loop_lag, c->loop_lag_sum_us, c->loop_lag_count);
 }
 
 static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *conn)
@@ -450,7 +583,7 @@ static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *con
 	struct stats_counters c;
 	struct stats_listener *l;
 	size_t n;
-	char why[128];
+	char why[512];
 	bool ready;
 	if (httpd_snapshot(h, &c, &l, &n, &ready, why, sizeof why) < 0)
 		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
@@ -495,6 +628,7 @@ static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *con
 	}
 	httpd_metric(&b, "mailport_store_failures_total", "counter",
 	             "Messages not stored because of a storage error.", c.store_failures);
+	httpd_readiness_metrics(&b, &c);
 	httpd_delivery_metrics(&b, &c);
 	httpd_metric(&b, "mailport_tls_handshakes_total", "counter", "TLS handshakes completed.",
 	             c.tls_handshakes);
@@ -502,6 +636,9 @@ static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *con
 	             "TLS handshakes that failed or timed out.", c.tls_handshake_failures);
 	httpd_metric(&b, "mailport_auth_failures_total", "counter",
 	             "AUTH attempts answered 535 (wrong user or password).", c.auth_failures);
+	httpd_metric(&b, "mailport_auth_blocked_total", "counter",
+	             "AUTH attempts answered 454 4.7.0: too many failures from the address.",
+	             c.auth_blocked);
 	httpd_latency_metrics(&b, &c);
 	httpd_listener_metric(&b, "mailport_listener_connections_active", "gauge",
 	                      "Open SMTP connections per listener.", l, n,
@@ -547,9 +684,12 @@ static enum MHD_Result httpd_messages(struct httpd *h, struct MHD_Connection *co
 	if (path == NULL)
 		return MHD_NO;
 	struct messages_reply r;
-	messages_handle(h->spool, method, path,
-	                MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit"),
-	                MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "offset"), &r);
+	struct messages_query q = {
+	    .limit = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit"),
+	    .offset = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "offset"),
+	    .before = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "before"),
+	};
+	messages_handle(h->spool, method, path, &q, &r);
 	free(path);
 	if (r.fd >= 0) {
 		/* libmicrohttpd owns the descriptor from here and sends the file. */
@@ -608,6 +748,34 @@ static bool httpd_authorized(struct httpd *h, struct MHD_Connection *conn)
 	return httpd_token_equal(h->token, h->token_len, v);
 }
 
+/* %HH decoding of the path and the query arguments, as libmicrohttpd's own,
+ * except that a control octet, raw or decoded (%00 above all), makes the whole
+ * value HTTPD_BAD_URL: a NUL would otherwise cut a path short, so that
+ * "/messages/<id>%00/../x" reached <id> (issue 13). httpd_access answers 400. */
+#define HTTPD_BAD_URL "\x01"
+static size_t httpd_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	(void)cls;
+	(void)conn;
+	size_t o = 0;
+	for (size_t i = 0; s[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '%' && isxdigit((unsigned char)s[i + 1]) &&
+		    isxdigit((unsigned char)s[i + 2])) {
+			char hex[3] = {s[i + 1], s[i + 2], '\0'};
+			c = (unsigned char)strtoul(hex, NULL, 16);
+			i += 2;
+		}
+		if (c < 0x20 || c == 0x7f) {
+			strcpy(s, HTTPD_BAD_URL);
+			return 1;
+		}
+		s[o++] = (char)c;
+	}
+	s[o] = '\0';
+	return o;
+}
+
 static enum MHD_Result httpd_access(void *cls, struct MHD_Connection *conn, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_data_size,
@@ -629,8 +797,24 @@ static enum MHD_Result httpd_access(void *cls, struct MHD_Connection *conn, cons
 		return MHD_YES;
 	}
 
+	if (strcmp(url, HTTPD_BAD_URL) == 0)
+		return httpd_error(conn, MHD_HTTP_BAD_REQUEST,
+		                   "bad request: control octet in the path", NULL, NULL);
 	/* libmicrohttpd has already cut the query string off; be sure anyway. */
 	size_t plen = strcspn(url, "?");
+	/* Without a token, DNS rebinding is stopped by the Host check; probes
+	 * (the pod's IP, or no check at all for health) are never refused. */
+	bool health = (plen == 6 && memcmp(url, "/livez", 6) == 0) ||
+	              (plen == 7 && memcmp(url, "/readyz", 7) == 0) ||
+	              (plen == 8 && memcmp(url, "/healthz", 8) == 0);
+	if (h->token_len == 0 && !health &&
+	    !httpd_host_allowed(
+	        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST),
+	        h->allowed_hosts))
+		return httpd_error(
+		    conn, MHD_HTTP_FORBIDDEN,
+		    "host not allowed: set SMTPD_HTTP_ALLOWED_HOSTS or SMTPD_HTTP_TOKEN", NULL,
+		    NULL);
 	if (plen >= 9 && memcmp(url, "/messages", 9) == 0 && (plen == 9 || url[9] == '/'))
 		return httpd_messages(h, conn, url, plen, method);
 	const struct httpd_route *route = NULL;
@@ -734,7 +918,8 @@ int httpd_start(const struct httpd_options *opt, struct httpd **out, char *err, 
 	h->spool = opt->spool;
 	h->version = strdup(opt->version ? opt->version : "");
 	h->token = strdup(opt->token ? opt->token : "");
-	if (h->version == NULL || h->token == NULL) {
+	h->allowed_hosts = strdup(opt->allowed_hosts ? opt->allowed_hosts : "");
+	if (h->version == NULL || h->token == NULL || h->allowed_hosts == NULL) {
 		httpd_stop(h);
 		snprintf(err, errlen, "HTTP side port: %s", strerror(ENOMEM));
 		return -ENOMEM;
@@ -748,18 +933,28 @@ int httpd_start(const struct httpd_options *opt, struct httpd **out, char *err, 
 		httpd_stop(h);
 		return fd;
 	}
-	/* No MHD_USE_ERROR_LOG: libmicrohttpd stays silent on stderr. */
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
-	if (opt->bind->family == AF_INET6)
-		flags |= MHD_USE_IPv6;
+	/* No MHD_USE_ERROR_LOG: libmicrohttpd stays silent on stderr. It listens
+	 * on nothing: the front door accepts and hands it whole request heads
+	 * (MHD_add_connection, which needs MHD_USE_ITC to wake its thread). */
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+	                 MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
 	errno = 0;
-	h->daemon = MHD_start_daemon(
-	    flags, 0, NULL, NULL, httpd_access, h, MHD_OPTION_LISTEN_SOCKET, (MHD_socket)fd,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)HTTPD_CONNECTION_LIMIT,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPD_CONNECTION_TIMEOUT, MHD_OPTION_END);
+	h->daemon =
+	    MHD_start_daemon(flags, 0, NULL, NULL, httpd_access, h, MHD_OPTION_CONNECTION_LIMIT,
+	                     (unsigned)HTTPD_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+	                     (unsigned)HTTPD_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
+	                     (unsigned)HTTPD_CONNECTION_TIMEOUT, MHD_OPTION_UNESCAPE_CALLBACK,
+	                     httpd_unescape, NULL, MHD_OPTION_END);
+	int e = errno ? errno : EIO;
 	if (h->daemon == NULL) {
-		int e = errno ? errno : EIO;
 		close(fd);
+		snprintf(err, errlen, "cannot start the HTTP server on %s: %s", opt->bind->text,
+		         strerror(e));
+		httpd_stop(h);
+		return -e;
+	}
+	e = -httpd_front_start(fd, h->daemon, httpd_front_health, h, &h->front);
+	if (e != 0) {
 		snprintf(err, errlen, "cannot start the HTTP server on %s: %s", opt->bind->text,
 		         strerror(e));
 		httpd_stop(h);
@@ -773,156 +968,18 @@ void httpd_stop(struct httpd *h)
 {
 	if (h == NULL)
 		return;
-	/* Joins the thread and closes the listening socket and every connection. */
+	/* The front door first: it hands connections to the daemon. */
+	httpd_front_stop(h->front);
+	/* Joins the thread and closes every connection. */
 	if (h->daemon)
 		MHD_stop_daemon(h->daemon);
 	free(h->version);
 	free(h->token);
+	free(h->allowed_hosts);
 	free(h);
 }
 
 uint16_t httpd_port(const struct httpd *h)
 {
 	return h->port;
-}
-
-/* ---- --healthcheck ------------------------------------------------------- */
-
-/* The SMTPD_HTTP value, parsed by the same endpoint_parse_hostport() that the
- * service uses, so --healthcheck accepts exactly what the service does. An ANY
- * address is probed on the loopback of its family: it answers there too, and
- * nothing else is certain to reach it. Returns 0 or -1. */
-static int httpd_probe_addr(const char *s, struct endpoint *ep)
-{
-	if (endpoint_parse_hostport(s, ep) < 0)
-		return -1;
-	if (!ep->any)
-		return 0;
-	if (ep->family == AF_INET) {
-		struct sockaddr_in sin;
-		memcpy(&sin, &ep->addr, sizeof sin);
-		sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		memcpy(&ep->addr, &sin, sizeof sin);
-		snprintf(ep->text, sizeof ep->text, "127.0.0.1:%u", (unsigned)ep->port);
-	} else {
-		struct sockaddr_in6 sin6;
-		memcpy(&sin6, &ep->addr, sizeof sin6);
-		sin6.sin6_addr = in6addr_loopback;
-		memcpy(&ep->addr, &sin6, sizeof sin6);
-		snprintf(ep->text, sizeof ep->text, "[::1]:%u", (unsigned)ep->port);
-	}
-	return 0;
-}
-
-/* Wait for `events` on fd until the deadline. Returns 0 or -ETIMEDOUT / -errno. */
-static int httpd_wait(int fd, short events, uint64_t deadline)
-{
-	for (;;) {
-		uint64_t now = stats_now_ms();
-		if (now >= deadline)
-			return -ETIMEDOUT;
-		struct pollfd pfd = {.fd = fd, .events = events};
-		int rc = poll(&pfd, 1, (int)(deadline - now));
-		if (rc > 0)
-			return 0;
-		if (rc == 0)
-			return -ETIMEDOUT;
-		if (errno != EINTR)
-			return -errno;
-	}
-}
-
-/* Connect, send GET /readyz, read the status line. Returns the HTTP
- * status (100-599), -EPROTO for a reply that is not HTTP, or a negative errno. */
-static int httpd_probe(const struct sockaddr_storage *ss, socklen_t sl)
-{
-	uint64_t deadline = stats_now_ms() + HTTPD_HEALTHCHECK_MS;
-	int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	int rc = 0;
-	if (connect(fd, (const struct sockaddr *)ss, sl) < 0) {
-		if (errno != EINPROGRESS) {
-			rc = -errno;
-			goto out;
-		}
-		if ((rc = httpd_wait(fd, POLLOUT, deadline)) < 0)
-			goto out;
-		int soerr = 0;
-		socklen_t len = sizeof soerr;
-		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-			soerr = errno;
-		if (soerr) {
-			rc = -soerr;
-			goto out;
-		}
-	}
-	static const char req[] = "GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n";
-	size_t sent = 0;
-	while (sent < sizeof req - 1) {
-		ssize_t n = send(fd, req + sent, sizeof req - 1 - sent, MSG_NOSIGNAL);
-		if (n > 0) {
-			sent += (size_t)n;
-		} else if (n < 0 && errno == EAGAIN) {
-			if ((rc = httpd_wait(fd, POLLOUT, deadline)) < 0)
-				goto out;
-		} else if (n < 0 && errno != EINTR) {
-			rc = -errno;
-			goto out;
-		}
-	}
-	/* Only the status line matters: "HTTP/1.1 200 OK". */
-	char line[64] = "";
-	size_t got = 0;
-	while (got < sizeof line - 1 && memchr(line, '\n', got) == NULL) {
-		ssize_t n = recv(fd, line + got, sizeof line - 1 - got, 0);
-		if (n > 0) {
-			got += (size_t)n;
-		} else if (n == 0) {
-			break;
-		} else if (errno == EAGAIN) {
-			if ((rc = httpd_wait(fd, POLLIN, deadline)) < 0)
-				goto out;
-		} else if (errno != EINTR) {
-			rc = -errno;
-			goto out;
-		}
-	}
-	line[got] = '\0';
-	if (got < 12 || strncmp(line, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)line[7]) ||
-	    line[8] != ' ' || !isdigit((unsigned char)line[9]) ||
-	    !isdigit((unsigned char)line[10]) || !isdigit((unsigned char)line[11]) ||
-	    (line[12] != ' ' && line[12] != '\r' && line[12] != '\n' && line[12] != '\0')) {
-		rc = -EPROTO;
-		goto out;
-	}
-	rc = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
-out:
-	close(fd);
-	return rc;
-}
-
-int httpd_healthcheck(const char *http)
-{
-	if (http == NULL || *http == '\0' || strcasecmp(http, "off") == 0) {
-		fprintf(stderr, "mailport: healthcheck: the HTTP side port is off (SMTPD_HTTP)\n");
-		return 1;
-	}
-	struct endpoint ep;
-	if (httpd_probe_addr(http, &ep) < 0) {
-		fprintf(stderr, "mailport: healthcheck: SMTPD_HTTP: \"%s\" is not address:port\n",
-		        http);
-		return 1;
-	}
-	int rc = httpd_probe(&ep.addr, ep.addrlen);
-	const char *text = ep.text;
-	if (rc == 200)
-		return 0;
-	if (rc == -EPROTO)
-		fprintf(stderr, "mailport: healthcheck: %s: not an HTTP reply\n", text);
-	else if (rc < 0)
-		fprintf(stderr, "mailport: healthcheck: %s: %s\n", text, strerror(-rc));
-	else
-		fprintf(stderr, "mailport: healthcheck: %s: answered %d\n", text, rc);
-	return 1;
 }

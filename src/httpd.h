@@ -6,6 +6,7 @@
 #ifndef MAILPORT_HTTPD_H
 #define MAILPORT_HTTPD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,7 @@ struct httpd_options {
 	const struct endpoint *bind; /* address:port to listen on */
 	const char *version;         /* MAILPORT_VERSION */
 	const char *token;           /* SMTPD_HTTP_TOKEN, "" = none (protects /metrics) */
+	const char *allowed_hosts;   /* SMTPD_HTTP_ALLOWED_HOSTS, checked when there is no token */
 	struct stats *stats;         /* outlives the httpd */
 	struct spool *spool;         /* the /messages API (outlives the httpd); NULL: empty */
 };
@@ -37,5 +39,10 @@ uint16_t httpd_port(const struct httpd *h);
  * Returns 0 when it answered 200, 1 otherwise (and "off" is 1). Blocking; used
  * only by the separate --healthcheck process. */
 int httpd_healthcheck(const char *http);
+
+/* The Host check of a side port without a token (SPEC 3): true when host
+ * (a Host header value, port and all; NULL when absent) is an IP literal,
+ * localhost, or matches the comma list `allowed` ("a.example, *.b.example"). */
+bool httpd_host_allowed(const char *host, const char *allowed);
 
 #endif

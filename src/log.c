@@ -73,19 +73,44 @@ static void log_json_string(struct buf *b, const char *s)
 	buf_append(b, "\"", 1);
 }
 
-/* Text lines must stay one line: control characters a client sent are shown
- * as '?'. */
+/* logfmt (SPEC 7): a value made only of [A-Za-z0-9._:@/+-] is written bare;
+ * anything else is quoted, with a double quote and a backslash escaped by a
+ * backslash and control octets written as \n, \r, \t or \xHH, so a value a
+ * client chose can never end its quotes, start another field or another line. */
+static bool log_bare_char(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       strchr("._:@/+-", c) != NULL;
+}
+
 static void log_text_value(struct buf *b, const char *s)
 {
-	bool quote = strchr(s, ' ') != NULL || *s == '\0';
-	if (quote)
-		buf_append(b, "\"", 1);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		char c = (*p < 0x20 || *p == 0x7f) ? '?' : (char)*p;
-		buf_append(b, &c, 1);
+	bool quote = *s == '\0';
+	for (const unsigned char *p = (const unsigned char *)s; *p && !quote; p++)
+		quote = !log_bare_char(*p);
+	if (!quote) {
+		buf_append(b, s, strlen(s));
+		return;
 	}
-	if (quote)
-		buf_append(b, "\"", 1);
+	buf_append(b, "\"", 1);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		unsigned char c = *p;
+		if (c == '"' || c == '\\') {
+			char e[2] = {'\\', (char)c};
+			buf_append(b, e, 2);
+		} else if (c == '\n') {
+			buf_append(b, "\\n", 2);
+		} else if (c == '\r') {
+			buf_append(b, "\\r", 2);
+		} else if (c == '\t') {
+			buf_append(b, "\\t", 2);
+		} else if (c < 0x20 || c == 0x7f) {
+			buf_printf(b, "\\x%02x", c);
+		} else {
+			buf_append(b, p, 1);
+		}
+	}
+	buf_append(b, "\"", 1);
 }
 
 void log_event(enum config_log_level level, const struct log_ctx *ctx, const char *msg,
@@ -129,10 +154,15 @@ void log_event(enum config_log_level level, const struct log_ctx *ctx, const cha
 			char c = (*p < 0x20 || *p == 0x7f) ? '?' : (char)*p;
 			buf_append(&b, &c, 1);
 		}
-		if (ctx && ctx->client)
-			buf_printf(&b, " client=%s", ctx->client);
-		if (ctx && ctx->listener)
-			buf_printf(&b, " listener=%s", ctx->listener);
+		if (ctx && ctx->client) {
+			buf_append(&b, " client=", 8);
+			log_text_value(&b, ctx->client);
+		}
+		if (ctx && ctx->listener) {
+			buf_append(&b, " listener=", 10);
+			log_text_value(&b, ctx->listener);
+		}
+		/* Keys are ours (fixed names), values may be anybody's. */
 		for (size_t i = 0; kv && kv[i] && kv[i + 1]; i += 2) {
 			buf_printf(&b, " %s=", kv[i]);
 			log_text_value(&b, kv[i + 1]);

@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "spool.h"
+#include "spool_index.h"
 
 /* A message found by a listing may move (new -> cur/failed) before it is read:
  * look it up again this many times before calling it gone. */
@@ -107,35 +108,9 @@ const char *messages_header(json_t *headers, const char *name)
 	return NULL;
 }
 
-struct messages_key {
-	bool ok;
-	unsigned long long sec, usec, q;
-};
-
-static struct messages_key messages_key_of(const char *id)
-{
-	struct messages_key k = {0};
-	unsigned long long pid;
-	int n = 0;
-	if (sscanf(id, "%llu.M%lluP%lluQ%llu%n", &k.sec, &k.usec, &pid, &k.q, &n) == 4 && n > 0)
-		k.ok = true;
-	return k;
-}
-
 int messages_id_newer(const char *a, const char *b)
 {
-	struct messages_key ka = messages_key_of(a), kb = messages_key_of(b);
-	if (ka.ok != kb.ok)
-		return ka.ok ? -1 : 1;
-	if (ka.ok) {
-		if (ka.sec != kb.sec)
-			return ka.sec > kb.sec ? -1 : 1;
-		if (ka.usec != kb.usec)
-			return ka.usec > kb.usec ? -1 : 1;
-		if (ka.q != kb.q)
-			return ka.q > kb.q ? -1 : 1;
-	}
-	return -strcmp(a, b);
+	return spool_index_id_newer(a, b);
 }
 
 int messages_parse_count(const char *s, size_t def, size_t max, size_t *out)
@@ -182,10 +157,12 @@ static json_t *messages_envelope(struct spool *sp, const char *id)
 }
 
 /* One entry: the envelope, "subject", "state", and with want_headers the
- * parsed headers. Returns NULL when the message is gone (-ENOENT in *err). */
-static json_t *messages_entry(struct spool *sp, const char *id, enum spool_state st,
+ * parsed headers. *stp is where to look first, and where the message was
+ * found. Returns NULL when the message is gone (-ENOENT in *err). */
+static json_t *messages_entry(struct spool *sp, const char *id, enum spool_state *stp,
                               bool want_headers, int *err)
 {
+	enum spool_state st = *stp;
 	char *data = NULL;
 	size_t len = 0;
 	int rc = -ENOENT;
@@ -202,6 +179,7 @@ static json_t *messages_entry(struct spool *sp, const char *id, enum spool_state
 		*err = rc;
 		return NULL;
 	}
+	*stp = st;
 	json_t *headers = messages_parse_headers(data, len);
 	free(data);
 	json_t *o = messages_envelope(sp, id);
@@ -225,75 +203,89 @@ static json_t *messages_entry(struct spool *sp, const char *id, enum spool_state
 	return o;
 }
 
-struct messages_ref {
-	char *id;
-	enum spool_state st;
-};
+/* Most rounds of a listing: each round after the first is there only because
+ * messages of the page were found gone (and dropped from the index). */
+#define MESSAGES_LIST_ROUNDS 8
 
-static int messages_ref_cmp(const void *a, const void *b)
+/* Append to msgs the entries of one page of the index (newest first, after
+ * before and offset), at most limit. A message found gone is dropped from the
+ * index (another program removed it); one found in another directory than the
+ * index says gets its state there. *gone counts the dropped ones. Returns 0,
+ * -ENOENT (before not in the index) or another -errno. */
+static int messages_page(struct spool *sp, const char *before, size_t offset, size_t limit,
+                         json_t *msgs, size_t *gone, size_t *total)
 {
-	const struct messages_ref *x = a, *y = b;
-	return messages_id_newer(x->id, y->id);
+	struct spool_index *ix = spool_get_index(sp);
+	struct spool_index_item *items = limit ? malloc(limit * sizeof *items) : NULL;
+	if (limit && items == NULL)
+		return -ENOMEM;
+	size_t n = 0;
+	int rc = spool_index_page(ix, before, offset, limit, items, &n, total);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		int err = 0;
+		enum spool_state st = items[i].state;
+		json_t *e = messages_entry(sp, items[i].id, &st, false, &err);
+		if (e != NULL) {
+			if (json_array_append_new(msgs, e) < 0)
+				rc = -ENOMEM;
+			if (st != items[i].state)
+				spool_index_update(ix, items[i].id, st);
+		} else if (err == -ENOENT) {
+			if (spool_index_del(ix, items[i].id) == 0)
+				(*gone)++;
+		} else {
+			rc = err;
+		}
+	}
+	free(items);
+	return rc;
 }
 
-static void messages_list(struct spool *sp, const char *limit_s, const char *offset_s,
+static void messages_list(struct spool *sp, const struct messages_query *q,
                           struct messages_reply *out)
 {
 	size_t limit, offset;
-	if (messages_parse_count(limit_s, MESSAGES_LIMIT_DEFAULT, MESSAGES_LIMIT_MAX, &limit) < 0) {
+	if (messages_parse_count(q->limit, MESSAGES_LIMIT_DEFAULT, MESSAGES_LIMIT_MAX, &limit) <
+	    0) {
 		messages_error(out, 400, "limit must be a number from 0 to 1000");
 		return;
 	}
-	if (messages_parse_count(offset_s, 0, SIZE_MAX / 2, &offset) < 0) {
+	if (messages_parse_count(q->offset, 0, SIZE_MAX / 2, &offset) < 0) {
 		messages_error(out, 400, "offset must be a number");
 		return;
 	}
-	struct messages_ref *refs = NULL;
-	size_t n = 0;
-	int rc = 0;
-	for (int st = 0; sp && st < SPOOL_STATES && rc == 0; st++) {
-		char **ids;
-		size_t nids;
-		rc = spool_list_ids(sp, (enum spool_state)st, &ids, &nids);
-		if (rc < 0)
-			break;
-		struct messages_ref *nr = nids ? realloc(refs, (n + nids) * sizeof *nr) : refs;
-		if (nids && nr == NULL) {
-			rc = -ENOMEM;
-		} else {
-			refs = nr;
-			for (size_t i = 0; i < nids; i++) {
-				refs[n].id = ids[i];
-				refs[n++].st = (enum spool_state)st;
-				ids[i] = NULL;
-			}
-		}
-		spool_ids_free(ids, nids);
+	const char *before = q->before && q->before[0] ? q->before : NULL;
+	if (before && (!spool_id_valid(before) || sp == NULL)) {
+		messages_error(out, 400, "before must be the id of a message");
+		return;
 	}
 	json_t *msgs = json_array();
-	if (rc == 0 && msgs == NULL)
-		rc = -ENOMEM;
-	if (rc == 0 && n > 1)
-		qsort(refs, n, sizeof *refs, messages_ref_cmp);
-	/* A message seen in two directories (moved during the listing) counts once. */
-	size_t total = 0;
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		if (i > 0 && strcmp(refs[i].id, refs[i - 1].id) == 0)
-			continue;
-		if (total++ < offset || json_array_size(msgs) >= limit)
-			continue;
-		int err = 0;
-		json_t *e = messages_entry(sp, refs[i].id, refs[i].st, false, &err);
-		if (e)
-			json_array_append_new(msgs, e);
-		else if (err == -ENOENT)
-			total--; /* deleted meanwhile */
-		else
-			rc = err;
+	if (msgs == NULL) {
+		messages_error(out, 500, strerror(ENOMEM));
+		return;
 	}
-	for (size_t i = 0; i < n; i++)
-		free(refs[i].id);
-	free(refs);
+	size_t total = 0;
+	int rc = 0;
+	/* A round that found messages gone asks for as many more, from where the
+	 * last one ended: the gone ones left the index, so the same before and
+	 * offset plus what was taken name the next ones. Bounded: a spool emptied
+	 * behind our back costs a few short rounds, then a short page. */
+	for (int round = 0; sp && rc == 0 && round < MESSAGES_LIST_ROUNDS; round++) {
+		size_t have = json_array_size(msgs), gone = 0;
+		if (have >= limit && round > 0)
+			break;
+		rc = messages_page(sp, before, offset + have, limit - have, msgs, &gone, &total);
+		if (rc == -ENOENT && round > 0)
+			rc = 0; /* the cursor itself went meanwhile: this page is it */
+		if (gone == 0 || rc < 0)
+			break;
+		total = spool_index_total(spool_get_index(sp), NULL);
+	}
+	if (rc == -ENOENT) {
+		json_decref(msgs);
+		messages_error(out, 400, "before: no such message");
+		return;
+	}
 	if (rc < 0) {
 		json_decref(msgs);
 		messages_error(out, 500, strerror(-rc));
@@ -319,7 +311,14 @@ static void messages_one(struct spool *sp, const char *id, const char *what, con
 		return;
 	}
 	enum spool_state st = SPOOL_STATE_NEW;
-	int rc = sp && spool_id_valid(id) ? spool_locate(sp, id, &st) : -ENOENT;
+	int rc = -ENOENT;
+	/* The index knows the directory; the disk is asked only about an id it
+	 * does not have (spool_locate may read all of cur/ for a Maildir name). */
+	if (sp && spool_id_valid(id)) {
+		rc = spool_index_get(spool_get_index(sp), id, &st);
+		if (rc < 0)
+			rc = spool_locate(sp, id, &st);
+	}
 	bool did = false;
 	for (int i = 0; rc == 0 && i < MESSAGES_LOOKUPS; i++) {
 		if (del) {
@@ -327,7 +326,7 @@ static void messages_one(struct spool *sp, const char *id, const char *what, con
 		} else if (raw) {
 			rc = spool_open_message(sp, st, id, &out->fd, &out->size);
 		} else {
-			json_t *e = messages_entry(sp, id, st, true, &rc);
+			json_t *e = messages_entry(sp, id, &st, true, &rc);
 			if (e) {
 				out->status = 200;
 				out->json = e;
@@ -354,9 +353,10 @@ static void messages_one(struct spool *sp, const char *id, const char *what, con
 	out->status = del ? 204 : 200;
 }
 
-void messages_handle(struct spool *sp, const char *method, const char *path, const char *limit,
-                     const char *offset, struct messages_reply *out)
+void messages_handle(struct spool *sp, const char *method, const char *path,
+                     const struct messages_query *q, struct messages_reply *out)
 {
+	static const struct messages_query none = {0};
 	memset(out, 0, sizeof *out);
 	out->fd = -1;
 	if (path[0] == '\0' || strcmp(path, "/") == 0) {
@@ -365,7 +365,7 @@ void messages_handle(struct spool *sp, const char *method, const char *path, con
 			messages_error(out, 405, "method not allowed");
 			return;
 		}
-		messages_list(sp, limit, offset, out);
+		messages_list(sp, q ? q : &none, out);
 		return;
 	}
 	if (path[0] != '/') {
@@ -376,7 +376,8 @@ void messages_handle(struct spool *sp, const char *method, const char *path, con
 	const char *slash = strchr(path, '/');
 	size_t idlen = slash ? (size_t)(slash - path) : strlen(path);
 	char id[SPOOL_ID_MAX];
-	if (idlen == 0 || idlen >= sizeof id) {
+	/* Ids match exactly (SPEC 3): "/<id>/" is not "/<id>". */
+	if (idlen == 0 || idlen >= sizeof id || (slash && slash[1] == '\0')) {
 		messages_error(out, 404, "no such message");
 		return;
 	}

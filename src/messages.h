@@ -1,7 +1,8 @@
 /* messages: the /messages API of the HTTP side port (SPEC 3), which makes the
  * spool browsable (a mail catcher for CI) and lets an operator drop messages.
  *
- *   GET    /messages?limit=&offset=  {"total":N,"messages":[entry...]}, newest first
+ *   GET    /messages?limit=&offset=&before=
+ *                                    {"total":N,"messages":[entry...]}, newest first
  *   GET    /messages/{id}            entry + "headers":[{"name":..,"value":..}...]
  *   GET    /messages/{id}/raw        the stored file, message/rfc822
  *   DELETE /messages/{id}            204; the message and its envelope removed
@@ -12,10 +13,16 @@
  * (spool_id_valid: no '/', no leading dot) is a 404, so no path can escape the
  * spool.
  *
+ * The listing takes its page from the spool's index (spool_index.h), never
+ * from a directory: a page of N costs N envelope and header reads whatever the
+ * spool holds. before=<id> is a cursor: the page starts at the newest message
+ * strictly older than that id (then skips offset more); an id that is invalid or
+ * not in the spool is a 400. "total" is the number of messages in the index.
+ *
  * This runs on libmicrohttpd's thread and reads files directly: the loop moves
  * and removes messages meanwhile, so a message found by the listing may be gone
- * (or elsewhere) when it is read; such a message is looked up again or left out,
- * never an error. */
+ * (or elsewhere) when it is read; such a message is looked up again or left out
+ * (and dropped from the index), never an error. */
 #ifndef MAILPORT_MESSAGES_H
 #define MAILPORT_MESSAGES_H
 
@@ -42,11 +49,18 @@ struct messages_reply {
 	const char *allow;   /* 405: the Allow header */
 };
 
+/* The query parameters of a request, each the raw value or NULL when absent. */
+struct messages_query {
+	const char *limit;
+	const char *offset;
+	const char *before; /* a message id: the page starts after it (older) */
+};
+
 /* Answer one request. path is what follows "/messages" in the URL ("", "/",
- * "/<id>", "/<id>/raw"); limit and offset are the query values or NULL. sp NULL
+ * "/<id>", "/<id>/raw"); q may be NULL (no parameters). sp NULL
  * (SMTPD_DELIVER=discard) is an empty spool. */
-void messages_handle(struct spool *sp, const char *method, const char *path, const char *limit,
-                     const char *offset, struct messages_reply *out);
+void messages_handle(struct spool *sp, const char *method, const char *path,
+                     const struct messages_query *q, struct messages_reply *out);
 
 /* ---- pure parts (unit-tested) ---- */
 
@@ -62,7 +76,8 @@ const char *messages_header(struct json_t *headers, const char *name);
 
 /* Order of ids for "newest first": < 0 when a is newer than b. Our ids start
  * with "<seconds>.M<microseconds>P<pid>Q<counter>", compared as numbers in that
- * order; ids that do not parse come last, by name. */
+ * order; ids that do not parse come last, by name. The index's order: this is
+ * spool_index_id_newer(). */
 int messages_id_newer(const char *a, const char *b);
 
 /* A decimal query parameter in [0, max]; NULL or "" gives def. Returns 0 or -1. */

@@ -8,9 +8,12 @@
 #include <string.h>
 
 #include "auth.h"
+#include "auth_limit.h"
 #include "deliver.h"
+#include "fdlimit.h"
 #include "httpd.h"
 #include "log.h"
+#include "readiness.h"
 #include "reaper.h"
 #include "spool.h"
 
@@ -25,6 +28,7 @@ static void server_finish(struct server *srv)
 {
 	/* Filters, webhook requests, curl's handles: nothing may keep the loop. */
 	deliver_stop(srv);
+	readiness_stop(srv);
 	uv_close((uv_handle_t *)&srv->heartbeat, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->grace, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->sigterm, server_on_handle_closed);
@@ -152,8 +156,9 @@ static void server_tls_reload(struct server *srv, const char *why)
 		srv->tls_reload_again = true;
 		return;
 	}
-	tlsio_stamp_get(&srv->tls_settings, &srv->tls_attempt);
-	int rc = tlsio_ctx_load_async(srv->loop, &srv->tls_settings, server_tls_loaded, srv);
+	/* The files' stamp (two stat() calls) is taken on the thread pool too. */
+	int rc = tlsio_ctx_reload_async(srv->loop, &srv->tls_settings, &srv->tls_attempt,
+	                                server_tls_loaded, srv);
 	if (rc < 0) {
 		log_error("TLS certificate not reloaded: %s", uv_strerror(rc));
 		return;
@@ -266,9 +271,21 @@ static int server_security_init(struct server *srv, char *err, size_t errlen)
 		if (rc < 0)
 			return rc == TLSIO_ERR_CONFIG ? 2 : 1;
 	}
-	if (cfg->auth != CONFIG_MODE_OFF &&
+	if (cfg->auth != CONFIG_MODE_OFF && cfg->auth != CONFIG_AUTH_ANY &&
 	    auth_users_load(cfg->auth_users_file, &srv->users, err, errlen) < 0)
 		return 1;
+	if (cfg->auth != CONFIG_MODE_OFF && cfg->auth != CONFIG_AUTH_ANY &&
+	    cfg->auth_max_failures > 0) {
+		srv->auth_limit =
+		    auth_limit_new((unsigned)cfg->auth_max_failures, AUTH_LIMIT_ENTRIES);
+		if (srv->auth_limit == NULL) {
+			snprintf(err, errlen, "out of memory");
+			return 1;
+		}
+	}
+	if (cfg->auth == CONFIG_AUTH_ANY)
+		log_warn("SMTPD_AUTH=any: every AUTH succeeds with any user name and password; "
+		         "for test catchers only, never on a port the Internet reaches");
 	/* Logged once both worked: a start-up failure is one line (SPEC 1). */
 	if (srv->tls != NULL && tlsio_ctx_self_signed(srv->tls))
 		log_warn("TLS: no SMTPD_TLS_CERT given: generated a self-signed ECDSA P-256 "
@@ -296,13 +313,23 @@ static void server_security_free(struct server *srv)
 	srv->tls = NULL;
 	auth_users_unref(srv->users);
 	srv->users = NULL;
+	auth_limit_free(srv->auth_limit);
+	srv->auth_limit = NULL;
 	free(srv->tls_addresses);
 	srv->tls_addresses = NULL;
 }
 
+/* Also measures the loop's lag (issue 12): how much later than
+ * STATS_HEARTBEAT_MS after the previous beat this one runs. Whatever held the
+ * loop (a blocking call, a long callback, CPU starvation) shows up here. */
 static void server_on_heartbeat(uv_timer_t *t)
 {
 	struct server *srv = t->data;
+	uint64_t now = uv_hrtime();
+	uint64_t due = srv->beat_last_ns + (uint64_t)STATS_HEARTBEAT_MS * 1000000u;
+	if (srv->beat_last_ns != 0)
+		stats_observe_lag(&srv->stats, now > due ? (now - due) / 1000u : 0, stats_now_ms());
+	srv->beat_last_ns = now;
 	stats_beat(&srv->stats);
 }
 
@@ -319,6 +346,7 @@ static int server_start_http(struct server *srv, char *err, size_t errlen)
 	    .bind = &http_ep,
 	    .version = MAILPORT_VERSION,
 	    .token = srv->cfg->http_token,
+	    .allowed_hosts = srv->cfg->http_allowed_hosts,
 	    .stats = &srv->stats,
 	    .spool = srv->spool,
 	};
@@ -343,6 +371,14 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 	srv.loop = &loop;
 	/* A peer that closes while we write must give EPIPE, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
+	/* SPEC 7: the soft RLIMIT_NOFILE up to the hard one, and no more
+	 * connections than there are descriptors for (one per listener kept). */
+	struct fdlimit fl;
+	char fdwarn[512];
+	fdlimit_setup(cfg->max_connections, eps->n, &fl, fdwarn, sizeof fdwarn);
+	if (fdwarn[0] != '\0')
+		log_warn("%s", fdwarn);
+	srv.max_connections = fl.max_connections;
 
 	int code = 1;
 	/* Validated by config_load with the same parser: this does not fail. */
@@ -363,6 +399,8 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 		goto out_stats;
 	}
 	free(tls_modes);
+	srv.stats.c.max_connections = fl.max_connections;
+	srv.stats.c.nofile_limit = fl.nofile;
 	int sec = server_security_init(&srv, err, errlen);
 	if (sec != 0) {
 		code = sec;
@@ -393,6 +431,9 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 	uv_timer_init(&loop, &srv.heartbeat);
 	srv.heartbeat.data = &srv;
 	uv_timer_start(&srv.heartbeat, server_on_heartbeat, STATS_HEARTBEAT_MS, STATS_HEARTBEAT_MS);
+	/* Issue 12: readiness re-probed off the loop, so it recovers by itself. */
+	if (readiness_start(&srv) < 0)
+		log_warn("out of memory: /readyz is not re-probed (store results still count)");
 	uv_timer_init(&loop, &srv.grace);
 	srv.grace.data = &srv;
 	uv_signal_init(&loop, &srv.sigterm);
@@ -426,6 +467,7 @@ out_listeners:
 	/* Let the close callbacks of whatever was opened run. */
 	uv_run(&loop, UV_RUN_DEFAULT);
 	deliver_free(&srv);
+	readiness_free(&srv);
 	free(srv.listeners);
 	free(srv.client_buckets); /* every chain is empty once the sessions are gone */
 	spool_close(srv.spool);

@@ -22,6 +22,7 @@ struct session;
 struct spool;
 struct httpd;
 struct auth_users;
+struct readiness;
 
 /* SPEC 6: how a listener speaks TLS (the "tls" of /status). */
 enum listener_tls {
@@ -38,6 +39,18 @@ struct listener {
 	bool open;    /* tcp handle initialised and not yet closed */
 	bool proxy;   /* on SMTPD_PROXY_PORTS: a PROXY header comes before the greeting */
 	enum listener_tls tls;
+	/* Issue 12: an accept error marks the listener not ready (err, err_new:
+	 * since the last probe); one that leaves the socket dead closes the handle
+	 * (closing until its close callback), and the readiness probe listens anew. */
+	int err;
+	bool err_new;
+	bool closing;
+	unsigned errors_in_row; /* accept errors since the last connection */
+	/* Out of memory at accept: the connection goes into `spare` and is closed at
+	 * once, so libuv keeps polling the listener (it stops until uv_accept). */
+	uv_tcp_t spare;
+	bool spare_busy;     /* spare is closing */
+	bool accept_waiting; /* a connection waits for the spare's close callback */
 };
 
 struct server {
@@ -52,6 +65,7 @@ struct server {
 	struct deliver_state *deliver; /* deliver.c: filters and the webhook */
 
 	uv_timer_t heartbeat;
+	uint64_t beat_last_ns; /* uv_hrtime() of the last beat: loop lag (issue 12) */
 	uv_timer_t grace;
 	uv_signal_t sigterm;
 	uv_signal_t sigint;
@@ -63,11 +77,18 @@ struct server {
 	 * a hash of SESSION_CLIENT_BUCKETS chains, allocated on first use. */
 	struct session_client **client_buckets;
 	uint64_t nsessions;
+	uint64_t max_connections;      /* SMTPD_MAX_CONNECTIONS, lowered to fit RLIMIT_NOFILE */
+	struct auth_limit *auth_limit; /* failed AUTH per address; NULL: AUTH off or no limit */
 	uint64_t next_session_id;
 	uint64_t next_message_id; /* ids of discarded messages */
 
 	bool draining;
 	bool grace_over;
+
+	/* Issue 12 (readiness.c): the periodic probe, and what its latest run found
+	 * about SMTPD_SPOOL_MIN_FREE, which the SMTP core reads at MAIL. */
+	struct readiness *readiness;
+	bool spool_low;
 
 	/* SMTPD_PROXY_TRUSTED: the peers allowed to send a PROXY header. */
 	struct proxy_proto_cidr proxy_trusted[PROXY_PROTO_CIDRS_MAX];
@@ -101,6 +122,16 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 /* listener.c */
 int listener_open_all(struct server *srv, char *err, size_t errlen);
 void listener_close_all(struct server *srv);
+/* The readiness probe's turn (loop thread): a listener whose socket stopped
+ * listening is closed, a closed failed one listens anew, an error older than
+ * one probe is forgotten; /status and /readyz are told. */
+void listener_probe(struct server *srv);
+/* Memory for a new session: calloc, or NULL. In test builds (sanitizers or
+ * MAILPORT_TEST_HOOKS) MAILPORT_TEST_FAIL_ACCEPT_ALLOC=N makes the first N fail. */
+void *listener_session_alloc(size_t size);
+/* session_accept found no memory for the session: take the connection into the
+ * listener's spare handle and close it (connections.refused, out_of_memory). */
+void listener_refuse_oom(struct listener *l);
 
 /* session.c */
 /* A new connection is waiting on l: accept it (or refuse it over a limit). */

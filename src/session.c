@@ -24,11 +24,13 @@
 #include <time.h>
 
 #include "auth.h"
+#include "auth_limit.h"
 #include "buf.h"
 #include "log.h"
 #include "server.h"
 #include "smtp_proto.h"
 #include "deliver.h"
+#include "readiness.h"
 #include "spool.h"
 
 /* Bytes read per read call, and the most unconsumed input a session holds. */
@@ -94,7 +96,8 @@ struct session {
 	bool replied;      /* output was flushed since the deadline was last set */
 	uint64_t deadline; /* loop time (ms) the timer fires at; 0 = none */
 	bool greeted;
-	bool draining;   /* tell 421 at the end of the transaction */
+	bool draining; /* tell 421 at the end of the transaction */
+	unsigned refusals_logged;
 	uint64_t eom_ns; /* uv_hrtime() at the end of the message's data (/metrics) */
 
 	/* I/O (SPEC 6): plain, or TLS after STARTTLS / on a TLS port. */
@@ -567,11 +570,16 @@ static void session_auth_checked(void *ctx, bool ok)
 		const char *kv[] = {"user", smtp_proto_auth_username(s->proto), "mechanism", mech,
 		                    NULL};
 		log_event(CONFIG_LOG_INFO, &s->log, "authenticated", kv);
+		if (s->srv->auth_limit != NULL)
+			auth_limit_success(s->srv->auth_limit, s->client_addr);
 		s->auth_busy = false;
 		smtp_proto_resume(s->proto, 235, "2.7.0", "Authentication successful");
 		session_pump(s);
 		return;
 	}
+	if (s->srv->auth_limit != NULL &&
+	    auth_limit_failure(s->srv->auth_limit, s->client_addr, uv_now(s->srv->loop)))
+		log_event(CONFIG_LOG_WARN, &s->log, "AUTH blocked for this address", NULL);
 	unsigned shift = s->auth_failures < SESSION_AUTH_DELAY_SHIFTS ? s->auth_failures
 	                                                              : SESSION_AUTH_DELAY_SHIFTS;
 	uint64_t ms = (uint64_t)SESSION_AUTH_DELAY_MS << shift;
@@ -600,6 +608,29 @@ static void session_auth_start(struct session *s)
 	size_t len;
 	const char *pass = smtp_proto_auth_password(s->proto, &len);
 	s->auth_busy = true;
+	if (s->srv->cfg->auth == CONFIG_AUTH_ANY) { /* any credentials, no check */
+		session_auth_checked(s, true);
+		return;
+	}
+	/* Too many failures from this address, over all its sessions (issue 13):
+	 * refused before any password is checked. */
+	uint64_t wait_ms =
+	    s->srv->auth_limit != NULL
+	        ? auth_limit_blocked(s->srv->auth_limit, s->client_addr, uv_now(s->srv->loop))
+	        : 0;
+	if (wait_ms > 0) {
+		char w[24];
+		snprintf(w, sizeof w, "%llu", (unsigned long long)(wait_ms + 999) / 1000);
+		const char *kv[] = {"retry_after_s", w, NULL};
+		log_event(CONFIG_LOG_WARN, &s->log, "AUTH refused: too many failures", kv);
+		stats_lock(&s->srv->stats);
+		s->srv->stats.c.auth_blocked++;
+		stats_unlock(&s->srv->stats);
+		s->auth_busy = false;
+		smtp_proto_resume(s->proto, 454, "4.7.0",
+		                  "Too many authentication failures, try again later");
+		return;
+	}
 	if (s->srv->users != NULL)
 		s->auth_check = auth_check_start(s->srv->loop, s->srv->users,
 		                                 smtp_proto_auth_username(s->proto),
@@ -633,13 +664,7 @@ static void session_delivered(struct deliver_job *job, const struct deliver_verd
 		else
 			srv->stats.c.rejected_4xx++;
 	}
-	if (v->err == 0 && v->stored)
-		srv->stats.c.spool_writable = true;
-	if (v->err != 0) {
-		srv->stats.c.store_failures++;
-		if (v->err == -EROFS || v->err == -ENOSPC || v->err == -EACCES || v->err == -EDQUOT)
-			srv->stats.c.spool_writable = false;
-	}
+	readiness_store_result(&srv->stats.c, v->err, v->stored); /* issue 12 */
 	stats_unlock(&srv->stats);
 
 	char size[24];
@@ -705,6 +730,7 @@ static void session_end_of_message(struct session *s)
 	e->local_addr = s->local_addr;
 	e->local_port = s->local_port;
 	e->auth_user = smtp_proto_auth_user(s->proto);
+	e->auth_param = smtp_proto_auth_param(s->proto);
 	if (s->tls_version[0] != '\0') {
 		e->tls_version = s->tls_version;
 		e->tls_cipher = s->tls_cipher;
@@ -868,6 +894,24 @@ static int session_body(void *ctx, const char *data, size_t len)
 	return buf_append(&s->body, data, len) == 0 ? 0 : -1;
 }
 
+/* Issue 13: every refused command is logged at info with its verb and reply,
+ * never its arguments (an AUTH payload stays out), SESSION_REFUSALS_LOGGED per
+ * session at most, so a client cannot flood the log. */
+#define SESSION_REFUSALS_LOGGED 20
+static void session_log_refusal(struct session *s, const char *reply)
+{
+	if (s->refusals_logged > SESSION_REFUSALS_LOGGED)
+		return;
+	if (s->refusals_logged++ == SESSION_REFUSALS_LOGGED) {
+		log_event(CONFIG_LOG_INFO, &s->log, "further refused commands not logged", NULL);
+		return;
+	}
+	char r[512];
+	snprintf(r, sizeof r, "%.*s", (int)strcspn(reply ? reply : "", "\r\n"), reply ? reply : "");
+	const char *kv[] = {"command", smtp_proto_verb(s->proto), "reply", r, NULL};
+	log_event(CONFIG_LOG_INFO, &s->log, "command refused", kv);
+}
+
 static void session_event(void *ctx, const struct smtp_event *ev)
 {
 	struct session *s = ctx;
@@ -887,9 +931,11 @@ static void session_event(void *ctx, const struct smtp_event *ev)
 	case SMTP_EV_HELO:
 	case SMTP_EV_MAIL:
 	case SMTP_EV_RCPT:
+	case SMTP_EV_PROTOCOL:
+		session_log_refusal(s, ev->arg);
+		break;
 	case SMTP_EV_DATA:
 	case SMTP_EV_QUIT:
-	case SMTP_EV_PROTOCOL:
 	case SMTP_EV_TOO_MANY_ERRORS:
 		if (log_enabled(CONFIG_LOG_DEBUG)) {
 			static const char *const names[] = {
@@ -1003,6 +1049,16 @@ static void session_refuse(struct session *s, enum stats_refusal reason, const c
 	log_event(CONFIG_LOG_WARN, &s->log, "connection refused", kv);
 }
 
+/* Has the client sent anything yet? A non-blocking peek, consuming nothing. */
+static bool session_input_waiting(struct session *s)
+{
+	uv_os_fd_t fd;
+	char c;
+	if (uv_fileno((uv_handle_t *)&s->tcp, &fd) != 0)
+		return false;
+	return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 /* The SMTP conversation starts: greet now, or after SMTPD_GREET_DELAY. On a
  * TLS port the handshake comes first, and then this again. */
 static void session_begin(struct session *s)
@@ -1022,6 +1078,15 @@ static void session_begin(struct session *s)
 		 * talker and the core answers it 554 5.5.0 (Postfix's pregreet).
 		 * Input already held (what followed a PROXY header) is judged now. */
 		uv_timer_start(&s->timer, session_on_greet_delay, srv->cfg->greet_delay * 1000, 0);
+		session_pump(s);
+		return;
+	}
+	/* No delay, but input already waiting in the socket before our greeting:
+	 * an early talker all the same (issue 13); the core, still before greet(),
+	 * answers 554 5.5.0. What came in the PROXY header's own segment is not
+	 * judged so (a balancer may hand over the header with the client's first
+	 * bytes), as without a delay before; SMTPD_GREET_DELAY judges it. */
+	if (s->in.len == 0 && s->tls == NULL && session_input_waiting(s)) {
 		session_pump(s);
 		return;
 	}
@@ -1134,9 +1199,11 @@ static void session_proxy_input(struct session *s)
 void session_accept(struct listener *l)
 {
 	struct server *srv = l->srv;
-	struct session *s = calloc(1, sizeof *s);
-	if (s == NULL)
+	struct session *s = listener_session_alloc(sizeof *s);
+	if (s == NULL) {
+		listener_refuse_oom(l); /* libuv polls the listener again only after uv_accept */
 		return;
+	}
 	s->srv = srv;
 	s->l = l;
 	s->conn = &session_conn_plain;
@@ -1204,6 +1271,7 @@ void session_accept(struct listener *l)
 	    .hostname = srv->cfg->hostname,
 	    .max_message_size = srv->cfg->max_message_size,
 	    .max_recipients = (unsigned)srv->cfg->max_recipients,
+	    .max_line_length = srv->cfg->max_line_length,
 	    .bare_lf_reject = srv->cfg->bare_lf == CONFIG_BARE_LF_REJECT,
 	    /* SPEC 6 */
 	    .tls_available = l->tls == LISTENER_TLS_STARTTLS,
@@ -1212,8 +1280,10 @@ void session_accept(struct listener *l)
 	        l->tls == LISTENER_TLS_STARTTLS && srv->cfg->tls == CONFIG_MODE_REQUIRED,
 	    .auth = srv->cfg->auth == CONFIG_MODE_REQUIRED   ? SMTP_AUTH_REQUIRED
 	            : srv->cfg->auth == CONFIG_MODE_OPTIONAL ? SMTP_AUTH_OPTIONAL
+	            : srv->cfg->auth == CONFIG_AUTH_ANY      ? SMTP_AUTH_OPTIONAL
 	                                                     : SMTP_AUTH_OFF,
 	    .auth_insecure = srv->cfg->auth_insecure,
+	    .storage_low = &srv->spool_low, /* SMTPD_SPOOL_MIN_FREE: 452 4.3.1 at MAIL */
 	};
 	struct smtp_proto_sink sink = {.ctx = s, .body = session_body, .event = session_event};
 	s->proto = smtp_proto_new(&pc, &sink);
@@ -1222,7 +1292,7 @@ void session_accept(struct listener *l)
 		session_close(s);
 		return;
 	}
-	if (srv->nsessions > srv->cfg->max_connections) {
+	if (srv->nsessions > srv->max_connections) {
 		session_refuse(s, STATS_REFUSED_MAX_CONNECTIONS, "too many connections");
 		session_close(s);
 		return;

@@ -172,7 +172,11 @@ struct smtp_proto {
 	bool in_tx;
 	bool smtputf8;
 	bool bdat_used; /* RFC 3030 2: no DATA in a transaction that used BDAT */
+	char verb[12];  /* the command being answered, for the adapter's log ("?": unknown) */
 	char mail_from[SMTP_PROTO_PATH_MAX + 1];
+	/* RFC 4954 5: MAIL's AUTH= mailbox, xtext-decoded; kept only when the
+	 * session authenticated, else "" (as if "<>"). */
+	char auth_param[SMTP_PROTO_PATH_MAX + 1];
 	char *rcpt; /* rcpt_cap slots of SMTP_PROTO_PATH_MAX + 1, grown on demand */
 	size_t nrcpt;
 	size_t rcpt_cap;
@@ -368,6 +372,7 @@ static void smtp_proto_tx_clear(struct smtp_proto *p)
 	p->smtputf8 = false;
 	p->bdat_used = false;
 	p->mail_from[0] = '\0';
+	p->auth_param[0] = '\0';
 	p->nrcpt = 0;
 	/* One allocation per transaction at most; none held between them. */
 	free(p->rcpt);
@@ -447,14 +452,25 @@ static void smtp_proto_msg_count(struct smtp_proto *p, size_t n)
 		m->size += n;
 }
 
+/* The most text octets a line may hold (without its CRLF). */
+static size_t smtp_proto_text_max(const struct smtp_proto *p)
+{
+	if (p->cfg.max_line_length == 0)
+		return SIZE_MAX;
+	return p->cfg.max_line_length > 2 ? (size_t)p->cfg.max_line_length - 2 : 0;
+}
+
 /* A run of ordinary content octets (no CR, no LF). */
 static void smtp_proto_msg_text(struct smtp_proto *p, const char *s, size_t n)
 {
 	struct smtp_msg *m = &p->msg;
 	m->line_start = false;
-	if (SMTP_PROTO_TEXT_MAX - m->line_len < n) {
+	/* SMTPD_MAX_LINE_LENGTH counts the CRLF, as RFC 5321's 1000 does; 0 is
+	 * no limit: any line is stored as it came, streamed, never held whole. */
+	size_t max = smtp_proto_text_max(p);
+	if (max - m->line_len < n) {
 		m->too_long = true;
-		m->line_len = SMTP_PROTO_TEXT_MAX;
+		m->line_len = max;
 	} else {
 		m->line_len += n;
 	}
@@ -484,7 +500,7 @@ static void smtp_proto_msg_bare_cr(struct smtp_proto *p)
 	struct smtp_msg *m = &p->msg;
 	m->pos = SMTP_DP_TEXT;
 	m->line_start = false;
-	if (m->line_len < SMTP_PROTO_TEXT_MAX)
+	if (m->line_len < smtp_proto_text_max(p))
 		m->line_len++;
 	else
 		m->too_long = true;
@@ -874,12 +890,46 @@ static void smtp_proto_cmd_helo(struct smtp_proto *p, char *arg)
 }
 
 struct smtp_mail_params {
-	bool has_size, has_body, smtputf8;
+	bool has_size, has_body, smtputf8, has_auth;
 	uint64_t size;
+	bool body_8bit;
+	char auth[SMTP_PROTO_PATH_MAX + 1];
 };
 
-/* MAIL parameters (RFC 5321 4.1.1.11): SIZE (RFC 1870), BODY (RFC 6152) and
- * SMTPUTF8 (RFC 6531), only after EHLO. Answers the error itself. */
+/* RFC 3461 4: xtext ("+" and two upper-case hex digits for what is not
+ * printable ASCII, "+" or "="), decoded into out. Returns false when malformed,
+ * too long, or decoding to a control octet. */
+static bool smtp_proto_xtext(const char *v, char *out, size_t outlen)
+{
+	size_t o = 0;
+	for (; *v != '\0'; v++) {
+		unsigned c = (unsigned char)*v;
+		if (c == '+') {
+			unsigned hi, lo;
+			const char *hex = "0123456789ABCDEF";
+			if (v[1] == '\0' || v[2] == '\0' || strchr(hex, v[1]) == NULL ||
+			    strchr(hex, v[2]) == NULL)
+				return false;
+			hi = (unsigned)(strchr(hex, v[1]) - hex);
+			lo = (unsigned)(strchr(hex, v[2]) - hex);
+			c = hi * 16 + lo;
+			v += 2;
+		} else if (c < 33 || c > 126 || c == '=') {
+			return false;
+		}
+		if (c < 0x20 || c == 0x7f || o + 1 >= outlen)
+			return false;
+		out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return true;
+}
+
+/* MAIL parameters (RFC 5321 4.1.1.11): SIZE (RFC 1870), BODY (RFC 6152),
+ * SMTPUTF8 (RFC 6531) and AUTH (RFC 4954 5, when AUTH is offered), only after
+ * EHLO. A parameter given twice with the same meaning is taken (Python's
+ * smtplib repeats SMTPUTF8); twice with different meanings is 501. Answers the
+ * error itself. */
 static bool smtp_proto_mail_params(struct smtp_proto *p, char *s, struct smtp_mail_params *mp)
 {
 	char *key, *value;
@@ -889,30 +939,43 @@ static bool smtp_proto_mail_params(struct smtp_proto *p, char *s, struct smtp_ma
 			return false;
 		}
 		if (strcasecmp(key, "SIZE") == 0) {
-			if (mp->has_size || !smtp_proto_parse_number(value, &mp->size)) {
+			uint64_t size;
+			if (!smtp_proto_parse_number(value, &size) ||
+			    (mp->has_size && size != mp->size)) {
 				smtp_proto_error(p, 501, "5.5.4", "Bad SIZE parameter");
 				return false;
 			}
 			mp->has_size = true;
+			mp->size = size;
 		} else if (strcasecmp(key, "BODY") == 0) {
 			/* RFC 3030 3: BINARYMIME is not advertised, so not supported. */
 			if (value != NULL && strcasecmp(value, "BINARYMIME") == 0) {
 				smtp_proto_error(p, 555, "5.5.4", "Unsupported BODY type");
 				return false;
 			}
-			if (mp->has_body || value == NULL ||
-			    (strcasecmp(value, "7BIT") != 0 &&
-			     strcasecmp(value, "8BITMIME") != 0)) {
+			bool is8 = value != NULL && strcasecmp(value, "8BITMIME") == 0;
+			if (value == NULL || (!is8 && strcasecmp(value, "7BIT") != 0) ||
+			    (mp->has_body && is8 != mp->body_8bit)) {
 				smtp_proto_error(p, 501, "5.5.4", "Bad BODY parameter");
 				return false;
 			}
 			mp->has_body = true;
+			mp->body_8bit = is8;
 		} else if (strcasecmp(key, "SMTPUTF8") == 0) {
-			if (mp->smtputf8 || value != NULL) {
+			if (value != NULL) {
 				smtp_proto_error(p, 501, "5.5.4", "Bad SMTPUTF8 parameter");
 				return false;
 			}
 			mp->smtputf8 = true;
+		} else if (strcasecmp(key, "AUTH") == 0 && p->cfg.auth != SMTP_AUTH_OFF) {
+			char decoded[SMTP_PROTO_PATH_MAX + 1];
+			if (value == NULL || !smtp_proto_xtext(value, decoded, sizeof decoded) ||
+			    (mp->has_auth && strcmp(decoded, mp->auth) != 0)) {
+				smtp_proto_error(p, 501, "5.5.4", "Bad AUTH parameter");
+				return false;
+			}
+			mp->has_auth = true;
+			memcpy(mp->auth, decoded, strlen(decoded) + 1);
 		} else {
 			smtp_proto_error(p, 555, "5.5.4", "Unsupported option: %s", key);
 			return false;
@@ -950,9 +1013,18 @@ static void smtp_proto_cmd_mail(struct smtp_proto *p, char *arg)
 		smtp_proto_error(p, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
 		return;
 	}
+	/* Postfix's queue_minfree: refuse a message that could not be stored. */
+	if (p->cfg.storage_low != NULL && *p->cfg.storage_low) {
+		smtp_proto_error(p, 452, "4.3.1", "Insufficient system storage");
+		return;
+	}
 	p->in_tx = true;
 	p->smtputf8 = mp.smtputf8;
 	memcpy(p->mail_from, path, strlen(path) + 1);
+	/* RFC 4954 5: trust the AUTH= mailbox only from an authenticated client;
+	 * otherwise it means "<>". "<>" itself is kept as "". */
+	if (mp.has_auth && p->authenticated && strcmp(mp.auth, "<>") != 0)
+		memcpy(p->auth_param, mp.auth, strlen(mp.auth) + 1);
 	smtp_proto_event(p, SMTP_EV_MAIL, p->mail_from);
 	smtp_proto_reply(p, 250, "2.1.0", "Ok");
 }
@@ -1436,6 +1508,7 @@ static bool smtp_proto_line_grow(struct smtp_proto *p, const char *d, size_t n)
 static void smtp_proto_command_line(struct smtp_proto *p, char *line, size_t n, bool overflow,
                                     size_t rest)
 {
+	snprintf(p->verb, sizeof p->verb, "?");
 	if (overflow) {
 		smtp_proto_error(p, 500, "5.5.6", "Line too long");
 		return;
@@ -1467,6 +1540,7 @@ static void smtp_proto_command_line(struct smtp_proto *p, char *line, size_t n, 
 	for (size_t i = 0; i < sizeof smtp_proto_cmds / sizeof smtp_proto_cmds[0]; i++)
 		if (strcasecmp(verb, smtp_proto_cmds[i].verb) == 0)
 			cmd = &smtp_proto_cmds[i];
+	snprintf(p->verb, sizeof p->verb, "%s", cmd != NULL ? cmd->verb : "?");
 	if (cmd == NULL) {
 		smtp_proto_error(p, 500, "5.5.2", "Error: %s",
 		                 verb[0] ? "command not recognized" : "bad syntax");
@@ -1674,6 +1748,16 @@ void smtp_proto_abort(struct smtp_proto *p, const char *text)
 const char *smtp_proto_helo(const struct smtp_proto *p)
 {
 	return p->helo;
+}
+
+const char *smtp_proto_verb(const struct smtp_proto *p)
+{
+	return p->verb[0] != '\0' ? p->verb : "?";
+}
+
+const char *smtp_proto_auth_param(const struct smtp_proto *p)
+{
+	return p->auth_param;
 }
 
 const char *smtp_proto_mail_from(const struct smtp_proto *p)

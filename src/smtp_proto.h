@@ -81,6 +81,12 @@ struct smtp_proto_config {
 	bool tls_required;  /* SMTPD_TLS=required: MAIL and AUTH before TLS get 530 5.7.0 */
 	enum smtp_auth_mode auth;
 	bool auth_insecure; /* SMTPD_AUTH_INSECURE: AUTH offered without TLS too */
+	/* SPEC 4, SMTPD_SPOOL_MIN_FREE: while *storage_low, MAIL is answered 452 4.3.1.
+	 * The adapter owns the flag and sets it from its latest probe; NULL: never. */
+	const bool *storage_low;
+	/* SMTPD_MAX_LINE_LENGTH: a message with a text line longer than this many
+	 * octets (CRLF included) is refused 500 5.5.6 at its end; 0: no limit. */
+	uint64_t max_line_length;
 };
 
 /* Things that happen, for the adapter's logs and counters. Informational only:
@@ -178,6 +184,11 @@ void smtp_proto_abort(struct smtp_proto *p, const char *text);
  * resume() after EOM, RSET, or a new HELO/EHLO). Paths without angle brackets. */
 const char *smtp_proto_helo(const struct smtp_proto *p);      /* "" before HELO */
 const char *smtp_proto_mail_from(const struct smtp_proto *p); /* "" = null sender */
+/* The verb of the command last answered ("MAIL"; "?" when it was not one we
+ * know), for logging a refusal without its arguments (an AUTH payload never). */
+const char *smtp_proto_verb(const struct smtp_proto *p);
+/* MAIL's AUTH= mailbox (RFC 4954 5) when the session authenticated, else "". */
+const char *smtp_proto_auth_param(const struct smtp_proto *p);
 size_t smtp_proto_rcpt_count(const struct smtp_proto *p);
 const char *smtp_proto_rcpt(const struct smtp_proto *p, size_t i);
 bool smtp_proto_esmtp(const struct smtp_proto *p); /* EHLO (not HELO) was used */

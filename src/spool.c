@@ -1,111 +1,20 @@
 /* spool: the Maildir spool (SPEC section 5). See spool.h for the contract. */
-#include "spool.h"
+#include "spool_priv.h"
 
 #include "buf.h"
+#include "log.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
-
-/* Group commit of a directory (issue 8). Every store renames a file into
- * meta/ and new/ and must see that rename durable before its 250; concurrent
- * stores share one fsync of the directory instead of one each. A store takes a
- * ticket after its rename; an fsync that starts later covers every ticket
- * issued before it started, so each store waits for the first fsync that began
- * after its own rename, and at most one fsync of a directory runs at a time. */
-struct spool_gsync {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	uint64_t issued;  /* tickets handed out */
-	uint64_t covered; /* every ticket <= covered is durable (or failed: rc) */
-	bool running;
-	int rc;          /* of the last completed fsync */
-	uint64_t fsyncs; /* for tests and benchmarks */
-};
-
-struct spool {
-	char *dir;                     /* as given, trailing slashes removed */
-	char *hostname;                /* as given, for a Received header without env->hostname */
-	char host[SPOOL_HOST_MAX + 1]; /* escaped for the id */
-	int dir_fd;
-	int tmp_fd;
-	int new_fd;
-	int meta_fd;
-	/* Q in the id: several ids in the same microsecond from one process stay
-	 * unique, whichever thread asks. */
-	atomic_uint_fast64_t counter;
-	size_t tmp_removed;
-	size_t meta_removed;
-	struct spool_gsync meta_sync; /* fsync of meta/ */
-	struct spool_gsync new_sync;  /* fsync of new/ */
-};
-
-static void spool_gsync_init(struct spool_gsync *g)
-{
-	memset(g, 0, sizeof *g);
-	pthread_mutex_init(&g->mu, NULL);
-	pthread_cond_init(&g->cv, NULL);
-}
-
-static void spool_gsync_destroy(struct spool_gsync *g)
-{
-	pthread_mutex_destroy(&g->mu);
-	pthread_cond_destroy(&g->cv);
-}
-
-/* fsync(fd) on behalf of a rename made just before the call, sharing the
- * fsync with every concurrent caller. Returns 0 or -errno of the fsync that
- * covered us. Blocking: thread pool only. */
-static int spool_gsync(struct spool_gsync *g, int fd)
-{
-	pthread_mutex_lock(&g->mu);
-	uint64_t ticket = ++g->issued;
-	int rc = 0;
-	while (g->covered < ticket) {
-		if (g->running) {
-			pthread_cond_wait(&g->cv, &g->mu);
-			continue;
-		}
-		g->running = true;
-		uint64_t covers = g->issued;
-		pthread_mutex_unlock(&g->mu);
-		int r = fsync(fd) < 0 ? -errno : 0;
-		pthread_mutex_lock(&g->mu);
-		g->running = false;
-		g->covered = covers;
-		g->rc = r;
-		g->fsyncs++;
-		pthread_cond_broadcast(&g->cv);
-	}
-	rc = g->rc;
-	pthread_mutex_unlock(&g->mu);
-	return rc;
-}
-
-void spool_sync_stats(struct spool *s, uint64_t *renames, uint64_t *fsyncs)
-{
-	uint64_t r = 0, f = 0;
-	struct spool_gsync *gs[] = {&s->meta_sync, &s->new_sync};
-	for (size_t i = 0; i < 2; i++) {
-		pthread_mutex_lock(&gs[i]->mu);
-		r += gs[i]->issued;
-		f += gs[i]->fsyncs;
-		pthread_mutex_unlock(&gs[i]->mu);
-	}
-	*renames = r;
-	*fsyncs = f;
-}
 
 static const char *spool_str(const char *p)
 {
@@ -129,7 +38,7 @@ static void spool_err(char *err, size_t errlen, const char *fmt, ...)
 /* mkdir that accepts an existing directory. A read-only filesystem may answer
  * EROFS rather than EEXIST for a directory that is already there, so look
  * before failing; something else in the way is "Not a directory". */
-static int spool_mkdir_at(int fd, const char *path)
+int spool_mkdir_at(int fd, const char *path)
 {
 	if (mkdirat(fd, path, SPOOL_DIR_MODE) == 0)
 		return 0;
@@ -217,13 +126,7 @@ static int spool_probe(struct spool *s)
 
 /* ---- crash leftovers --------------------------------------------------------- */
 
-struct spool_names {
-	char **v;
-	size_t n;
-	size_t cap;
-};
-
-static void spool_names_free(struct spool_names *ns)
+void spool_names_free(struct spool_names *ns)
 {
 	for (size_t i = 0; i < ns->n; i++)
 		free(ns->v[i]);
@@ -263,7 +166,7 @@ static bool spool_names_has(const struct spool_names *ns, const char *name)
  * (meta false) dot files are skipped (the probe) and Maildir info (":2,S" in
  * cur/) is cut off, leaving the id; a missing one is empty (failed/ belongs to
  * the webhook and may not exist yet). */
-static int spool_list(struct spool *s, const char *dir, bool meta, struct spool_names *ns)
+int spool_list(struct spool *s, const char *dir, bool meta, struct spool_names *ns)
 {
 	int fd = openat(s->dir_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -542,6 +445,10 @@ static json_t *spool_envelope_obj(const struct spool_envelope *env)
 	     json_object_set(o, "tls", tls) == 0 && json_object_set(o, "proxy", proxy) == 0 &&
 	     json_object_set_new(o, "size", json_integer((json_int_t)env->size)) == 0 &&
 	     json_object_set_new(o, "received_at", json_string(when)) == 0;
+	/* RFC 4954 5: the AUTH= mailbox an authenticated client gave on MAIL;
+	 * the key is only there when it did. */
+	if (ok && env->auth_param != NULL && env->auth_param[0] != '\0')
+		ok = json_object_set_new(o, "auth_param", spool_json_str(env->auth_param)) == 0;
 	json_decref(rcpt);
 	json_decref(tls);
 	json_decref(proxy);
@@ -674,30 +581,33 @@ static int spool_writev_all(int fd, struct iovec *iov, int n)
 	return 0;
 }
 
-/* Create name in dir_fd (never over an existing file), write iov, close; with
- * sync, fsync it first (else the caller makes it durable, see spool_store_ex). */
-static int spool_write_file_ex(int dir_fd, const char *name, struct iovec *iov, int n, bool sync)
+int spool_write_file(int dir_fd, const char *name, struct iovec *iov, int n, const char **op)
 {
+	const char *what = "create of";
 	int fd = openat(dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, SPOOL_FILE_MODE);
-	if (fd < 0)
-		return -errno;
-	int rc = spool_writev_all(fd, iov, n);
-	if (rc == 0 && sync && fsync(fd) < 0)
-		rc = -errno;
+	int rc = fd < 0 ? -errno : 0;
+	if (rc == 0) {
+		what = "write of";
+		rc = spool_writev_all(fd, iov, n);
+	}
+	if (rc == 0) {
+		what = "fsync of";
+		if (fsync(fd) < 0)
+			rc = -errno;
+	}
 	/* NFS reports some write errors only at close. */
-	if (close(fd) < 0 && rc == 0 && errno != EINTR)
+	if (fd >= 0 && close(fd) < 0 && rc == 0 && errno != EINTR) {
+		what = "close of";
 		rc = -errno;
-	if (rc < 0)
+	}
+	if (rc < 0 && fd >= 0)
 		unlinkat(dir_fd, name, 0);
+	if (op)
+		*op = what;
 	return rc;
 }
 
-static int spool_write_file(int dir_fd, const char *name, struct iovec *iov, int n)
-{
-	return spool_write_file_ex(dir_fd, name, iov, n, true);
-}
-
-static bool spool_id_ok(const char *id)
+bool spool_id_ok(const char *id)
 {
 	return id != NULL && id[0] != '\0' && id[0] != '.' && strchr(id, '/') == NULL &&
 	       strlen(id) < SPOOL_ID_MAX;
@@ -729,6 +639,35 @@ int spool_store(struct spool *s, const struct spool_envelope *env, const char *b
 	return spool_store_ex(s, env, body, len, NULL);
 }
 
+/* A store whose rename into new/ (or cur/) was not made durable: the client
+ * gets 451 4.3.0 and sends again, so the message must not stay in new/ as if
+ * accepted. It is removed, and its envelope only once that removal is durable:
+ * should the directory keep failing and the machine crash, a message that comes
+ * back has its envelope (delivered twice, never without it). An envelope left
+ * here is removed by the next spool_open() (spool_clean_meta). */
+static void spool_unstore(struct spool *s, int dest_fd, const char *dest, const char *id,
+                          const char *meta)
+{
+	if (unlinkat(dest_fd, id, 0) < 0) {
+		/* Still there: the index must say so. It may be delivered twice. */
+		log_error("spool: cannot take %s back out of %s/%s/: %s", id, s->dir, dest,
+		          strerror(errno));
+		spool_index_put(s->index, id,
+		                dest_fd == s->new_fd ? SPOOL_STATE_NEW : SPOOL_STATE_CUR);
+		return;
+	}
+	if (fsync(dest_fd) < 0) {
+		log_error("spool: fsync of %s/%s/ failed again (%s): meta/%s kept until restart",
+		          s->dir, dest, strerror(errno), meta);
+		return;
+	}
+	unlinkat(s->meta_fd, meta, 0);
+}
+
+/* The order is spool.h's; each failing step is logged and undone, so that on
+ * any failure (of a write, a rename or any of the four fsyncs) nothing of the
+ * message is left in new/ or cur/ and the caller answers 451 4.3.0 (SPEC 5:
+ * "a failed sync gives 451 4.3.0 to exactly the messages it covered"). */
 int spool_store_ex(struct spool *s, const struct spool_envelope *env, const char *body, size_t len,
                    const struct spool_store_opts *opts)
 {
@@ -737,7 +676,10 @@ int spool_store_ex(struct spool *s, const struct spool_envelope *env, const char
 	char meta[SPOOL_ID_MAX + 16], meta_tmp[SPOOL_ID_MAX + 16];
 	snprintf(meta, sizeof meta, "%s.json", env->id);
 	snprintf(meta_tmp, sizeof meta_tmp, ".%s.json.tmp", env->id);
+	bool to_cur = opts && opts->to_cur;
+	const char *dest = to_cur ? "cur" : "new";
 	int dest_fd = s->new_fd, cur_fd = -1;
+	const char *step = "the store", *op = "preparing";
 
 	struct buf hdr;
 	buf_init(&hdr, 0);
@@ -745,7 +687,7 @@ int spool_store_ex(struct spool *s, const struct spool_envelope *env, const char
 	int rc = spool_headers(&hdr, s, env);
 	if (rc == 0 && (json = spool_meta_json(env, opts ? opts->delivery_json : NULL)) == NULL)
 		rc = -ENOMEM;
-	if (rc == 0 && opts && opts->to_cur) {
+	if (rc == 0 && to_cur) {
 		cur_fd = openat(s->dir_fd, "cur", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (cur_fd < 0)
 			rc = -errno;
@@ -759,39 +701,46 @@ int spool_store_ex(struct spool *s, const struct spool_envelope *env, const char
 	/* 1. The message in tmp/, fsynced. (One syncfs(2) shared by concurrent
 	 * stores instead of the two file fsyncs was measured slower here: it
 	 * flushes the whole filesystem; see bench/RESULTS.md.) */
-	rc = spool_write_file(s->tmp_fd, env->id, msg, 2);
+	step = "the message file in tmp/";
+	rc = spool_write_file(s->tmp_fd, env->id, msg, 2, &op);
 	if (rc < 0)
 		goto out;
 
 	/* 2. The envelope, through a temporary name so meta/<id>.json is never
 	 * partial, and meta/ fsynced before the message can appear in new/. The
 	 * directory fsyncs are group commits shared by concurrent stores. */
-	rc = spool_write_file(s->meta_fd, meta_tmp, env_iov, 2);
+	step = "the envelope file in meta/";
+	rc = spool_write_file(s->meta_fd, meta_tmp, env_iov, 2, &op);
 	if (rc < 0)
 		goto drop_tmp;
+	step = "meta/";
+	op = "rename into";
 	if (renameat(s->meta_fd, meta_tmp, s->meta_fd, meta) < 0) {
 		rc = -errno;
 		unlinkat(s->meta_fd, meta_tmp, 0);
 		goto drop_tmp;
 	}
-	if ((rc = spool_gsync(&s->meta_sync, s->meta_fd)) < 0)
+	op = "fsync of";
+	if ((rc = spool_gsync(&s->meta_sync, s->meta_fd, NULL)) < 0)
 		goto drop_meta;
 
 	/* 3. Into new/ (or cur/), and 4. make that rename durable before the 250. */
+	step = to_cur ? "cur/" : "new/";
+	op = "rename into";
 	if (renameat(s->tmp_fd, env->id, dest_fd, env->id) < 0) {
 		rc = -errno;
 		goto drop_meta;
 	}
-	rc = dest_fd == s->new_fd ? spool_gsync(&s->new_sync, dest_fd)
-	                          : (fsync(dest_fd) < 0 ? -errno : 0);
+	op = "fsync of";
+	rc = to_cur ? (fsync(dest_fd) < 0 ? -errno : 0) : spool_gsync(&s->new_sync, dest_fd, NULL);
 	if (rc < 0) {
-		/* The client will get a 4xx and send again: take the message back
-		 * out of new/ (before its envelope) so it is not delivered twice. */
-		unlinkat(dest_fd, env->id, 0);
-		(void)fsync(dest_fd);
-		unlinkat(s->meta_fd, meta, 0);
+		spool_unstore(s, dest_fd, dest, env->id, meta);
 		goto out;
 	}
+	/* Stored: the messages API lists it from now on. The index is memory only;
+	 * failing to add to it must not turn a durable message into a 451. */
+	if (spool_index_put(s->index, env->id, to_cur ? SPOOL_STATE_CUR : SPOOL_STATE_NEW) < 0)
+		log_error("spool: %s stored but not in the index: out of memory", env->id);
 	goto out;
 
 drop_meta:
@@ -799,6 +748,9 @@ drop_meta:
 drop_tmp:
 	unlinkat(s->tmp_fd, env->id, 0);
 out:
+	if (rc < 0)
+		log_error("spool: cannot store %s: %s %s failed: %s", env->id, op, step,
+		          strerror(-rc));
 	if (cur_fd >= 0)
 		close(cur_fd);
 	free(json);
@@ -806,279 +758,30 @@ out:
 	return rc;
 }
 
-/* ---- delivery and the messages API ------------------------------------------------- */
-
-static const char *const spool_state_dirs[] = {"new", "cur", "failed"};
-
-const char *spool_state_name(enum spool_state st)
-{
-	return spool_state_dirs[st];
-}
-
-bool spool_id_valid(const char *id)
-{
-	if (!spool_id_ok(id))
-		return false;
-	for (const unsigned char *p = (const unsigned char *)id; *p; p++) {
-		bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		          (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == '_' ||
-		          *p == '\\' || *p == ',' || *p == '=';
-		if (!ok)
-			return false;
-	}
-	return true;
-}
-
-/* The name of message `id` in st's directory: the id itself or, in cur/, the
- * id with the Maildir info a mail reader may have added ("<id>:2,S"). */
-static int spool_find_name(struct spool *s, enum spool_state st, const char *id, char *name,
-                           size_t len)
-{
-	char path[SPOOL_ID_MAX + 16];
-	snprintf(path, sizeof path, "%s/%s", spool_state_dirs[st], id);
-	struct stat sb;
-	if (fstatat(s->dir_fd, path, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
-		if (!S_ISREG(sb.st_mode))
-			return -ENOENT;
-		snprintf(name, len, "%s", id);
-		return 0;
-	}
-	if (errno != ENOENT)
-		return -errno;
-	if (st != SPOOL_STATE_CUR)
-		return -ENOENT;
-	int fd = openat(s->dir_fd, "cur", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (d == NULL) {
-		close(fd);
-		return -ENOMEM;
-	}
-	size_t idlen = strlen(id);
-	int rc = -ENOENT;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (strncmp(de->d_name, id, idlen) == 0 && de->d_name[idlen] == ':' &&
-		    strlen(de->d_name) < len) {
-			snprintf(name, len, "%s", de->d_name);
-			rc = 0;
-			break;
-		}
-	}
-	closedir(d);
-	return rc;
-}
-
-int spool_open_message(struct spool *s, enum spool_state st, const char *id, int *fdp,
-                       uint64_t *size)
-{
-	if (!spool_id_ok(id))
-		return -EINVAL;
-	char name[NAME_MAX + 1], path[NAME_MAX + 16];
-	int rc = spool_find_name(s, st, id, name, sizeof name);
-	if (rc < 0)
-		return rc;
-	snprintf(path, sizeof path, "%s/%s", spool_state_dirs[st], name);
-	int fd = openat(s->dir_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	struct stat sb;
-	if (fstat(fd, &sb) < 0) {
-		rc = -errno;
-		close(fd);
-		return rc;
-	}
-	if (!S_ISREG(sb.st_mode)) {
-		close(fd);
-		return -ENOENT;
-	}
-	if (size)
-		*size = (uint64_t)sb.st_size;
-	*fdp = fd;
-	return 0;
-}
-
-int spool_locate(struct spool *s, const char *id, enum spool_state *st)
-{
-	/* In the order a message moves (new -> cur or failed), so a move that
-	 * happens during the search is still found in a later directory. */
-	for (int i = 0; i < 3; i++) {
-		char name[NAME_MAX + 1];
-		int rc = spool_find_name(s, (enum spool_state)i, id, name, sizeof name);
-		if (rc == 0) {
-			*st = (enum spool_state)i;
-			return 0;
-		}
-		if (rc != -ENOENT)
-			return rc;
-	}
-	return -ENOENT;
-}
-
-/* Read up to max bytes of fd into a malloc'ed, NUL-terminated buffer. */
-static int spool_read_fd(int fd, size_t max, char **data, size_t *len)
-{
-	struct stat sb;
-	if (fstat(fd, &sb) < 0)
-		return -errno;
-	size_t want = (uint64_t)sb.st_size < max ? (size_t)sb.st_size : max;
-	char *p = malloc(want + 1);
-	if (p == NULL)
-		return -ENOMEM;
-	size_t got = 0;
-	while (got < want) {
-		ssize_t n = read(fd, p + got, want - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			int e = errno;
-			free(p);
-			return -e;
-		}
-		if (n == 0)
-			break; /* shorter than it was: take what is there */
-		got += (size_t)n;
-	}
-	p[got] = '\0';
-	*data = p;
-	*len = got;
-	return 0;
-}
-
-int spool_read_message(struct spool *s, enum spool_state st, const char *id, size_t max,
-                       char **data, size_t *len)
-{
-	int fd;
-	int rc = spool_open_message(s, st, id, &fd, NULL);
-	if (rc < 0)
-		return rc;
-	rc = spool_read_fd(fd, max, data, len);
-	close(fd);
-	return rc;
-}
-
-int spool_meta_read(struct spool *s, const char *id, char **json)
-{
-	if (!spool_id_ok(id))
-		return -EINVAL;
-	char name[SPOOL_ID_MAX + 16];
-	snprintf(name, sizeof name, "%s.json", id);
-	int fd = openat(s->meta_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return -errno;
-	size_t len;
-	int rc = spool_read_fd(fd, SPOOL_META_MAX, json, &len);
-	close(fd);
-	return rc;
-}
-
-int spool_meta_write(struct spool *s, const char *id, const char *json, bool durable)
-{
-	if (!spool_id_ok(id))
-		return -EINVAL;
-	char meta[SPOOL_ID_MAX + 16], meta_tmp[SPOOL_ID_MAX + 16];
-	snprintf(meta, sizeof meta, "%s.json", id);
-	snprintf(meta_tmp, sizeof meta_tmp, ".%s.json.tmp", id);
-	struct iovec iov[2] = {{(void *)json, strlen(json)}, {(void *)"\n", 1}};
-	/* A temporary name left by a crash would make O_EXCL fail. */
-	unlinkat(s->meta_fd, meta_tmp, 0);
-	int rc = spool_write_file(s->meta_fd, meta_tmp, iov, 2);
-	if (rc < 0)
-		return rc;
-	if (renameat(s->meta_fd, meta_tmp, s->meta_fd, meta) < 0) {
-		rc = -errno;
-		unlinkat(s->meta_fd, meta_tmp, 0);
-		return rc;
-	}
-	if (durable && fsync(s->meta_fd) < 0)
-		return -errno;
-	return 0;
-}
-
-static int spool_fsync_dir(struct spool *s, const char *dir)
-{
-	int fd = openat(s->dir_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int rc = fsync(fd) < 0 ? -errno : 0;
-	close(fd);
-	return rc;
-}
-
-int spool_move(struct spool *s, const char *id, enum spool_state from, enum spool_state to)
-{
-	if (!spool_id_ok(id))
-		return -EINVAL;
-	char name[NAME_MAX + 1], src[NAME_MAX + 16], dst[SPOOL_ID_MAX + 16];
-	int rc = spool_find_name(s, from, id, name, sizeof name);
-	if (rc < 0)
-		return rc;
-	snprintf(src, sizeof src, "%s/%s", spool_state_dirs[from], name);
-	snprintf(dst, sizeof dst, "%s/%s", spool_state_dirs[to], id);
-	/* failed/ is made on first use: most spools never need it. */
-	if (to == SPOOL_STATE_FAILED) {
-		rc = spool_mkdir_at(s->dir_fd, "failed");
-		if (rc < 0)
-			return rc;
-	}
-	if (renameat(s->dir_fd, src, s->dir_fd, dst) < 0)
-		return -errno;
-	return spool_fsync_dir(s, spool_state_dirs[to]);
-}
-
-int spool_remove(struct spool *s, enum spool_state st, const char *id)
-{
-	if (!spool_id_ok(id))
-		return -EINVAL;
-	char name[NAME_MAX + 1], path[NAME_MAX + 16], meta[SPOOL_ID_MAX + 16];
-	int rc = spool_find_name(s, st, id, name, sizeof name);
-	if (rc < 0)
-		return rc;
-	snprintf(path, sizeof path, "%s/%s", spool_state_dirs[st], name);
-	if (unlinkat(s->dir_fd, path, 0) < 0)
-		return -errno;
-	/* The message first: an envelope without its message is a leftover that
-	 * spool_open() removes; a message without its envelope would be a hole. */
-	snprintf(meta, sizeof meta, "%s.json", id);
-	if (unlinkat(s->meta_fd, meta, 0) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
-}
-
-int spool_meta_remove(struct spool *s, const char *id)
-{
-	if (!spool_id_ok(id))
-		return -EINVAL;
-	char meta[SPOOL_ID_MAX + 16];
-	snprintf(meta, sizeof meta, "%s.json", id);
-	if (unlinkat(s->meta_fd, meta, 0) < 0)
-		return -errno;
-	return 0;
-}
-
-int spool_list_ids(struct spool *s, enum spool_state st, char ***ids, size_t *n)
-{
-	struct spool_names names = {0};
-	int rc = spool_list(s, spool_state_dirs[st], false, &names);
-	if (rc < 0) {
-		spool_names_free(&names);
-		*ids = NULL;
-		*n = 0;
-		return rc;
-	}
-	*ids = names.v;
-	*n = names.n;
-	return 0;
-}
-
-void spool_ids_free(char **ids, size_t n)
-{
-	struct spool_names names = {.v = ids, .n = n, .cap = n};
-	spool_names_free(&names);
-}
-
 /* ---- open/close ---------------------------------------------------------------------- */
+
+/* The index of the messages API, filled by one scan of new/, cur/ and failed/
+ * (in the order messages move, so a message moved by another process during
+ * the scan is kept in its later state). This is the only time the spool lists
+ * its message directories for the API: a large spool takes a while here,
+ * never per request. */
+static int spool_index_load(struct spool *s, char *err, size_t errlen)
+{
+	s->index = spool_index_new();
+	int rc = s->index ? 0 : -ENOMEM;
+	for (int st = 0; rc == 0 && st < SPOOL_STATES; st++) {
+		struct spool_names names = {0};
+		rc = spool_list(s, spool_state_dirs[st], false, &names);
+		if (rc == 0)
+			rc =
+			    spool_index_add_batch(s->index, names.v, names.n, (enum spool_state)st);
+		spool_names_free(&names);
+		if (rc < 0)
+			spool_err(err, errlen, "SMTPD_SPOOL: cannot list %s/%s: %s", s->dir,
+			          spool_state_dirs[st], strerror(-rc));
+	}
+	return rc;
+}
 
 int spool_open(const char *dir, const char *hostname, struct spool **out, char *err, size_t errlen)
 {
@@ -1130,6 +833,8 @@ int spool_open(const char *dir, const char *hostname, struct spool **out, char *
 	/* tmp/ first: a message it drops may leave an envelope the next step sees. */
 	spool_clean_tmp(s);
 	spool_clean_meta(s);
+	if ((rc = spool_index_load(s, err, errlen)) < 0)
+		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -1147,6 +852,7 @@ void spool_close(struct spool *s)
 			close(fds[i]);
 	spool_gsync_destroy(&s->meta_sync);
 	spool_gsync_destroy(&s->new_sync);
+	spool_index_free(s->index);
 	free(s->dir);
 	free(s->hostname);
 	free(s);
@@ -1155,6 +861,11 @@ void spool_close(struct spool *s)
 const char *spool_dir(const struct spool *s)
 {
 	return s->dir;
+}
+
+struct spool_index *spool_get_index(struct spool *s)
+{
+	return s->index;
 }
 
 void spool_open_cleaned(const struct spool *s, size_t *tmp_removed, size_t *meta_removed)

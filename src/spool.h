@@ -11,7 +11,18 @@
  *   2. write meta/<id>.json (through a temporary name and rename), fsync it;
  *   3. rename tmp/<id> -> new/<id>;
  *   4. fsync meta/ and new/;
- * only then may the caller answer 250. */
+ * only then may the caller answer 250.
+ *
+ * The spool also keeps an index of its messages in memory (spool_index.h): the
+ * messages API lists pages from it instead of reading directories. spool_open()
+ * fills it; the functions below that store, move or remove a message update it,
+ * so callers need do nothing for it. A file another process puts into or takes
+ * out of new/, cur/ or failed/ while mailport runs is seen at the next start
+ * (a message found gone when read is dropped from the index then).
+ *
+ * Sources: spool.c (open, ids, envelope, store), spool_sync.c (group commit),
+ * spool_access.c (reading, moving, removing), spool_index.c; spool_priv.h is
+ * what they share. */
 #ifndef MAILPORT_SPOOL_H
 #define MAILPORT_SPOOL_H
 
@@ -36,6 +47,7 @@ struct spool_envelope {
 	const char *local_addr; /* the listener's own address */
 	uint16_t local_port;
 	const char *auth_user;   /* NULL: JSON null */
+	const char *auth_param;  /* MAIL's AUTH= mailbox; NULL or "": no "auth_param" key */
 	const char *tls_version; /* NULL: "tls":null */
 	const char *tls_cipher;
 	uint64_t size;               /* message as received (CRLF-counted, dot-unstuffed) */
@@ -78,7 +90,15 @@ void spool_new_id(struct spool *s, char *id, size_t len);
 
 /* Store one message whose content (LF line ends) is body[0..len) with its
  * envelope, in the order above. Blocking: call it from the thread pool. On
- * failure nothing is left in new/ or meta/. Returns 0 or a negative errno.
+ * failure nothing is left in new/ or meta/ (the failure is logged), and the
+ * caller must answer 451 4.3.0. Returns 0 or a negative errno: a failure of any
+ * write, rename or fsync (of the message file, of the envelope file, of meta/ or
+ * of new/) is returned, and each store gets the result of exactly the directory
+ * fsync that covered its own rename (never a later one's success). Should the
+ * message have reached new/ when the fsync of new/ failed, it is taken out
+ * again; its envelope goes too once that removal is fsynced, else it stays for
+ * the next spool_open() to clean (a message that came back after a crash still
+ * has its envelope).
  * The meta/ directory is fsynced right after the envelope's rename, before the
  * rename into new/ (step 4 moved earlier, same number of fsyncs), so that even a
  * filesystem that does not order metadata updates cannot keep the message
@@ -149,9 +169,10 @@ int spool_meta_read(struct spool *s, const char *id, char **json);
  * it over; with durable, fsync meta/ too. Readers see the old or the new file. */
 int spool_meta_write(struct spool *s, const char *id, const char *json, bool durable);
 /* Rename a message from one directory to another (failed/ is created on first
- * use) and fsync the target directory. */
+ * use) and fsync the target directory. The index follows the rename (even when
+ * the fsync then fails: the message is in `to`). */
 int spool_move(struct spool *s, const char *id, enum spool_state from, enum spool_state to);
-/* Remove a message, then its envelope. */
+/* Remove a message (and from the index), then its envelope. */
 int spool_remove(struct spool *s, enum spool_state st, const char *id);
 /* Remove meta/<id>.json alone (after a move found the message gone). */
 int spool_meta_remove(struct spool *s, const char *id);
@@ -166,6 +187,10 @@ void spool_sync_stats(struct spool *s, uint64_t *renames, uint64_t *fsyncs);
 
 /* The directory the spool lives in. */
 const char *spool_dir(const struct spool *s);
+
+/* The spool's index of its messages (spool_index.h), owned by the spool. */
+struct spool_index;
+struct spool_index *spool_get_index(struct spool *s);
 
 /* What spool_open() removed as left over by a crash, for the start-up log:
  * files in tmp/ older than SPOOL_TMP_MAX_AGE, and meta/ envelopes (<id>.json and

@@ -18,6 +18,10 @@ const double stats_latency_bounds[STATS_LATENCY_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
 };
 
+const double stats_lag_bounds[STATS_LAG_BUCKETS] = {
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5,
+};
+
 void stats_refusal(struct stats *st, enum stats_refusal why)
 {
 	stats_lock(st);
@@ -47,6 +51,32 @@ void stats_observe_accept(struct stats_counters *c, uint64_t us)
 	c->accept_latency_sum_us += us;
 }
 
+void stats_observe_lag(struct stats *st, uint64_t us, uint64_t now_ms)
+{
+	size_t i = 0;
+	while (i < STATS_LAG_BUCKETS && (double)us > stats_lag_bounds[i] * 1e6)
+		i++;
+	uint64_t slot = now_ms / STATS_LAG_SLOT_MS;
+	stats_lock(st);
+	/* Slots passed since the last beat (a stall may skip several) start empty. */
+	for (uint64_t k = st->lag_slot + 1; k <= slot && k <= st->lag_slot + STATS_LAG_SLOTS; k++)
+		st->lag_slot_max[k % STATS_LAG_SLOTS] = 0;
+	if (slot > st->lag_slot)
+		st->lag_slot = slot;
+	uint64_t *m = &st->lag_slot_max[st->lag_slot % STATS_LAG_SLOTS];
+	if (us > *m)
+		*m = us;
+	uint64_t max = 0;
+	for (size_t k = 0; k < STATS_LAG_SLOTS; k++)
+		max = st->lag_slot_max[k] > max ? st->lag_slot_max[k] : max;
+	struct stats_counters *c = &st->c;
+	c->loop_lag[i]++;
+	c->loop_lag_count++;
+	c->loop_lag_sum_us += us;
+	c->loop_lag_max_us = max;
+	stats_unlock(st);
+}
+
 int stats_init(struct stats *st, const char *hostname, const struct endpoint_list *eps,
                const char *const *tls_modes)
 {
@@ -72,6 +102,8 @@ int stats_init(struct stats *st, const char *hostname, const struct endpoint_lis
 		l->state = "closed";
 	}
 	st->c.spool_writable = true;
+	st->c.probe_ok = true;
+	st->lag_slot = stats_now_ms() / STATS_LAG_SLOT_MS;
 	atomic_store(&st->heartbeat_ms, stats_now_ms());
 	return 0;
 }

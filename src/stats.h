@@ -28,7 +28,8 @@ struct stats_listener {
 	bool ipv6;
 	bool any;
 	const char *tls;   /* "none", "starttls", "implicit" (static strings) */
-	const char *state; /* "listening", "closed" (static strings) */
+	const char *state; /* "listening", "closed", "error" (static strings) */
+	char error[96];    /* state "error": why it does not accept (issue 12) */
 	bool proxy;        /* SMTPD_PROXY_PORTS: clients come through a PROXY header */
 	uint64_t connections_active;
 	uint64_t connections_total;
@@ -55,6 +56,14 @@ extern const char *const stats_refusal_names[STATS_REFUSED_COUNT];
 #define STATS_LATENCY_BUCKETS 12
 extern const double stats_latency_bounds[STATS_LATENCY_BUCKETS];
 
+/* Loop lag (issue 12): how late the heartbeat fires, in seconds per bucket
+ * (one more, +Inf, follows). The maximum shown in /status is over the last
+ * STATS_LAG_SLOTS slots of STATS_LAG_SLOT_MS: the last minute (50 to 60 s). */
+#define STATS_LAG_BUCKETS 8
+extern const double stats_lag_bounds[STATS_LAG_BUCKETS];
+#define STATS_LAG_SLOTS   6
+#define STATS_LAG_SLOT_MS 10000
+
 struct stats_counters {
 	bool listeners_bound;
 	bool spool_writable;
@@ -62,6 +71,8 @@ struct stats_counters {
 	uint64_t connections_active;
 	uint64_t connections_total;
 	uint64_t connections_refused; /* closed before the greeting by a limit */
+	uint64_t max_connections;     /* effective SMTPD_MAX_CONNECTIONS (fdlimit.h) */
+	uint64_t nofile_limit;        /* RLIMIT_NOFILE after raising; UINT64_MAX: none */
 	uint64_t messages_accepted;
 	uint64_t messages_rejected; /* refused at the end of their data */
 	uint64_t messages_bytes;    /* sum of accepted message sizes */
@@ -85,10 +96,27 @@ struct stats_counters {
 	uint64_t tls_handshakes;         /* completed */
 	uint64_t tls_handshake_failures; /* failed or timed out */
 	uint64_t auth_failures;          /* AUTH answered 535 */
+	uint64_t auth_blocked;           /* AUTH answered 454: too many failures (auth_limit.h) */
 	/* End of data to 250: counts per bucket (not cumulative), the last +Inf. */
 	uint64_t accept_latency[STATS_LATENCY_BUCKETS + 1];
 	uint64_t accept_latency_count;
 	uint64_t accept_latency_sum_us;
+	/* Readiness (issue 12): readiness.c's probe every few seconds, and store
+	 * results (a failed store marks the spool not writable at once). */
+	char spool_error[80];      /* why spool_writable is false ("": not known) */
+	bool spool_low;            /* below SMTPD_SPOOL_MIN_FREE at the latest probe */
+	bool spool_probed;         /* spool_free_bytes holds a measure */
+	uint64_t spool_free_bytes; /* statvfs f_bavail * f_frsize */
+	uint64_t spool_min_free;   /* bytes SMTPD_SPOOL_MIN_FREE asks for (0: no check) */
+	bool probe_ok;             /* the latest probe passed every check */
+	uint64_t probe_failures;   /* probes that found something wrong */
+	/* "listener 127.0.0.1:2525 not listening: ...", or "" */
+	char listener_error[ENDPOINT_TEXT_MAX + 128];
+	/* Loop lag: counts per bucket (not cumulative), the last +Inf. */
+	uint64_t loop_lag[STATS_LAG_BUCKETS + 1];
+	uint64_t loop_lag_count;
+	uint64_t loop_lag_sum_us;
+	uint64_t loop_lag_max_us; /* the largest over the last minute */
 };
 
 struct stats {
@@ -102,6 +130,9 @@ struct stats {
 	struct stats_listener *listeners;
 	/* Monotonic milliseconds of the loop's last beat. */
 	_Atomic uint64_t heartbeat_ms;
+	/* Loop thread only: the largest lag of each recent slot (stats_observe_lag). */
+	uint64_t lag_slot_max[STATS_LAG_SLOTS];
+	uint64_t lag_slot; /* the slot number (monotonic ms / STATS_LAG_SLOT_MS) of the last */
 };
 
 /* Returns 0 or -ENOMEM. One stats_listener per endpoint, in order. */
@@ -123,6 +154,9 @@ void stats_refusal(struct stats *st, enum stats_refusal why);
 void stats_rejected(struct stats *st, unsigned code);
 /* One end-of-data to 250 latency, in microseconds (caller holds the lock). */
 void stats_observe_accept(struct stats_counters *c, uint64_t us);
+/* One heartbeat that fired `us` microseconds late at monotonic now_ms (takes
+ * the lock; loop thread only). */
+void stats_observe_lag(struct stats *st, uint64_t us, uint64_t now_ms);
 
 /* Monotonic clock in milliseconds (CLOCK_MONOTONIC). */
 uint64_t stats_now_ms(void);

@@ -383,8 +383,15 @@ int tlsio_ctx_new(const struct tlsio_settings *s, struct tlsio_ctx **out, char *
 	SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_session_id_context(ssl, (const unsigned char *)"mailport", 8);
 	SSL_CTX_set_dh_auto(ssl, 1);
-	if (s->ciphers != NULL && s->ciphers[0] != '\0' &&
-	    SSL_CTX_set_cipher_list(ssl, s->ciphers) != 1) {
+	/* TLS 1.2 by default: Mozilla's "intermediate" list without the DHE suites
+	 * (no DH parameters to manage): AEAD with forward secrecy only, none of the
+	 * CBC suites OpenSSL also offers, which scanners flag (issue 13). */
+	const char *ciphers = s->ciphers != NULL && s->ciphers[0] != '\0'
+	                          ? s->ciphers
+	                          : "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+	                            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+	                            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+	if (SSL_CTX_set_cipher_list(ssl, ciphers) != 1) {
 		char reason[TLSIO_ERR_MAX];
 		tlsio_openssl_reason(reason, sizeof reason);
 		snprintf(err, errlen,
@@ -441,11 +448,15 @@ struct tlsio_load {
 	void *ctx;
 	struct tlsio_ctx *result;
 	char err[512];
+	struct tlsio_stamp stamp;
+	struct tlsio_stamp *stamp_out; /* NULL: not wanted */
 };
 
 static void tlsio_load_work(uv_work_t *w)
 {
 	struct tlsio_load *l = w->data;
+	if (l->stamp_out != NULL)
+		tlsio_stamp_get(l->s, &l->stamp);
 	if (tlsio_ctx_new(l->s, &l->result, l->err, sizeof l->err) < 0)
 		l->result = NULL;
 	ERR_clear_error(); /* the worker thread's queue */
@@ -456,6 +467,8 @@ static void tlsio_load_after(uv_work_t *w, int status)
 	struct tlsio_load *l = w->data;
 	if (status < 0 && l->result == NULL)
 		snprintf(l->err, sizeof l->err, "TLS reload cancelled");
+	if (l->stamp_out != NULL)
+		*l->stamp_out = l->stamp;
 	l->cb(l->ctx, l->result, l->result ? NULL : l->err);
 	free(l);
 }
@@ -463,9 +476,16 @@ static void tlsio_load_after(uv_work_t *w, int status)
 int tlsio_ctx_load_async(uv_loop_t *loop, const struct tlsio_settings *s, tlsio_load_cb cb,
                          void *ctx)
 {
+	return tlsio_ctx_reload_async(loop, s, NULL, cb, ctx);
+}
+
+int tlsio_ctx_reload_async(uv_loop_t *loop, const struct tlsio_settings *s,
+                           struct tlsio_stamp *stamp, tlsio_load_cb cb, void *ctx)
+{
 	struct tlsio_load *l = calloc(1, sizeof *l);
 	if (l == NULL)
 		return -ENOMEM;
+	l->stamp_out = stamp;
 	l->s = s;
 	l->cb = cb;
 	l->ctx = ctx;

@@ -78,6 +78,11 @@ bool tlsio_stamp_equal(const struct tlsio_stamp *a, const struct tlsio_stamp *b)
 typedef void (*tlsio_load_cb)(void *ctx, struct tlsio_ctx *c, const char *err);
 int tlsio_ctx_load_async(uv_loop_t *loop, const struct tlsio_settings *s, tlsio_load_cb cb,
                          void *ctx);
+/* The same, and *stamp gets the files' stamp, taken on the thread pool just
+ * before they are read (so no stat() runs on the loop), when cb runs: what a
+ * refused reload found, to recognise the same files later. */
+int tlsio_ctx_reload_async(uv_loop_t *loop, const struct tlsio_settings *s,
+                           struct tlsio_stamp *stamp, tlsio_load_cb cb, void *ctx);
 
 /* ------------------------------------------------------------ a session */
 

@@ -146,33 +146,18 @@ static int webhook_header(struct webhook_request *r, const char *name, const cha
 	return 0;
 }
 
-/* The raw format's envelope headers, from the envelope JSON. */
+/* The raw format's envelope headers, from the envelope JSON (SPEC 5): the sender, and one
+ * X-Mailport-Rcpt-To header per recipient (a comma list is ambiguous when a quoted local part holds
+ * a comma). */
 static int webhook_raw_headers(struct webhook_request *r, json_t *env)
 {
 	const char *from = json_string_value(json_object_get(env, "mail_from"));
 	int rc = webhook_header(r, "X-Mailport-Mail-From", from ? from : "");
 	json_t *rcpt = json_object_get(env, "rcpt_to");
-	size_t n = json_array_size(rcpt), total = 1;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; rc == 0 && i < json_array_size(rcpt); i++) {
 		const char *s = json_string_value(json_array_get(rcpt, i));
-		total += strlen(s ? s : "") + 1;
+		rc = webhook_header(r, "X-Mailport-Rcpt-To", s ? s : "");
 	}
-	char *list = malloc(total);
-	if (list == NULL)
-		return -ENOMEM;
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		const char *s = json_string_value(json_array_get(rcpt, i));
-		size_t l = strlen(s ? s : "");
-		if (o > 0)
-			list[o++] = ',';
-		memcpy(list + o, s ? s : "", l);
-		o += l;
-	}
-	list[o] = '\0';
-	if (rc == 0)
-		rc = webhook_header(r, "X-Mailport-Rcpt-To", list);
-	free(list);
 	return rc;
 }
 

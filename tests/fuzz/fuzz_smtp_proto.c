@@ -113,6 +113,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	            : (opt & 0x40) ? SMTP_AUTH_OPTIONAL
 	                           : SMTP_AUTH_OFF,
 	    .auth_insecure = (opt & 0x40) && (seed & 1),
+	    .max_line_length = (seed & 2) ? 1000 : 0,
 	};
 	struct smtp_proto_sink sink = {.ctx = &f, .body = fuzz_body, .event = fuzz_event};
 	struct smtp_proto *p = smtp_proto_new(&cfg, &sink);

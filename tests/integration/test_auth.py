@@ -3,10 +3,11 @@
 swaks over STARTTLS and implicit TLS, a users file of yescrypt, SHA-512 and
 bcrypt hashes, AUTH only under TLS (538) unless SMTPD_AUTH_INSECURE, required
 and optional modes, the growing delay of failures, protocol errors, long
-initial responses, checks off the loop, passwords never logged, the users file
-reloaded on SIGHUP, start-up errors, and the "Done means" check: swaks --tls
---auth PLAIN delivers a message whose envelope names the user and the TLS
-version."""
+initial responses, checks off the loop, a storm of wrong passwords that does
+not hold up another client's mail (issue 12: checks have their own pool),
+passwords never logged, the users file reloaded on SIGHUP, start-up errors, and
+the "Done means" check: swaks --tls --auth PLAIN delivers a message whose
+envelope names the user and the TLS version."""
 
 import base64
 import os
@@ -147,7 +148,9 @@ class Mechanisms(AuthCase):
         self.assertEqual(users, sorted(list(PASSWORDS) * 2))
 
     def test_wrong_password_and_unknown_user(self):
-        self.start()
+        # smtplib tries PLAIN then LOGIN: six failures from one address, past the
+        # per-address limit (SMTPD_AUTH_MAX_FAILURES, tested in test_lenient_strict).
+        self.start({"SMTPD_AUTH_MAX_FAILURES": "0"})
         for user, pw in (("alice", "nope"), ("nobody", "x"), ("bob", PASSWORDS["alice"])):
             s = self.smtp()
             with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:
@@ -298,6 +301,59 @@ class Policy(AuthCase):
         self.assertLess(worst, min(0.5, done["took"] / 2),
                         "the loop stalled while a hash was checked (%.2f s of %.2f s)"
                         % (worst, done["took"]))
+
+    def test_auth_storm_does_not_block_mail(self):
+        """Issue 12: several clients guessing passwords at once (bounded: 6
+        clients, 3 attempts each, a new connection per attempt) while another
+        client sends mail. Correctness only, no timing: every message gets its
+        250 and every guess its own 535 (not a 454: 6 checks in flight fit the
+        pool's queue)."""
+        # SMTPD_AUTH_MAX_FAILURES=0: all guesses come from 127.0.0.1, and the
+        # per-address limit (issue 13) would answer 454 from the 6th failure
+        # on; this test is about the checks' pool.
+        self.start({"SMTPD_TLS": None, "SMTPD_TLS_CERT": None, "SMTPD_TLS_KEY": None,
+                    "SMTPD_AUTH_INSECURE": "1", "SMTPD_AUTH_MAX_FAILURES": "0"}, tls_port=False)
+        clients, attempts = 6, 3
+        replies, errors = [], []
+        lock = threading.Lock()
+
+        def guess(n):
+            for i in range(attempts):
+                try:
+                    s = smtplib.SMTP("127.0.0.1", self.ports[0], local_hostname="guess.example",
+                                     timeout=30)
+                    try:
+                        s.ehlo()
+                        code, msg = s.docmd(
+                            "AUTH", "PLAIN " + t.plain_b64("alice", "wrong-%d-%d" % (n, i)))
+                        with lock:
+                            replies.append((code, msg))
+                    finally:
+                        s.close()
+                except Exception as e:  # noqa: BLE001 - reported below
+                    with lock:
+                        errors.append(repr(e))
+
+        threads = [threading.Thread(target=guess, args=(n,)) for n in range(clients)]
+        for th in threads:
+            th.start()
+        try:
+            s = self.smtp(tls=False)
+            for i in range(5):
+                body = MSG + b"storm %d\r\n" % i
+                self.assertEqual(s.sendmail("a@x.example", ["b@y.example"], body), {})
+        finally:
+            for th in threads:
+                th.join(60)
+        self.assertFalse(any(th.is_alive() for th in threads), "a guessing client hung")
+        self.assertEqual(errors, [])
+        self.assertEqual(len(replies), clients * attempts)
+        for code, msg in replies:
+            self.assertEqual((code, msg), (535, b"5.7.8 Authentication credentials invalid"))
+        self.assertEqual(len(self.metas()), 5)
+        self.assertTrue(all(m["auth_user"] is None for m in self.metas()))
+        self.assertEqual(self.mp.stderr().count("authentication failed"), clients * attempts)
+        self.assertNotIn("authentication unavailable", self.mp.stderr())
 
     def test_passwords_never_logged(self):
         self.start({"SMTPD_LOG_LEVEL": "debug"})

@@ -5,6 +5,7 @@ message before its reply. Exit 0 accepts, 75 answers 451 4.3.0, anything else
 after SMTPD_FILTER_TIMEOUT (451); a filter that floods stdout or never reads
 stdin cannot hang the session; the local port tells endpoints apart."""
 
+import json
 import os
 import stat
 import sys
@@ -122,6 +123,7 @@ class TestVerdicts(FilterCase):
             env = dict(l.split("=", 1) for l in f.read().splitlines())
         self.assertEqual(env["SMTPD_MAIL_FROM"], "a@x.example")
         self.assertEqual(env["SMTPD_RCPT_TO"], "b@y.example,c@z.example")
+        self.assertEqual(json.loads(env["SMTPD_RCPT_TO_JSON"]), ["b@y.example", "c@z.example"])
         self.assertEqual(env["SMTPD_CLIENT_ADDR"], "127.0.0.1")
         self.assertEqual(env["SMTPD_LOCAL_ADDR"], "127.0.0.1")
         self.assertEqual(env["SMTPD_LOCAL_PORT"], str(port))

@@ -188,5 +188,122 @@ class TestRoundTrip(MessagesCase):
         self.assertEqual(self.get_json("/messages"), {"total": 0, "messages": []})
 
 
+def premade_id(i):
+    """Ids of our format, in arrival order with i (a few per second)."""
+    return "%d.M%06dP4242Q%d.mx.test.example" % (1700000000 + i // 7, (i % 7) * 1000, i)
+
+
+def write_premade(spool, n, sub="cur"):
+    """n messages written straight into <spool>/<sub>/ with their envelopes in
+    meta/ (SPEC 5), as a previous run would have left them."""
+    for d in ("tmp", "new", "cur", "meta"):
+        os.makedirs(os.path.join(spool, d), exist_ok=True)
+    ids = []
+    for i in range(n):
+        mid = premade_id(i)
+        body = (b"Return-Path: <a@x.example>\nReceived: from client.example ([127.0.0.1])\n"
+                b"\tby mx.test.example (mailport) with ESMTP id " + mid.encode() +
+                b";\n\tTue, 14 Nov 2023 22:13:20 +0000\nSubject: premade %d\n\nbody\n" % i)
+        with open(os.path.join(spool, sub, mid), "wb") as f:
+            f.write(body)
+        meta = {"id": mid, "mail_from": "a@x.example", "rcpt_to": ["b@y.example"],
+                "client": {"address": "127.0.0.1", "port": 40000}, "helo": "client.example",
+                "local": {"address": "127.0.0.1", "port": 2525}, "auth_user": None,
+                "tls": None, "proxy": None, "size": 20, "received_at": "2023-11-14T22:13:20.000Z"}
+        with open(os.path.join(spool, "meta", mid + ".json"), "w") as f:
+            f.write(json.dumps(meta, separators=(",", ":")) + "\n")
+        ids.append(mid)
+    return ids
+
+
+class TestIndexListing(MessagesCase):
+    """GET /messages from the spool's index (issue 12): the before= cursor,
+    an exact total through deletes and moves, and a large spool."""
+
+    def page_all(self, step):
+        """Every message, newest first, through pages chained by before=."""
+        got, before = [], None
+        while True:
+            q = "/messages?limit=%d" % step + ("&before=" + before if before else "")
+            page = self.get_json(q)
+            got.extend((m["id"], m["state"]) for m in page["messages"])
+            if len(page["messages"]) < step:
+                return got, page["total"]
+            before = page["messages"][-1]["id"]
+
+    def test_before_cursor(self):
+        self.start()
+        ids = [self.send(i) for i in range(7)]
+        newest_first = list(reversed(ids))
+        for step in (1, 2, 3, 7, 50):
+            got, total = self.page_all(step)
+            self.assertEqual([g[0] for g in got], newest_first, step)
+            self.assertEqual(total, 7)
+        # before and offset together; the cursor is strictly older
+        page = self.get_json("/messages?limit=2&offset=1&before=" + ids[5])
+        self.assertEqual([m["id"] for m in page["messages"]], [ids[3], ids[2]])
+        self.assertEqual(self.get_json("/messages?before=" + ids[0])["messages"], [])
+        # the entry is the same JSON whichever way the page was reached
+        by_offset = self.get_json("/messages?limit=1&offset=2")["messages"][0]
+        by_cursor = self.get_json("/messages?limit=1&before=" + ids[5])["messages"][0]
+        self.assertEqual(by_offset, by_cursor)
+        # an id that is not in the spool, or not an id at all: 400 with a JSON error
+        for bad in ("1.M1P1Q1.nowhere", "..%2fx", "a%20b", "x" * 300):
+            err = self.get_json("/messages?before=" + bad, want=400)
+            self.assertIn("error", err)
+
+    def test_total_exact_after_deletes_and_moves(self):
+        rcv = Receiver(lambda req, r: 400 if b"refuse me" in req.raw() else 200)
+        self.addCleanup(rcv.close)
+        mp = self.start({"SMTPD_WEBHOOK_URL": rcv.url})
+        ids = [self.send(i, subject="refuse me" if i % 3 == 0 else None) for i in range(9)]
+        want = {mid: "failed" if i % 3 == 0 else "delivered" for i, mid in enumerate(ids)}
+        states = h.wait_for(lambda: dict(self.page_all(4)[0]) == want and want, timeout=15)
+        self.assertTrue(states, self.page_all(4))
+        self.assertEqual(self.get_json("/messages")["total"], 9)
+        for mid in (ids[0], ids[4], ids[8]):
+            st, _, _ = self.api("DELETE", "/messages/" + mid)
+            self.assertEqual(st, 204)
+            del want[mid]
+        got, total = self.page_all(2)
+        self.assertEqual(total, 6)
+        self.assertEqual(dict(got), want)
+        self.assertEqual([g[0] for g in got], [m for m in reversed(ids) if m in want])
+        # A message taken away behind mailport's back is dropped when a page
+        # finds it gone, and the page is still full.
+        os.unlink(os.path.join(mp.spool, "cur", ids[7]))
+        del want[ids[7]]
+        page = self.get_json("/messages?limit=3")
+        self.assertEqual([m["id"] for m in page["messages"]], [ids[6], ids[5], ids[3]])
+        self.assertEqual(page["total"], 5)
+        got, total = self.page_all(2)
+        self.assertEqual((dict(got), total), (want, 5))
+
+    def test_large_spool(self):
+        """20,000 delivered messages left by an earlier run: the index is built
+        once at start, and a page of one lists the newest (no timing asserted:
+        that belongs to the benchmarks)."""
+        spool = os.path.join(self.new_mailport().tmp, "big-spool")
+        n = 20000
+        ids = write_premade(spool, n)
+        self.start({"SMTPD_SPOOL": spool})
+        page = self.get_json("/messages?limit=1")
+        self.assertEqual(page["total"], n)
+        self.assertEqual(len(page["messages"]), 1)
+        top = page["messages"][0]
+        self.assertEqual(top["id"], ids[-1])
+        self.assertEqual(top["state"], "delivered")
+        self.assertEqual(top["subject"], "premade %d" % (n - 1))
+        self.assertEqual(top["mail_from"], "a@x.example")
+        page = self.get_json("/messages?limit=2&before=" + ids[-1])
+        self.assertEqual([m["id"] for m in page["messages"]], [ids[-2], ids[-3]])
+        page = self.get_json("/messages?limit=1&offset=%d" % (n - 1))
+        self.assertEqual([m["id"] for m in page["messages"]], [ids[0]])
+        # a new message is the newest, and counted
+        mid = self.send(0)
+        page = self.get_json("/messages?limit=1")
+        self.assertEqual((page["total"], page["messages"][0]["id"]), (n + 1, mid))
+
+
 if __name__ == "__main__":
     h.main()

@@ -2,7 +2,8 @@
 """/metrics (issue 7): Prometheus text format with HELP and TYPE for every family,
 names prefixed mailport_ and counters ending in _total; connections refused by
 reason, messages rejected by reply code class, TLS handshakes and failures, the
-end-of-data to 250 histogram, per-listener labels; consistent with /status."""
+end-of-data to 250 histogram, per-listener labels; the readiness probe and the loop
+lag histogram (issue 12); consistent with /status."""
 
 import os
 import re
@@ -62,6 +63,8 @@ class TestMetrics(h.MailportTestCase):
         if tls:
             env.update(SMTPD_PORTS="%d:%d:%d" % (p1, p2, tls_port), SMTPD_TLS_PORTS=str(tls_port))
         mp = self.mailport(env)
+        # The readiness probe's first run (issue 12) measures the spool's free space.
+        self.assertTrue(h.wait_for(lambda: "free_bytes" in mp.status()["readiness"]["spool"], 5))
 
         # 3 accepted, 1 refused 552 (5xx) at its end
         s = smtplib.SMTP("127.0.0.1", p1, local_hostname="client.example", timeout=5)
@@ -154,6 +157,30 @@ class TestMetrics(h.MailportTestCase):
         if tls:
             self.assertEqual(fams["mailport_tls_handshakes_total"]["samples"][0][2], 1)
             self.assertEqual(fams["mailport_tls_handshake_failures_total"]["samples"][0][2], 1)
+
+        # issue 12: the readiness probe and the loop's lag, consistent with /status
+        def one(fam, typ):
+            self.assertEqual(fams[fam]["type"], typ, fam)
+            return fams[fam]["samples"][0][2]
+        self.assertEqual(refused["out_of_memory"], 0, refused)
+        self.assertEqual(one("mailport_readiness_probe_ok", "gauge"), 1)
+        self.assertEqual(one("mailport_readiness_probe_failures_total", "counter"), 0)
+        self.assertEqual(one("mailport_spool_min_free_bytes", "gauge"), 100 << 20)
+        free = one("mailport_spool_free_bytes", "gauge")
+        self.assertGreater(free, 100 << 20)
+        self.assertEqual(status["readiness"]["spool"]["min_free_bytes"], 100 << 20)
+        self.assertGreater(status["readiness"]["spool"]["free_bytes"], 100 << 20)
+        lag = fams["mailport_loop_lag_seconds"]
+        self.assertEqual(lag["type"], "histogram")
+        les = [l["le"] for n, l, _ in lag["samples"] if n.endswith("_bucket")]
+        self.assertEqual(les, ["0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "1", "5",
+                               "+Inf"])
+        lag_counts = [v for n, _, v in lag["samples"] if n.endswith("_bucket")]
+        self.assertEqual(lag_counts, sorted(lag_counts), "lag buckets are not cumulative")
+        self.assertEqual([v for n, _, v in lag["samples"] if n.endswith("_count")][0],
+                         lag_counts[-1])
+        self.assertIsInstance(status["loop_lag_ms_max"], (int, float))
+        self.assertGreaterEqual(status["loop_lag_ms_max"], 0)
 
 
 if __name__ == "__main__":

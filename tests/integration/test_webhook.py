@@ -117,7 +117,9 @@ class TestDelivered(WebhookCase):
         req = rcv.attempts(mid)[0]
         self.assertEqual(req.headers["content-type"], "message/rfc822")
         self.assertEqual(req.headers["x-mailport-mail-from"], "a@x.example")
-        self.assertEqual(req.headers["x-mailport-rcpt-to"], "b@y.example,c@z.example")
+        # One header per recipient (SPEC 5): a comma list is ambiguous.
+        self.assertEqual([v for k, v in req.header_list if k == "x-mailport-rcpt-to"],
+                         ["b@y.example", "c@z.example"])
         self.assertTrue(req.signature_ok(SECRET))
         with open(os.path.join(mp.spool, "cur", mid), "rb") as f:
             self.assertEqual(req.body, f.read())

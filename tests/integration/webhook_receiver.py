@@ -15,7 +15,10 @@ import time
 class Request:
     def __init__(self, path, headers, body):
         self.path = path
-        self.headers = {k.lower(): v for k, v in headers.items()}
+        pairs = list(headers.items()) if hasattr(headers, "items") else list(headers)
+        self.headers = {k.lower(): v for k, v in pairs}
+        # Every header in order, repeated ones too (one X-Mailport-Rcpt-To per recipient).
+        self.header_list = [(k.lower(), v) for k, v in pairs]
         self.body = body
         self.time = time.time()
         self.status = None  # what it was answered
@@ -59,7 +62,7 @@ class Receiver:
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
-                req = Request(self.path, dict(self.headers.items()), body)
+                req = Request(self.path, list(self.headers.items()), body)
                 with rcv.lock:
                     rcv.arrived.append(req.id)
                 try:

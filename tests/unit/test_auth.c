@@ -2,19 +2,28 @@
  * error naming SMTPD_AUTH_USERS_FILE and the line), verifying yescrypt,
  * SHA-512 and bcrypt hashes (DES, MD5, SHA-256 refused), unknown users and NUL in passwords, the
  * file loader, and the asynchronous check and reload on a libuv loop (a
- * cancelled check never calls back; the loop closes with nothing left). */
+ * cancelled check never calls back; the loop closes with nothing left). The
+ * checks' own pool (issue 12): many concurrent checks, chained from their own
+ * callbacks, all get the right answer; a full queue refuses at once (the
+ * session answers 454); stopping joins the threads and answers what never ran. */
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <dirent.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <crypt.h>
+#include <time.h>
 
 #include "auth.h"
+#include "auth_pool.h"
 
 /* Hashes of "secret" (mkpasswd -m yescrypt / bcrypt / sha256crypt, openssl passwd -6 / -1). */
 #define H_YESCRYPT "$y$j9T$zdLEDPg37nppQptDFXUoV/$ONp5I1x7ow3S2shTn6ZVlYRT2qQFp1oCCk5xIiQDsw2"
@@ -183,6 +192,227 @@ static void test_check_async(void **state)
 	assert_int_equal(unknown.calls, 1);
 	assert_false(unknown.ok);
 	assert_int_equal(cancelled.calls, 0);
+	/* The loop ran dry: the pool holds nothing of it (its threads idle),
+	 * so the loop closes even before the pool stops. */
+	assert_int_equal(uv_loop_close(&loop), 0);
+	auth_stop();
+}
+
+/* ------------------------------------------------------------- the pool */
+
+/* Threads of this process; *workers counts those named mailport-auth that run
+ * under SCHED_IDLE (or, where that is refused, at AUTH_POOL_NICE). */
+static int count_threads(int *workers)
+{
+	DIR *d = opendir("/proc/self/task");
+	assert_non_null(d);
+	int n = 0;
+	*workers = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		n++;
+		char path[300], buf[1024];
+		snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (f == NULL)
+			continue;
+		size_t len = fread(buf, 1, sizeof buf - 1, f);
+		fclose(f);
+		buf[len] = '\0';
+		/* "tid (comm) state ...": field 19 is the nice value, 41 the policy. */
+		char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+		if (open == NULL || close == NULL ||
+		    strncmp(open + 1, "mailport-auth)", (size_t)(close - open)) != 0)
+			continue;
+		int field = 2, nice = 0, policy = -1;
+		for (char *tok = strtok(close + 1, " "); tok; tok = strtok(NULL, " ")) {
+			if (++field == 19)
+				nice = atoi(tok);
+			if (field == 41) {
+				policy = atoi(tok);
+				break;
+			}
+		}
+		*workers += policy == SCHED_IDLE || nice == AUTH_POOL_NICE;
+	}
+	closedir(d);
+	return n;
+}
+
+/* A client that checks `left` more times, one at a time, the next from the
+ * callback of the last (the way a session does). */
+struct client {
+	uv_loop_t *loop;
+	struct auth_users *u;
+	const char *user, *pass;
+	bool want;
+	int left, calls, right;
+};
+
+static void client_next(struct client *c);
+
+static void client_checked(void *ctx, bool ok)
+{
+	struct client *c = ctx;
+	c->calls++;
+	c->right += ok == c->want;
+	if (--c->left > 0)
+		client_next(c);
+}
+
+static void client_next(struct client *c)
+{
+	assert_non_null(
+	    auth_check_start(c->loop, c->u, c->user, c->pass, strlen(c->pass), client_checked, c));
+}
+
+static void test_pool_many(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	int workers;
+	int threads0 = count_threads(&workers);
+	assert_int_equal(workers, 0);
+	assert_int_equal(auth_start(&loop, 3, 16), 0);
+	assert_int_equal(auth_start(&loop, 3, 16), -EBUSY);
+	assert_int_equal(count_threads(&workers), threads0 + 3);
+	/* Each worker names itself and lowers its own priority as it starts:
+	 * wait for that (bounded, 2 s). */
+	for (int i = 0; i < 200 && workers != 3; i++) {
+		usleep(10000);
+		count_threads(&workers);
+	}
+	assert_int_equal(workers, 3);
+	struct auth_users *u =
+	    parse_ok("alice:" H_YESCRYPT "\nbob:" H_SHA512 "\ncarol:" H_BCRYPT "\n");
+	/* 12 clients, 4 checks each, all in flight at once: 12 <= 3 + 16. */
+	static const struct {
+		const char *user, *pass;
+		bool want;
+	} cases[] = {
+	    {"alice", "secret", true}, {"alice", "wrong", false}, {"bob", "secret", true},
+	    {"bob", "secreT", false},  {"carol", "secret", true}, {"carol", "", false},
+	    {"dave", "secret", false}, {"", "secret", false},     {"alice", "secret", true},
+	    {"bob", "secret", true},   {"carol", "secret", true}, {"alice", "secre", false},
+	};
+	enum { NCLIENTS = sizeof cases / sizeof cases[0], ROUNDS = 4 };
+	struct client cl[NCLIENTS];
+	for (int i = 0; i < NCLIENTS; i++) {
+		cl[i] = (struct client){.loop = &loop,
+		                        .u = u,
+		                        .user = cases[i].user,
+		                        .pass = cases[i].pass,
+		                        .want = cases[i].want,
+		                        .left = ROUNDS};
+		client_next(&cl[i]);
+	}
+	auth_users_unref(u);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	for (int i = 0; i < NCLIENTS; i++) {
+		if (cl[i].calls != ROUNDS || cl[i].right != ROUNDS)
+			fprintf(stderr, "client %d (%s): calls=%d right=%d, want %d\n", i,
+			        cases[i].user, cl[i].calls, cl[i].right, ROUNDS);
+		assert_int_equal(cl[i].calls, ROUNDS);
+		assert_int_equal(cl[i].right, ROUNDS);
+	}
+	auth_stop();
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(count_threads(&workers), threads0);
+	assert_int_equal(workers, 0);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_pool_queue_full(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	/* One thread, one waiting: two checks outstanding at most. */
+	assert_int_equal(auth_start(&loop, 1, 1), 0);
+	struct auth_users *u = parse_ok("alice:" H_YESCRYPT "\n");
+	struct result r[5] = {{0}};
+	assert_non_null(auth_check_start(&loop, u, "alice", "secret", 6, on_checked, &r[0]));
+	struct auth_check *second =
+	    auth_check_start(&loop, u, "alice", "wrong", 5, on_checked, &r[1]);
+	assert_non_null(second);
+	/* Refused at once, and never called back: the session answers 454. */
+	assert_null(auth_check_start(&loop, u, "alice", "secret", 6, on_checked, &r[2]));
+	assert_null(auth_check_start(&loop, u, "alice", "secret", 6, on_checked, &r[3]));
+	/* Taking one back makes room. */
+	auth_check_cancel(second);
+	assert_non_null(auth_check_start(&loop, u, "alice", "secret", 6, on_checked, &r[4]));
+	auth_users_unref(u);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(r[0].calls, 1);
+	assert_true(r[0].ok);
+	assert_int_equal(r[1].calls, 0);
+	assert_int_equal(r[2].calls, 0);
+	assert_int_equal(r[3].calls, 0);
+	assert_int_equal(r[4].calls, 1);
+	assert_true(r[4].ok);
+	/* Answered: room again. */
+	u = parse_ok("alice:" H_YESCRYPT "\n");
+	struct result again = {0};
+	assert_non_null(auth_check_start(&loop, u, "alice", "wrong", 5, on_checked, &again));
+	auth_users_unref(u);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(again.calls, 1);
+	assert_false(again.ok);
+	auth_stop();
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_pool_stop(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	int workers;
+	int threads0 = count_threads(&workers);
+	auth_stop(); /* none running: a no-op */
+	assert_int_equal(auth_start(&loop, 2, 8), 0);
+	struct auth_users *u = parse_ok("alice:" H_YESCRYPT "\n");
+	struct result r[8] = {{0}};
+	struct auth_check *c[8];
+	for (int i = 0; i < 8; i++) {
+		c[i] = auth_check_start(&loop, u, "alice", "secret", 6, on_checked, &r[i]);
+		assert_non_null(c[i]);
+	}
+	auth_check_cancel(c[7]);
+	auth_users_unref(u);
+	/* Without running the loop: stop joins the threads (one or two checks
+	 * finish first) and answers every check but the cancelled one, each
+	 * exactly once: true when it ran, false when it never did. */
+	auth_stop();
+	assert_int_equal(count_threads(&workers), threads0);
+	assert_int_equal(workers, 0);
+	int ran = 0;
+	for (int i = 0; i < 7; i++) {
+		assert_int_equal(r[i].calls, 1);
+		ran += r[i].ok;
+	}
+	assert_int_equal(r[7].calls, 0);
+	assert_in_range(ran, 0, 7);
+	assert_true(r[6].ok == false || ran == 7);
+	/* Nothing outstanding, the handle closes, the loop ends empty. */
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(uv_loop_close(&loop), 0);
+
+	/* The next check on a new loop starts a new pool with the defaults. */
+	assert_int_equal(uv_loop_init(&loop), 0);
+	u = parse_ok("alice:" H_YESCRYPT "\n");
+	struct result late = {0};
+	assert_non_null(auth_check_start(&loop, u, "alice", "secret", 6, on_checked, &late));
+	auth_users_unref(u);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(late.calls, 1);
+	assert_true(late.ok);
+	auth_stop();
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
 	assert_int_equal(uv_loop_close(&loop), 0);
 }
 
@@ -228,12 +458,67 @@ static void test_load_async(void **state)
 	rmdir(dir);
 }
 
+/* Issue 13 item 7: in a file that mixes methods, an unknown user is checked
+ * against the most expensive hash (here bcrypt cost 10, sorted after a cheap
+ * SHA-512 user), so a failure for a name that does not exist is never faster
+ * than one for the slowest real user. */
+static double verify_ms(const struct auth_users *u, const char *user)
+{
+	struct timespec a, b;
+	double best = 1e9;
+	for (int i = 0; i < 3; i++) {
+		clock_gettime(CLOCK_MONOTONIC, &a);
+		assert_false(auth_users_verify(u, user, "wrong", 5));
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		double ms =
+		    (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+		best = ms < best ? ms : best;
+	}
+	return best;
+}
+
+static void test_dummy_is_the_most_expensive(void **state)
+{
+	(void)state;
+	char s6[CRYPT_GENSALT_OUTPUT_SIZE], s2b[CRYPT_GENSALT_OUTPUT_SIZE];
+	assert_non_null(crypt_gensalt_rn("$6$", 5000, NULL, 0, s6, sizeof s6));
+	assert_non_null(crypt_gensalt_rn("$2b$", 10, NULL, 0, s2b, sizeof s2b));
+	static struct crypt_data cd;
+	char h6[CRYPT_OUTPUT_SIZE], h2b[CRYPT_OUTPUT_SIZE];
+	snprintf(h6, sizeof h6, "%s", crypt_r("pw", s6, &cd));
+	snprintf(h2b, sizeof h2b, "%s", crypt_r("pw", s2b, &cd));
+	char file[1024];
+	for (int order = 0; order < 2; order++) {
+		snprintf(file, sizeof file,
+		         order ? "zzz:%s\naaa:%s\naab:%s\n" : "aaa:%s\naab:%s\nzzz:%s\n",
+		         order ? h2b : h6, order ? h6 : h6, order ? h6 : h2b);
+		struct auth_users *u;
+		char err[256];
+		assert_int_equal(auth_users_parse("users", file, strlen(file), &u, err, sizeof err),
+		                 0);
+		assert_string_equal(auth_users_dummy(u), h2b);
+		assert_true(auth_users_verify(u, "zzz", "pw", 2));
+		/* One-sided and with a wide margin (bcrypt-10 is ~30x SHA-512's 5000
+		 * rounds here): the unknown user is not the cheap one any more. */
+		double unknown = verify_ms(u, "nobody"), slow = verify_ms(u, "zzz");
+		if (unknown < 0.5 * slow)
+			fail_msg("unknown user %.1f ms, bcrypt user %.1f ms", unknown, slow);
+		auth_users_unref(u);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_parse),      cmocka_unit_test(test_parse_errors),
-	    cmocka_unit_test(test_load),       cmocka_unit_test(test_check_async),
+	    cmocka_unit_test(test_parse),
+	    cmocka_unit_test(test_parse_errors),
+	    cmocka_unit_test(test_load),
+	    cmocka_unit_test(test_check_async),
 	    cmocka_unit_test(test_load_async),
+	    cmocka_unit_test(test_pool_many),
+	    cmocka_unit_test(test_pool_queue_full),
+	    cmocka_unit_test(test_pool_stop),
+	    cmocka_unit_test(test_dummy_is_the_most_expensive),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -124,9 +124,11 @@ static void test_defaults(void **state)
 	    {"ports", "2525"},
 	    {"http", "127.0.0.1:8080"},
 	    {"http-token", ""},
+	    {"http-allowed-hosts", ""},
 	    {"hostname", NULL}, /* gethostname() */
 	    {"max-message-size", "26214400"},
 	    {"max-recipients", "100"},
+	    {"max-line-length", "0"},
 	    {"max-connections", "1000"},
 	    {"max-connections-per-client", "50"},
 	    {"command-timeout", "300"},
@@ -157,11 +159,13 @@ static void test_defaults(void **state)
 	    {"auth", "off"},
 	    {"auth-users-file", ""},
 	    {"auth-insecure", "0"},
+	    {"auth-max-failures", "5"},
 	    {"shutdown-grace", "25"},
 	    {"proxy-ports", ""},
 	    {"proxy-trusted", ""},
 	    {"log-format", "text"},
 	    {"log-level", "info"},
+	    {"spool-min-free", "100M"},
 	};
 	struct run r;
 	assert_int_equal(run(&r, NONE, NONE), 0);
@@ -189,11 +193,14 @@ static void test_table(void **state)
 	    "ports",
 	    "http",
 	    "http-token",
+	    "http-allowed-hosts",
 	    "hostname",
 	    "spool",
+	    "spool-min-free",
 	    "deliver",
 	    "max-message-size",
 	    "max-recipients",
+	    "max-line-length",
 	    "max-connections",
 	    "max-connections-per-client",
 	    "command-timeout",
@@ -227,6 +234,7 @@ static void test_table(void **state)
 	    "auth",
 	    "auth-users-file",
 	    "auth-insecure",
+	    "auth-max-failures",
 	};
 	size_t nimpl = 0;
 	for (size_t i = 0; i < config_settings_count; i++) {
@@ -321,6 +329,9 @@ static void test_values(void **state)
 	    {"hostname v6 literal", NONE, ARGS("SMTPD_HOSTNAME=[IPv6:2001:db8::1]"), "hostname",
 	     "[IPv6:2001:db8::1]"},
 	    {"spool", ARGS("--spool=/var/spool/mailport"), NONE, "spool", "/var/spool/mailport"},
+	    {"min free size", NONE, ARGS("SMTPD_SPOOL_MIN_FREE=1G"), "spool-min-free", "1G"},
+	    {"min free percent", ARGS("--spool-min-free=2%"), NONE, "spool-min-free", "2%"},
+	    {"min free off", NONE, ARGS("SMTPD_SPOOL_MIN_FREE=0"), "spool-min-free", "0"},
 	    /* Not implemented, but the value is the default's: accepted. */
 	    {"tls off", NONE, ARGS("SMTPD_TLS=OFF"), "tls", "off"},
 	    {"auth off", ARGS("--auth=off"), NONE, "auth", "off"},
@@ -373,6 +384,15 @@ static void test_errors(void **state)
 		const char *want;
 	} cases[] = {
 	    /* Kinds. */
+	    {NONE, ARGS("SMTPD_SPOOL_MIN_FREE=100%"),
+	     "SMTPD_SPOOL_MIN_FREE: \"100%\" is not a size (bytes, or a number with K, M or G) or "
+	     "a percentage (0% to 99%)"},
+	    {ARGS("--spool-min-free=1.5%"), NONE,
+	     "--spool-min-free: \"1.5%\" is not a size (bytes, or a number with K, M or G) or a "
+	     "percentage (0% to 99%)"},
+	    {NONE, ARGS("SMTPD_SPOOL_MIN_FREE=10KB"),
+	     "SMTPD_SPOOL_MIN_FREE: \"10KB\" is not a size (bytes, or a number with K, M or G) or "
+	     "a percentage (0% to 99%)"},
 	    {NONE, ARGS("SMTPD_MAX_MESSAGE_SIZE=12Q"),
 	     "SMTPD_MAX_MESSAGE_SIZE: \"12Q\" is not a size (bytes, or a number with K, M or "
 	     "G)"},
@@ -841,6 +861,38 @@ static void test_parse_helpers(void **state)
 		if (rc != bools[i].rc || (rc == 0 && got != bools[i].want))
 			fail_msg("\"%s\": got rc=%d %d want rc=%d %d", bools[i].in, rc, got,
 			         bools[i].rc, bools[i].want);
+	}
+	/* SMTPD_SPOOL_MIN_FREE (issue 12): a size, or whole percents below 100. */
+	static const struct {
+		const char *in;
+		int rc;
+		uint64_t bytes;
+		unsigned percent;
+	} mins[] = {
+	    {"100M", 0, 100u << 20, 0},
+	    {"0", 0, 0, 0},
+	    {"2%", 0, 0, 2},
+	    {"99%", 0, 0, 99},
+	    {"0%", 0, 0, 0},
+	    {"1G", 0, 1u << 30, 0},
+	    {"100%", -1, 0, 0},
+	    {"1.5%", -1, 0, 0},
+	    {"%", -1, 0, 0},
+	    {"-1%", -1, 0, 0},
+	    {"0100%", -1, 0, 0},
+	    {"2 %", -1, 0, 0},
+	    {"", -1, 0, 0},
+	    {"5x", -1, 0, 0},
+	};
+	for (size_t i = 0; i < sizeof mins / sizeof mins[0]; i++) {
+		uint64_t bytes = 7;
+		unsigned percent = 7;
+		int rc = config_parse_min_free(mins[i].in, &bytes, &percent);
+		if (rc != mins[i].rc ||
+		    (rc == 0 && (bytes != mins[i].bytes || percent != mins[i].percent)))
+			fail_msg("min free \"%s\": got rc=%d %llu %u%% want rc=%d %llu %u%%",
+			         mins[i].in, rc, (unsigned long long)bytes, percent, mins[i].rc,
+			         (unsigned long long)mins[i].bytes, mins[i].percent);
 	}
 }
 

@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "filter.h"
 #include "log.h"
@@ -25,6 +26,27 @@ static const char *env_get(char **envp, const char *name)
 		if (strncmp(envp[i], name, n) == 0 && envp[i][n] == '=')
 			return envp[i] + n + 1;
 	return NULL;
+}
+
+/* A quoted local part may hold a comma: only the JSON array says where each
+ * recipient ends (issue 13 item 11). */
+static void test_env_rcpt_json(void **state)
+{
+	(void)state;
+	const char *rcpt[] = {"\"x,y\"@a.example", "b@c.example"};
+	struct spool_envelope env = {
+	    .id = "1.M1P1Q1.mx", .mail_from = "", .rcpt = rcpt, .nrcpt = 2};
+	char **e = filter_env_build(&env, NULL);
+	assert_non_null(e);
+	assert_string_equal(env_get(e, "SMTPD_RCPT_TO"), "\"x,y\"@a.example,b@c.example");
+	json_error_t jerr;
+	json_t *arr = json_loads(env_get(e, "SMTPD_RCPT_TO_JSON"), 0, &jerr);
+	assert_non_null(arr);
+	assert_int_equal(json_array_size(arr), 2);
+	assert_string_equal(json_string_value(json_array_get(arr, 0)), "\"x,y\"@a.example");
+	assert_string_equal(json_string_value(json_array_get(arr, 1)), "b@c.example");
+	json_decref(arr);
+	filter_env_free(e);
 }
 
 static void test_env(void **state)
@@ -54,6 +76,7 @@ static void test_env(void **state)
 	assert_null(env_get(e, "SMTPD_WEBHOOK_SECRET"));
 	assert_string_equal(env_get(e, "SMTPD_MAIL_FROM"), "a@x.example");
 	assert_string_equal(env_get(e, "SMTPD_RCPT_TO"), "b@y.example,c@z.example");
+	assert_string_equal(env_get(e, "SMTPD_RCPT_TO_JSON"), "[\"b@y.example\",\"c@z.example\"]");
 	assert_string_equal(env_get(e, "SMTPD_CLIENT_ADDR"), "203.0.113.7");
 	assert_string_equal(env_get(e, "SMTPD_CLIENT_PORT"), "40000");
 	assert_string_equal(env_get(e, "SMTPD_LOCAL_ADDR"), "127.0.0.1");
@@ -69,7 +92,7 @@ static void test_env(void **state)
 	for (; e[n]; n++)
 		tls += strncmp(e[n], "SMTPD_TLS=", 10) == 0;
 	assert_int_equal(tls, 1);
-	assert_int_equal(n, 3 + 12);
+	assert_int_equal(n, 3 + 13);
 	filter_env_free(e);
 
 	/* Null sender, one recipient, AUTH and TLS, no parent environment. */
@@ -284,9 +307,9 @@ int main(void)
 	signal(SIGPIPE, SIG_IGN);
 	log_setup(CONFIG_LOG_TEXT, CONFIG_LOG_ERROR);
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_env),         cmocka_unit_test(test_reply_text),
-	    cmocka_unit_test(test_verdict),     cmocka_unit_test(test_run_simple),
-	    cmocka_unit_test(test_run_hostile),
+	    cmocka_unit_test(test_env),        cmocka_unit_test(test_env_rcpt_json),
+	    cmocka_unit_test(test_reply_text), cmocka_unit_test(test_verdict),
+	    cmocka_unit_test(test_run_simple), cmocka_unit_test(test_run_hostile),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

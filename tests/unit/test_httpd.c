@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "httpd.h"
+#include "httpd_front.h"
 #include "stats.h"
 
 #define TOKEN "s3cret-token"
@@ -230,7 +231,7 @@ static void request_on(int family, uint16_t port, const char *method, const char
 {
 	int fd = connect_to(family, port);
 	char req[1024];
-	snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: test\r\n%s\r\n", method, path,
+	snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: localhost\r\n%s\r\n", method, path,
 	         extra ? extra : "");
 	send_all(fd, req);
 	read_reply(fd, r, strcmp(method, "HEAD") == 0);
@@ -300,7 +301,7 @@ static void test_status(void **state)
 	get(f, "/status", &r);
 	assert_int_equal(r.status, 200);
 	json_t *j = json_body(&r);
-	assert_int_equal(json_object_size(j), 12);
+	assert_int_equal(json_object_size(j), 15);
 	assert_string_equal(json_string_value(json_object_get(j, "service")), "mailport");
 	assert_string_equal(json_string_value(json_object_get(j, "version")), "1.2.3-test");
 	assert_string_equal(json_string_value(json_object_get(j, "hostname")), "mx.example.test");
@@ -635,6 +636,34 @@ static void test_head(void **state)
 	reply_free(&r);
 }
 
+/* Without a token a Host that is not an IP, localhost or listed is 403 on
+ * every route but health: a page in a browser cannot rebind a name to us. */
+static void test_host_check(void **state)
+{
+	struct fixture *f = *state;
+	static const struct {
+		const char *req;
+		unsigned status;
+	} cases[] = {
+	    {"GET /status HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n", 403},
+	    {"GET /metrics HTTP/1.1\r\nHost: evil.example:8080\r\nConnection: close\r\n\r\n", 403},
+	    {"GET /livez HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n", 200},
+	    {"GET /readyz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n", 200},
+	    {"GET /status HTTP/1.1\r\nHost: 127.0.0.1:1\r\nConnection: close\r\n\r\n", 200},
+	    {"GET /status HTTP/1.0\r\n\r\n", 200},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int fd = connect_to(AF_INET, f->port);
+		struct reply r;
+		send_all(fd, cases[i].req);
+		read_reply(fd, &r, false);
+		if (r.status != (int)cases[i].status)
+			fail_msg("%s: %d, want %u", cases[i].req, r.status, cases[i].status);
+		reply_free(&r);
+		close(fd);
+	}
+}
+
 static void test_keepalive(void **state)
 {
 	struct fixture *f = *state;
@@ -642,23 +671,128 @@ static void test_keepalive(void **state)
 	struct reply r;
 	char v[64];
 	/* The first request carries a body that must be skipped. */
-	send_all(fd, "GET /livez HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello");
+	send_all(fd,
+	         "GET /livez HTTP/1.1\r\nHost: localhost:8080\r\nContent-Length: 5\r\n\r\nhello");
 	read_reply(fd, &r, false);
 	expect_json(&r, 200, "status", "ok");
 	assert_null(header(&r, "Connection", v, sizeof v));
 	reply_free(&r);
-	send_all(fd, "GET /readyz HTTP/1.1\r\nHost: test\r\n\r\n");
+	send_all(fd, "GET /readyz HTTP/1.1\r\nHost: localhost:8080\r\n\r\n");
 	read_reply(fd, &r, false);
 	expect_json(&r, 200, "status", "ready");
 	assert_null(header(&r, "Connection", v, sizeof v));
 	reply_free(&r);
-	send_all(fd, "GET /status HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+	send_all(fd, "GET /status HTTP/1.1\r\nHost: localhost:8080\r\nConnection: close\r\n\r\n");
 	read_reply(fd, &r, false);
 	assert_int_equal(r.status, 200);
 	reply_free(&r);
 	char c;
 	assert_int_equal(recv(fd, &c, 1, 0), 0); /* closed as asked */
 	close(fd);
+}
+
+/* The front door's decision (httpd_front.h), from the first bytes alone. */
+static enum httpd_front_verdict classify(const char *s, char *path, int *head)
+{
+	return httpd_front_classify(s, strlen(s), 64, path, head);
+}
+
+static void test_front_classify(void **state)
+{
+	(void)state;
+	char path[16];
+	int head = -1;
+	assert_int_equal(classify("GET /livez HTTP/1.1\r\n", path, &head), HTTPD_FRONT_HEALTH);
+	assert_string_equal(path, "/livez");
+	assert_int_equal(head, 0);
+	assert_int_equal(classify("HEAD /readyz HTTP/1.0\n\n", path, &head), HTTPD_FRONT_HEALTH);
+	assert_string_equal(path, "/readyz");
+	assert_int_equal(head, 1);
+	assert_int_equal(classify("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", path, &head),
+	                 HTTPD_FRONT_HEALTH);
+	/* Not yet a whole request line. */
+	assert_int_equal(classify("GET /livez HTTP/1.1", path, &head), HTTPD_FRONT_WAIT);
+	assert_int_equal(classify("", path, &head), HTTPD_FRONT_WAIT);
+	/* Other routes, methods, forms and versions wait for their whole head,
+	 * then go to libmicrohttpd. */
+	assert_int_equal(classify("GET /status HTTP/1.1\r\nHost: x\r\n", path, &head),
+	                 HTTPD_FRONT_WAIT);
+	assert_int_equal(classify("GET /status HTTP/1.1\r\nHost: x\r\n\r\n", path, &head),
+	                 HTTPD_FRONT_PASS);
+	assert_int_equal(classify("POST /livez HTTP/1.1\r\n\r\n", path, &head), HTTPD_FRONT_PASS);
+	assert_int_equal(classify("GET /livez?x=1 HTTP/1.1\r\n\r\n", path, &head),
+	                 HTTPD_FRONT_PASS);
+	assert_int_equal(classify("GET /livezz HTTP/1.1\r\n\r\n", path, &head), HTTPD_FRONT_PASS);
+	assert_int_equal(classify("GET /livez HTTP/2.0\r\n\r\n", path, &head), HTTPD_FRONT_PASS);
+	assert_int_equal(classify("GET  /livez HTTP/1.1\r\n\r\n", path, &head), HTTPD_FRONT_PASS);
+	/* A raw control octet anywhere in the request line. */
+	assert_int_equal(httpd_front_classify("GET /livez\0 HTTP/1.1\r\n", 22, 64, path, &head),
+	                 HTTPD_FRONT_BAD);
+	assert_int_equal(classify("GET /messages/x\x01 HTTP/1.1\r\n", path, &head),
+	                 HTTPD_FRONT_BAD);
+	assert_int_equal(classify("GET /\x7f HTTP/1.1\n", path, &head), HTTPD_FRONT_BAD);
+	assert_int_equal(classify("GET /messages/x%00.json HTTP/1.1\n", path, &head),
+	                 HTTPD_FRONT_BAD);
+	assert_int_equal(classify("GET /m?limit=%1f HTTP/1.1\n", path, &head), HTTPD_FRONT_BAD);
+	assert_int_equal(classify("DELETE /messages/x%7F HTTP/1.1\n", path, &head),
+	                 HTTPD_FRONT_BAD);
+	assert_int_equal(classify("GET /m%20x%41%2f HTTP/1.1\n\n", path, &head), HTTPD_FRONT_PASS);
+	/* A probe with a body is libmicrohttpd's to read, body and all. */
+	assert_int_equal(
+	    classify("GET /livez HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", path, &head),
+	    HTTPD_FRONT_PASS);
+	assert_int_equal(
+	    classify("GET /livez HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n", path, &head),
+	    HTTPD_FRONT_PASS);
+	assert_int_equal(classify("GET /livez HTTP/1.1\r\nContent-Length: 0\r\n\r\n", path, &head),
+	                 HTTPD_FRONT_HEALTH);
+	/* A head longer than the peek is passed on whole or not: libmicrohttpd refuses it. */
+	char big[80];
+	memset(big, 'a', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	memcpy(big, "GET /status HTTP/1.1\r\nX: ", 25);
+	assert_int_equal(classify(big, path, &head), HTTPD_FRONT_PASS);
+	memcpy(big, "GET /status", 11);
+	memset(big + 11, 'a', sizeof big - 12);
+	assert_int_equal(classify(big, path, &head), HTTPD_FRONT_PASS);
+}
+
+/* SPEC 3: which Host a side port without a token answers (DNS rebinding). */
+static void test_host_allowed(void **state)
+{
+	(void)state;
+	const char *list = "mail.example.org, *.svc.cluster.local ,";
+	static const char *const yes[] = {NULL,
+	                                  "127.0.0.1",
+	                                  "127.0.0.1:8080",
+	                                  "[::1]:8080",
+	                                  "[::1]",
+	                                  "10.1.2.3:8080",
+	                                  "localhost",
+	                                  "LOCALHOST:8080",
+	                                  "localhost.",
+	                                  "mail.example.org",
+	                                  "Mail.Example.Org:80",
+	                                  "mailport.ns.svc.cluster.local:8080"};
+	static const char *const no[] = {"",
+	                                 "evil.example",
+	                                 "evil.example:8080",
+	                                 "127.0.0.1.evil.example",
+	                                 "localhost.evil.example",
+	                                 "svc.cluster.local",
+	                                 "xmail.example.org",
+	                                 "[::1",
+	                                 "[::1]x",
+	                                 ":8080",
+	                                 "example.org"};
+	for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+		if (!httpd_host_allowed(yes[i], list))
+			fail_msg("refused %s", yes[i] ? yes[i] : "(none)");
+	for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+		if (httpd_host_allowed(no[i], list))
+			fail_msg("allowed %s", no[i]);
+	assert_false(httpd_host_allowed("mail.example.org", ""));
+	assert_true(httpd_host_allowed("127.0.0.1", NULL));
 }
 
 static uint16_t closed_port(void)
@@ -870,8 +1004,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_not_found_and_method, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_head, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_keepalive, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_host_check, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_healthcheck, setup, teardown),
 	    cmocka_unit_test(test_healthcheck_not_http),
+	    cmocka_unit_test(test_front_classify),
+	    cmocka_unit_test(test_host_allowed),
 	    cmocka_unit_test(test_healthcheck_wrong_protocol),
 	    cmocka_unit_test_setup_teardown(test_address_in_use, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ipv6, setup, teardown),

@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "messages.h"
 #include "spool.h"
+#include "spool_index.h"
 
 #include <errno.h>
 #include <ftw.h>
@@ -181,7 +182,7 @@ static void test_list(void **state)
 {
 	struct fx *fx = *state;
 	struct messages_reply r;
-	messages_handle(fx->s, "GET", "", NULL, NULL, &r);
+	messages_handle(fx->s, "GET", "", NULL, &r);
 	assert_int_equal(r.status, 200);
 	assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 3);
 	json_t *m = json_object_get(r.json, "messages");
@@ -202,7 +203,8 @@ static void test_list(void **state)
 	                    "second");
 	reply_free(&r);
 
-	messages_handle(fx->s, "GET", "/", "1", "1", &r);
+	messages_handle(fx->s, "GET", "/", &(struct messages_query){.limit = "1", .offset = "1"},
+	                &r);
 	assert_int_equal(r.status, 200);
 	assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 3);
 	m = json_object_get(r.json, "messages");
@@ -211,23 +213,96 @@ static void test_list(void **state)
 	                    fx->ids[1]);
 	reply_free(&r);
 
-	messages_handle(fx->s, "GET", "", "10", "7", &r);
+	messages_handle(fx->s, "GET", "", &(struct messages_query){.limit = "10", .offset = "7"},
+	                &r);
 	assert_int_equal(json_array_size(json_object_get(r.json, "messages")), 0);
 	reply_free(&r);
 
-	messages_handle(fx->s, "GET", "", "abc", NULL, &r);
+	messages_handle(fx->s, "GET", "", &(struct messages_query){.limit = "abc"}, &r);
 	assert_int_equal(r.status, 400);
 	reply_free(&r);
-	messages_handle(fx->s, "POST", "", NULL, NULL, &r);
+	messages_handle(fx->s, "POST", "", NULL, &r);
 	assert_int_equal(r.status, 405);
 	assert_string_equal(r.allow, "GET, HEAD");
 	reply_free(&r);
 
 	/* No spool (discard): empty. */
-	messages_handle(NULL, "GET", "", NULL, NULL, &r);
+	messages_handle(NULL, "GET", "", NULL, &r);
 	assert_int_equal(r.status, 200);
 	assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 0);
 	reply_free(&r);
+	messages_handle(NULL, "GET", "", &(struct messages_query){.before = fx->ids[0]}, &r);
+	assert_int_equal(r.status, 400);
+	reply_free(&r);
+}
+
+/* The before= cursor, and a message removed behind the spool's back. */
+static void test_list_before(void **state)
+{
+	struct fx *fx = *state;
+	struct messages_reply r;
+	messages_handle(fx->s, "GET", "", &(struct messages_query){.before = fx->ids[2]}, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 3);
+	json_t *m = json_object_get(r.json, "messages");
+	assert_int_equal(json_array_size(m), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(m, 0), "id")),
+	                    fx->ids[1]);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(m, 1), "id")),
+	                    fx->ids[0]);
+	reply_free(&r);
+	messages_handle(fx->s, "GET", "",
+	                &(struct messages_query){.before = fx->ids[2], .offset = "1", .limit = "5"},
+	                &r);
+	m = json_object_get(r.json, "messages");
+	assert_int_equal(json_array_size(m), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(m, 0), "id")),
+	                    fx->ids[0]);
+	reply_free(&r);
+	/* empty is no cursor; invalid and unknown ids are 400 with a JSON error */
+	messages_handle(fx->s, "GET", "", &(struct messages_query){.before = ""}, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(json_array_size(json_object_get(r.json, "messages")), 3);
+	reply_free(&r);
+	const char *bad[] = {"1.M1P1Q1.unknown", "../x", ".hidden", "a b"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		messages_handle(fx->s, "GET", "", &(struct messages_query){.before = bad[i]}, &r);
+		if (r.status != 400)
+			fail_msg("before=%s answered %u", bad[i], r.status);
+		assert_non_null(json_string_value(json_object_get(r.json, "error")));
+		reply_free(&r);
+	}
+
+	/* Removed from cur/ by someone else: left out of the page, dropped from
+	 * the index, the page still full, total exact. */
+	char p[512];
+	snprintf(p, sizeof p, "%s/cur/%s", fx->dir, fx->ids[1]);
+	assert_int_equal(unlink(p), 0);
+	messages_handle(fx->s, "GET", "", &(struct messages_query){.limit = "2"}, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 2);
+	m = json_object_get(r.json, "messages");
+	assert_int_equal(json_array_size(m), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(m, 0), "id")),
+	                    fx->ids[2]);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(m, 1), "id")),
+	                    fx->ids[0]);
+	reply_free(&r);
+	assert_int_equal(spool_index_total(spool_get_index(fx->s), NULL), 2);
+
+	/* Moved by someone else (a mail reader): found, and the index follows. */
+	char q[512];
+	snprintf(p, sizeof p, "%s/new/%s", fx->dir, fx->ids[0]);
+	snprintf(q, sizeof q, "%s/cur/%s:2,S", fx->dir, fx->ids[0]);
+	assert_int_equal(rename(p, q), 0);
+	messages_handle(fx->s, "GET", "", NULL, &r);
+	m = json_object_get(r.json, "messages");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(m, 1), "state")),
+	                    "delivered");
+	reply_free(&r);
+	enum spool_state st;
+	assert_int_equal(spool_index_get(spool_get_index(fx->s), fx->ids[0], &st), 0);
+	assert_int_equal(st, SPOOL_STATE_CUR);
 }
 
 static void test_get_raw_delete(void **state)
@@ -237,7 +312,7 @@ static void test_get_raw_delete(void **state)
 	struct messages_reply r;
 
 	snprintf(path, sizeof path, "/%s", fx->ids[1]);
-	messages_handle(fx->s, "GET", path, NULL, NULL, &r);
+	messages_handle(fx->s, "GET", path, NULL, &r);
 	assert_int_equal(r.status, 200);
 	assert_string_equal(json_string_value(json_object_get(r.json, "state")), "delivered");
 	assert_string_equal(json_string_value(json_object_get(r.json, "subject")), "second");
@@ -252,7 +327,7 @@ static void test_get_raw_delete(void **state)
 	reply_free(&r);
 
 	snprintf(path, sizeof path, "/%s/raw", fx->ids[0]);
-	messages_handle(fx->s, "GET", path, NULL, NULL, &r);
+	messages_handle(fx->s, "GET", path, NULL, &r);
 	assert_int_equal(r.status, 200);
 	assert_true(r.fd >= 0);
 	char buf[4096];
@@ -264,22 +339,30 @@ static void test_get_raw_delete(void **state)
 	reply_free(&r);
 
 	snprintf(path, sizeof path, "/%s/raw", fx->ids[0]);
-	messages_handle(fx->s, "DELETE", path, NULL, NULL, &r);
+	messages_handle(fx->s, "DELETE", path, NULL, &r);
 	assert_int_equal(r.status, 405);
 	assert_string_equal(r.allow, "GET, HEAD");
+	reply_free(&r);
+	/* Ids match exactly: a trailing slash is another path. */
+	snprintf(path, sizeof path, "/%s/", fx->ids[0]);
+	messages_handle(fx->s, "GET", path, NULL, &r);
+	assert_int_equal(r.status, 404);
+	reply_free(&r);
+	messages_handle(fx->s, "DELETE", path, NULL, &r);
+	assert_int_equal(r.status, 404);
 	reply_free(&r);
 
 	/* Delete each, wherever it is; then they are gone. */
 	for (int i = 0; i < 3; i++) {
 		snprintf(path, sizeof path, "/%s", fx->ids[i]);
-		messages_handle(fx->s, "DELETE", path, NULL, NULL, &r);
+		messages_handle(fx->s, "DELETE", path, NULL, &r);
 		assert_int_equal(r.status, 204);
 		assert_null(r.json);
 		reply_free(&r);
-		messages_handle(fx->s, "DELETE", path, NULL, NULL, &r);
+		messages_handle(fx->s, "DELETE", path, NULL, &r);
 		assert_int_equal(r.status, 404);
 		reply_free(&r);
-		messages_handle(fx->s, "GET", path, NULL, NULL, &r);
+		messages_handle(fx->s, "GET", path, NULL, &r);
 		assert_int_equal(r.status, 404);
 		assert_string_equal(json_string_value(json_object_get(r.json, "error")),
 		                    "no such message");
@@ -287,7 +370,7 @@ static void test_get_raw_delete(void **state)
 		char *meta = NULL;
 		assert_int_equal(spool_meta_read(fx->s, fx->ids[i], &meta), -ENOENT);
 	}
-	messages_handle(fx->s, "GET", "", NULL, NULL, &r);
+	messages_handle(fx->s, "GET", "", NULL, &r);
 	assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 0);
 	reply_free(&r);
 }
@@ -307,12 +390,12 @@ static void test_hostile_ids(void **state)
 	    "//raw", "/x/raw/extra", "/../../secret/raw", "/%2e%2e", "/a b",     "x"};
 	for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
 		struct messages_reply r;
-		messages_handle(fx->s, "GET", paths[i], NULL, NULL, &r);
+		messages_handle(fx->s, "GET", paths[i], NULL, &r);
 		if (r.status != 404)
 			fail_msg("%s answered %u", paths[i], r.status);
 		assert_int_equal(r.fd, -1);
 		reply_free(&r);
-		messages_handle(fx->s, "DELETE", paths[i], NULL, NULL, &r);
+		messages_handle(fx->s, "DELETE", paths[i], NULL, &r);
 		assert_true(r.status == 404 || r.status == 405);
 		reply_free(&r);
 	}
@@ -397,6 +480,7 @@ int main(void)
 	    cmocka_unit_test(test_parse_headers),
 	    cmocka_unit_test(test_order_and_counts),
 	    cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_list_before, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_get_raw_delete, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_hostile_ids, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_spool_delivery, setup, teardown),

@@ -5,7 +5,8 @@
  * Transcript format (one directive per line; '#' comments and blank lines are
  * ignored):
  *   CONFIG: key=value    before anything else: hostname, max_message_size,
- *                        max_recipients, bare_lf (normalize|reject), greet (yes|no)
+ *                        max_recipients, max_line_length (0: none, the default),
+ *                        bare_lf (normalize|reject), greet (yes|no)
  *   MODES: whole split bytes   which replays apply (default: all three).
  *                        Pipelining-sensitive transcripts (the 554 for input
  *                        behind an EHLO depends on what one feed() holds) say
@@ -160,6 +161,8 @@ static void parse_config(struct transcript *t, const char *kv, int line)
 		t->cfg.max_message_size = strtoull(val, NULL, 10);
 	else if (strcmp(key, "max_recipients") == 0)
 		t->cfg.max_recipients = (unsigned)strtoul(val, NULL, 10);
+	else if (strcmp(key, "max_line_length") == 0)
+		t->cfg.max_line_length = strtoull(val, NULL, 10);
 	else if (strcmp(key, "bare_lf") == 0)
 		t->cfg.bare_lf_reject = strcmp(val, "reject") == 0;
 	else if (strcmp(key, "greet") == 0)
@@ -684,18 +687,28 @@ static int direct_body(void *ctx, const char *data, size_t len)
 	return 0;
 }
 
-static void direct_init(struct direct *d, uint64_t max_size, unsigned max_rcpt)
+static void direct_init_ex(struct direct *d, uint64_t max_size, unsigned max_rcpt,
+                           uint64_t line_max)
 {
 	memset(d, 0, sizeof *d);
 	buf_init(&d->out, 0);
 	buf_init(&d->body, 0);
 	d->keep_body = true;
-	struct smtp_proto_config cfg = {
-	    .hostname = "mx.example", .max_message_size = max_size, .max_recipients = max_rcpt};
+	/* The direct tests check RFC 5321's 1000-octet line limit
+	 * (SMTPD_MAX_LINE_LENGTH=1000); test_long_line_unlimited the default. */
+	struct smtp_proto_config cfg = {.hostname = "mx.example",
+	                                .max_message_size = max_size,
+	                                .max_recipients = max_rcpt,
+	                                .max_line_length = line_max};
 	struct smtp_proto_sink sink = {.ctx = d, .body = direct_body};
 	d->p = smtp_proto_new(&cfg, &sink);
 	assert_non_null(d->p);
 	smtp_proto_greet(d->p);
+}
+
+static void direct_init(struct direct *d, uint64_t max_size, unsigned max_rcpt)
+{
+	direct_init_ex(d, max_size, max_rcpt, 1000);
 }
 
 static void direct_drain(struct direct *d)
@@ -908,6 +921,99 @@ static void test_nul_bytes(void **state)
 	direct_free(&d);
 }
 
+/* MAIL parameters real clients send (issue 13): AUTH= (RFC 4954 5, Jakarta
+ * Mail's submitter, Perl's Net::SMTP) when AUTH is offered, kept only for an
+ * authenticated session; a parameter repeated with the same meaning (Python's
+ * smtplib doubles SMTPUTF8); conflicting repeats stay 501. */
+static void test_mail_params_real_clients(void **state)
+{
+	(void)state;
+	struct direct d;
+	memset(&d, 0, sizeof d);
+	buf_init(&d.out, 0);
+	buf_init(&d.body, 0);
+	struct smtp_proto_config cfg = {.hostname = "mx.example",
+	                                .max_message_size = 10000,
+	                                .max_recipients = 5,
+	                                .auth = SMTP_AUTH_OPTIONAL,
+	                                .auth_insecure = true};
+	struct smtp_proto_sink sink = {.ctx = &d, .body = direct_body};
+	d.p = smtp_proto_new(&cfg, &sink);
+	assert_non_null(d.p);
+	smtp_proto_greet(d.p);
+	direct_feed(&d, "EHLO client.example\r\n");
+	buf_reset(&d.out);
+	static const struct {
+		const char *cmd, *reply;
+	} cases[] = {
+	    {"MAIL FROM:<a@b.example> AUTH=<>", "250 2.1.0 Ok"},
+	    {"MAIL FROM:<a@b.example> AUTH=e+2Bmc2@example.com", "250 2.1.0 Ok"},
+	    {"MAIL FROM:<a@b.example> SMTPUTF8 SMTPUTF8", "250 2.1.0 Ok"},
+	    {"MAIL FROM:<a@b.example> BODY=8BITMIME body=8bitmime SIZE=10 SIZE=10", "250 2.1.0 Ok"},
+	    {"MAIL FROM:<a@b.example> AUTH=<> AUTH=<>", "250 2.1.0 Ok"},
+	    {"MAIL FROM:<a@b.example> BODY=7BIT BODY=8BITMIME", "501 5.5.4 Bad BODY parameter"},
+	    {"MAIL FROM:<a@b.example> SIZE=10 SIZE=11", "501 5.5.4 Bad SIZE parameter"},
+	    {"MAIL FROM:<a@b.example> AUTH=a+zz", "501 5.5.4 Bad AUTH parameter"},
+	    {"MAIL FROM:<a@b.example> AUTH=a+0D+0A", "501 5.5.4 Bad AUTH parameter"},
+	    {"MAIL FROM:<a@b.example> AUTH=<> AUTH=x@y", "501 5.5.4 Bad AUTH parameter"},
+	    {"MAIL FROM:<a@b.example> AUTH", "501 5.5.4 Bad AUTH parameter"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char line[256], want[256];
+		snprintf(line, sizeof line, "%s\r\n", cases[i].cmd);
+		snprintf(want, sizeof want, "%s\r\n", cases[i].reply);
+		direct_feed(&d, line);
+		if (strncmp(cases[i].reply, "250", 3) == 0) {
+			/* Not authenticated: AUTH= is taken but kept as "<>". */
+			assert_string_equal(smtp_proto_auth_param(d.p), "");
+			direct_feed(&d, "RSET\r\n");
+			snprintf(want + strlen(want), sizeof want - strlen(want),
+			         "250 2.0.0 Ok\r\n");
+		}
+		direct_expect(&d, want);
+	}
+	direct_free(&d);
+	/* With AUTH off the parameter is not ours: 555, as before. */
+	direct_init(&d, 10000, 5);
+	direct_ehlo(&d);
+	direct_feed(&d, "MAIL FROM:<a@b.example> AUTH=<>\r\n");
+	direct_expect(&d, "555 5.5.4 Unsupported option: AUTH\r\n");
+	direct_free(&d);
+}
+
+/* SMTPD_MAX_LINE_LENGTH=0 (the default): a 5,000-octet line, in DATA and in
+ * BDAT, is stored byte-exact (issue 13: badly made HTML mail is common). */
+static void test_long_line_unlimited(void **state)
+{
+	(void)state;
+	struct direct d;
+	direct_init_ex(&d, 10000, 5, 0);
+	direct_ehlo(&d);
+	static char line[5000 + 8];
+	for (size_t i = 0; i < 5000; i++)
+		line[i] = (char)('a' + i % 26);
+	memcpy(line + 5000, "\r\n.\r\n", 6);
+	direct_feed(&d, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n");
+	direct_feed(&d, line);
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_EOM);
+	assert_int_equal(d.body.len, 5001);
+	assert_memory_equal(d.body.data, line, 5000);
+	assert_int_equal(d.body.data[5000], '\n');
+	smtp_proto_resume(d.p, 250, "2.0.0", "Ok");
+	direct_drain(&d);
+	direct_free(&d);
+	/* BDAT: the same line in one chunk. */
+	direct_init_ex(&d, 10000, 5, 0);
+	direct_ehlo(&d);
+	direct_feed(&d, "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nBDAT 5002 LAST\r\n");
+	line[5002] = '\0';
+	direct_feed(&d, line);
+	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_EOM);
+	assert_int_equal(d.body.len, 5001);
+	assert_memory_equal(d.body.data, line, 5000);
+	direct_free(&d);
+}
+
 /* The line limits are exact: 512 octets for a command line and 1000 for a
  * text line, both including CRLF (RFC 5321 4.5.3.1.4 and 4.5.3.1.6). */
 static void test_line_limits(void **state)
@@ -1074,9 +1180,14 @@ int main(void)
 	qsort(paths, npaths, sizeof *paths, compare_names);
 
 	static const struct CMUnitTest direct[] = {
-	    cmocka_unit_test(test_backpressure),          cmocka_unit_test(test_resume_semantics),
-	    cmocka_unit_test(test_bdat_huge_streamed),    cmocka_unit_test(test_nul_bytes),
-	    cmocka_unit_test(test_line_limits),           cmocka_unit_test(test_sink_failure),
+	    cmocka_unit_test(test_backpressure),
+	    cmocka_unit_test(test_resume_semantics),
+	    cmocka_unit_test(test_bdat_huge_streamed),
+	    cmocka_unit_test(test_nul_bytes),
+	    cmocka_unit_test(test_line_limits),
+	    cmocka_unit_test(test_long_line_unlimited),
+	    cmocka_unit_test(test_mail_params_real_clients),
+	    cmocka_unit_test(test_sink_failure),
 	    cmocka_unit_test(test_closing_and_lifecycle),
 	};
 	size_t ndirect = sizeof direct / sizeof direct[0];

@@ -1,0 +1,237 @@
+#!/usr/bin/python3
+"""No 250 without a successful sync (SPEC 5, issue 12), proved by fault injection.
+
+mailport runs with tests/faultinject/fsync_fault.c preloaded, which makes fsync
+fail with EIO for the fds whose path matches, after some calls pass and for a
+given number of calls. For each sync of a store (the message file, the envelope
+file, the meta/ directory, the new/ directory) messages are sent one by one while
+the fault is active: every message whose sync failed gets 451 4.3.0, never 250;
+every 250 is in new/ with its envelope; nothing answered 451 is in new/; the
+listing agrees; and mailport goes on storing after the fault window."""
+
+import email.utils
+import json
+import os
+import re
+import smtplib
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mailport_harness as h  # noqa: E402
+
+TOKEN_RE = re.compile(rb"^Subject: fault-token (\S+)$", re.M)
+
+
+def shim_path():
+    p = os.environ.get("MAILPORT_FSYNC_FAULT_LIB")
+    if p:
+        return p
+    for d in (os.environ.get("MAILPORT_BUILD_DIR"), os.path.join(h.SOURCE_DIR, "build")):
+        if d:
+            cand = os.path.join(d, "tests", "libmailport_fsync_fault.so")
+            if os.path.exists(cand):
+                return cand
+    return None
+
+
+def message(token):
+    return ("From: a@x.example\r\nTo: b@y.example\r\nSubject: fault-token %s\r\n"
+            "Date: %s\r\n\r\nbody of %s\r\n" % (token, email.utils.formatdate(), token)).encode()
+
+
+class FsyncFaultCase(h.MailportTestCase):
+    def setUp(self):
+        super().setUp()
+        self.shim = shim_path()
+        if self.shim is None:
+            self.skipTest("the fsync fault library is not built (MAILPORT_FSYNC_FAULT_LIB)")
+
+    def start(self, pattern, after, count, spool=None):
+        """mailport with fsync failing for `pattern` after `after` calls, `count` times."""
+        mp = self.new_mailport()
+        self.port = h.free_port()
+        self.fault_log = os.path.join(mp.tmp, "fsync-faults.log")
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        env = {
+            "SMTPD_PORTS": str(self.port),
+            "LD_PRELOAD": self.shim,
+            "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0",
+            "MAILPORT_FAULT_FSYNC_PATH": pattern,
+            "MAILPORT_FAULT_FSYNC_AFTER": str(after),
+            "MAILPORT_FAULT_FSYNC_COUNT": str(count),
+            "MAILPORT_FAULT_FSYNC_LOG": self.fault_log,
+        }
+        if spool:
+            env["SMTPD_SPOOL"] = spool
+        mp.start(env)
+        return mp
+
+    def send(self, token):
+        """(code, reply text, id or None) of one message on its own connection."""
+        s = smtplib.SMTP("127.0.0.1", self.port, timeout=10)
+        try:
+            s.ehlo("client.example")
+            s.mail("a@x.example")
+            s.rcpt("b@y.example")
+            code, text = s.data(message(token))
+            text = text.decode("utf-8", "replace")
+            try:
+                s.quit()
+            except smtplib.SMTPException:
+                pass
+        finally:
+            s.close()
+        return code, text, h.queued_id([text])
+
+    def injected(self):
+        try:
+            with open(self.fault_log) as f:
+                return [l.split() for l in f if l.strip()]
+        except FileNotFoundError:
+            return []
+
+    def tokens_in(self, mp, sub):
+        d = os.path.join(mp.spool, sub)
+        found = {}
+        for name in (os.listdir(d) if os.path.isdir(d) else []):
+            if name.startswith("."):
+                continue
+            with open(os.path.join(d, name), "rb") as f:
+                m = TOKEN_RE.search(f.read())
+            found[name] = m.group(1).decode() if m else None
+        return found
+
+    def run_case(self, pattern, after, count, n=6, want=None, extra_meta=0):
+        mp = self.start(pattern, after, count)
+        replies = {}
+        for i in range(n):
+            tok = "t%02d" % i
+            replies[tok] = self.send(tok)
+        codes = [replies["t%02d" % i][0] for i in range(n)]
+        if want is not None:
+            self.assertEqual(codes, want, replies)
+        acked = {tok: r[2] for tok, r in replies.items() if r[0] == 250}
+        refused = [tok for tok, r in replies.items() if r[0] != 250]
+        # The faults asked for happened, and each refusal is a 451 4.3.0.
+        fails = [l for l in self.injected() if l[-1] == "EIO"]
+        self.assertEqual(len(fails), count, self.injected())
+        self.assertTrue(refused, "no message refused: the fault did not reach a store")
+        for tok in refused:
+            code, text, _ = replies[tok]
+            self.assertEqual(code, 451, (tok, text))
+            self.assertTrue(text.startswith("4.3.0"), (tok, text))
+        # mailport keeps serving: the last message, after the window, is stored.
+        self.assertEqual(codes[-1], 250, replies)
+        self.check_spool(mp, acked, refused, extra_meta)
+        self.assertIn("cannot store", mp.stderr())
+        self.assertIn("Input/output error", mp.stderr())
+        return mp, acked, refused
+
+    def check_spool(self, mp, acked, refused, extra_meta=0):
+        new = self.tokens_in(mp, "new")
+        # every 250 in new/, with its envelope
+        for tok, mid in acked.items():
+            self.assertIsNotNone(mid, tok)
+            self.assertIn(mid, new, "acknowledged %s (%s) not in new/" % (tok, mid))
+            self.assertEqual(new[mid], tok)
+            self.assertEqual(mp.read_meta(mid)["id"], mid)
+        # nothing answered 451 in new/, cur/ or tmp/
+        self.assertEqual(sorted(new), sorted(acked.values()))
+        for tok in refused:
+            self.assertNotIn(tok, new.values(), "message %s answered 451 is in new/" % tok)
+        self.assertEqual(self.tokens_in(mp, "cur"), {})
+        self.assertEqual([n for n in os.listdir(os.path.join(mp.spool, "tmp"))
+                          if not n.startswith(".")], [])
+        metas = [m[:-5] for m in mp.meta_files() if m.endswith(".json")]
+        self.assertEqual(len(metas), len(acked) + extra_meta, metas)
+        self.assertTrue(set(acked.values()) <= set(metas))
+        self.assertEqual([m for m in mp.meta_files() if m.startswith(".")], [])
+        # the listing (the spool's index) agrees
+        st, _, body = mp.http_get("/messages?limit=1000")
+        self.assertEqual(st, 200, body)
+        listing = json.loads(body)
+        self.assertEqual(listing["total"], len(acked))
+        self.assertEqual(sorted(m["id"] for m in listing["messages"]), sorted(acked.values()))
+
+
+class TestFsyncFaults(FsyncFaultCase):
+    def test_message_file(self):
+        # tmp/<id>: ids start with the Unix time; the start-up probe is a dot file.
+        self.run_case("/spool/tmp/1", 2, 2, want=[250, 250, 451, 451, 250, 250])
+
+    def test_envelope_file(self):
+        # meta/.<id>.json.tmp, written and fsynced before its rename
+        self.run_case("/spool/meta/.", 2, 2, want=[250, 250, 451, 451, 250, 250])
+
+    def test_meta_directory(self):
+        self.run_case("/spool/meta$", 2, 2, want=[250, 250, 451, 451, 250, 250])
+
+    def test_new_directory(self):
+        # The message was renamed into new/ when the fsync of new/ failed: it is
+        # taken out again (and its envelope, the removal being durable).
+        self.run_case("/spool/new$", 2, 1, want=[250, 250, 451, 250, 250, 250])
+
+    def test_new_directory_keeps_failing(self):
+        # The fsync after taking the message back out fails too: the envelope
+        # stays (a message that came back after a crash must have it) until the
+        # next start removes it as a leftover.
+        mp, acked, refused = self.run_case("/spool/new$", 2, 2, want=[250, 250, 451, 250, 250],
+                                           n=5, extra_meta=1)
+        self.assertEqual(mp.stop(), 0, mp.stderr())
+        mp2 = self.new_mailport()
+        port = h.free_port()
+        mp2.start({"SMTPD_PORTS": str(port), "SMTPD_SPOOL": mp.spool})
+        mp2.spool = mp.spool
+        self.assertEqual(sorted(m[:-5] for m in mp2.meta_files()), sorted(acked.values()))
+        st, _, body = mp2.http_get("/messages")
+        self.assertEqual(json.loads(body)["total"], len(acked))
+
+    def test_concurrent_clients(self):
+        # Several clients at once share the directory fsyncs (group commit): a
+        # failing one must give 451 to exactly the stores it covered, and the
+        # spool must match the replies whatever the batching was.
+        mp = self.start("/spool/new$", 3, 3)
+        replies = {}
+        lock = threading.Lock()
+
+        def client(k):
+            for i in range(4):
+                tok = "c%d-%d" % (k, i)
+                r = self.send(tok)
+                with lock:
+                    replies[tok] = r
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(len(replies), 16)
+        for tok, (code, text, _) in replies.items():
+            self.assertIn(code, (250, 451), (tok, text))
+            if code == 451:
+                self.assertTrue(text.startswith("4.3.0"), text)
+        # Past the window (what is left of it fails sequential sends): 250 again.
+        for i in range(4):
+            r = self.send("after%d" % i)
+            replies["after%d" % i] = r
+            if r[0] == 250:
+                break
+        self.assertEqual(r[0], 250, replies)
+        acked = {tok: r[2] for tok, r in replies.items() if r[0] == 250}
+        refused = [tok for tok, r in replies.items() if r[0] != 250]
+        self.assertTrue(refused)
+        self.assertEqual(len([l for l in self.injected() if l[-1] == "EIO"]), 3)
+        # A removal's own fsync may also have been failed: its envelope stays.
+        new = self.tokens_in(mp, "new")
+        self.assertEqual(sorted(new), sorted(acked.values()))
+        for tok, mid in acked.items():
+            self.assertEqual(new[mid], tok)
+            self.assertEqual(mp.read_meta(mid)["id"], mid)
+        st, _, body = mp.http_get("/messages?limit=1000")
+        self.assertEqual(json.loads(body)["total"], len(acked))
+
+
+if __name__ == "__main__":
+    h.main()
