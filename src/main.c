@@ -124,10 +124,10 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 2;
 	}
-	/* The thread pool runs the fsyncs of every store (and crypt, webhook
-	 * reads): concurrent fsyncs are what the filesystem journal and our group
-	 * commit merge, so give it more than libuv's default 4 unless the
-	 * operator chose. Must be set before the loop first uses the pool. */
+	/* The thread pool runs the fsyncs of every store (and webhook reads, the
+	 * readiness probe; crypt has a pool of its own, auth_pool.h): concurrent fsyncs are what
+	 * the filesystem journal and our group commit merge, so give it more than libuv's default 4
+	 * unless the operator chose. Must be set before the loop first uses the pool. */
 	setenv("UV_THREADPOOL_SIZE", "16", 0);
 	log_setup(cfg.log_format, cfg.log_level);
 	main_flush_warnings(&cfg);

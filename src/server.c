@@ -464,6 +464,8 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 
 	httpd_stop(srv.httpd);
 out_listeners:
+	/* The AUTH pool's threads are joined (a check never run is answered). */
+	auth_stop();
 	/* Let the close callbacks of whatever was opened run. */
 	uv_run(&loop, UV_RUN_DEFAULT);
 	deliver_free(&srv);

@@ -110,7 +110,8 @@ struct session {
 	struct auth_check *auth_check;
 	uv_timer_t auth_timer; /* initialised at the first failure */
 	bool auth_timer_init;
-	bool auth_busy; /* SMTP_WAIT_AUTH is being answered */
+	bool auth_busy;           /* SMTP_WAIT_AUTH is being answered */
+	const char *auth_refused; /* the delay ends in 454 with this text, not 535 */
 	unsigned auth_failures;
 };
 
@@ -555,8 +556,27 @@ static void session_on_auth_delay(uv_timer_t *t)
 {
 	struct session *s = t->data;
 	s->auth_busy = false;
-	smtp_proto_resume(s->proto, 535, "5.7.8", "Authentication credentials invalid");
+	if (s->auth_refused != NULL)
+		smtp_proto_resume(s->proto, 454, "4.7.0", s->auth_refused);
+	else
+		smtp_proto_resume(s->proto, 535, "5.7.8", "Authentication credentials invalid");
+	s->auth_refused = NULL;
 	session_pump(s);
+}
+
+/* A 454 waits as long as a first failure's 535: answered at once, a refusal
+ * turns a flood into a tight reconnect loop that costs more than the checks
+ * it was refused (bench/auth_storm.py, RESULTS.md section 8). */
+static void session_auth_refuse_later(struct session *s, const char *text)
+{
+	if (!s->auth_timer_init) {
+		uv_timer_init(s->srv->loop, &s->auth_timer);
+		s->auth_timer.data = s;
+		s->auth_timer_init = true;
+		s->handles_open++;
+	}
+	s->auth_refused = text;
+	uv_timer_start(&s->auth_timer, session_on_auth_delay, SESSION_AUTH_DELAY_MS, 0);
 }
 
 /* The check came back from the thread pool. Passwords and the names of
@@ -626,9 +646,7 @@ static void session_auth_start(struct session *s)
 		stats_lock(&s->srv->stats);
 		s->srv->stats.c.auth_blocked++;
 		stats_unlock(&s->srv->stats);
-		s->auth_busy = false;
-		smtp_proto_resume(s->proto, 454, "4.7.0",
-		                  "Too many authentication failures, try again later");
+		session_auth_refuse_later(s, "Too many authentication failures, try again later");
 		return;
 	}
 	if (s->srv->users != NULL)
@@ -636,9 +654,9 @@ static void session_auth_start(struct session *s)
 		                                 smtp_proto_auth_username(s->proto),
 		                                 pass ? pass : "", len, session_auth_checked, s);
 	if (s->auth_check == NULL) {
-		s->auth_busy = false;
-		log_event(CONFIG_LOG_ERROR, &s->log, "authentication unavailable", NULL);
-		smtp_proto_resume(s->proto, 454, "4.7.0", "Temporary authentication failure");
+		/* The checks' queue is full (or out of memory). */
+		log_event(CONFIG_LOG_WARN, &s->log, "authentication unavailable", NULL);
+		session_auth_refuse_later(s, "Temporary authentication failure");
 	}
 }
 
