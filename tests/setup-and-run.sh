@@ -13,12 +13,15 @@ cd "$(dirname "$0")/.."
 #   postfix: smtp-source/smtp-sink ("No configuration" starts no daemon)
 #   whois: mkpasswd; openssl: certificates and hashes; iproute2: ip netns;
 #   util-linux: unshare, nsenter, setpriv; clang/llvm: the libFuzzer run;
-#   systemd, man-db: systemd-analyze verify and man on the installed files.
+#   systemd, man-db: systemd-analyze verify and man on the installed files;
+#   nodejs, ca-certificates: nodemailer (fetched from the npm registry by its
+#   test) as a real client; Debian's npm is not needed for one package.
 # The first line is the README run command's list (test_readme.py checks it).
 PKGS=(build-essential cmake pkg-config libuv1-dev libmicrohttpd-dev libjansson-dev libssl-dev
       libcurl4-openssl-dev libcrypt-dev
       libcmocka-dev python3 swaks libnet-ssleay-perl curl iproute2 postfix
-      openssl whois util-linux systemd man-db git clang-14 libclang-rt-14-dev llvm-14)
+      openssl whois util-linux systemd man-db git clang-14 libclang-rt-14-dev llvm-14
+      nodejs ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

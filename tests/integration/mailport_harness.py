@@ -678,6 +678,32 @@ def main(timeout=None):
     sys.exit(0)
 
 
+def http_exchange(port, data, timeout=3.0, host="127.0.0.1"):
+    """Send raw bytes to an HTTP port on a new connection and read the answer:
+    until the peer closes, or until one whole response (by Content-Length) is in.
+    Returns (status, head text, body bytes); status 0 when nothing HTTP came."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    try:
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+            head, sep, body = out.partition(b"\r\n\r\n")
+            if sep:
+                clen = [l.split(b":", 1)[1] for l in head.split(b"\r\n")
+                        if l.lower().startswith(b"content-length:")]
+                if clen and len(body) >= int(clen[0]):
+                    break
+    finally:
+        s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.") else 0
+    return status, head.decode("latin-1"), body
+
+
 def wait_for(pred, timeout=3.0, interval=0.05):
     """Poll pred() until it returns something true or timeout seconds pass;
     return its last value (bounded: never waits past the timeout)."""

@@ -4,31 +4,10 @@ message; ids are matched exactly."""
 import json
 import os
 import smtplib
-import socket
 import sys
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailport_harness as h  # noqa: E402
-
-
-def raw_request(port, data, timeout=3):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        s.sendall(data)
-        out = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-        return out
-    finally:
-        s.close()
-
-
-def status_of(resp):
-    return int(resp.split(b" ", 2)[1]) if resp.startswith(b"HTTP/1.") else 0
 
 
 class TestControlOctets(h.MailportTestCase):
@@ -45,8 +24,9 @@ class TestControlOctets(h.MailportTestCase):
         self.id = json.loads(body)["messages"][0]["id"]
 
     def req(self, method, path):
-        return raw_request(self.port, ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close"
-                                       "\r\n\r\n" % (method, path)).encode("latin-1"))
+        return h.http_exchange(self.port, ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                           "Connection: close\r\n\r\n" % (method, path))
+                               .encode("latin-1"))
 
     def still_there(self):
         st, _, body = self.mp.http_get("/messages/%s" % self.id)
@@ -60,9 +40,8 @@ class TestControlOctets(h.MailportTestCase):
                              ("GET", "/status%%01"),
                              ("GET", "/messages/%s%%7f" % self.id),
                              ("GET", "/messages?limit=%00")):
-            resp = self.req(method, path)
-            self.assertEqual(status_of(resp), 400, "%s %s: %r" % (method, path, resp[:200]))
-            body = resp.partition(b"\r\n\r\n")[2]
+            st, head, body = self.req(method, path)
+            self.assertEqual(st, 400, "%s %s: %r %r" % (method, path, head, body[:200]))
             self.assertIn("error", json.loads(body))
         self.still_there()
 
@@ -70,8 +49,8 @@ class TestControlOctets(h.MailportTestCase):
         for line in (b"GET /messages/" + self.id.encode() + b"\x00.json/raw HTTP/1.1",
                      b"DELETE /messages/" + self.id.encode() + b"\x00/x HTTP/1.1",
                      b"GET /livez\x00 HTTP/1.1", b"GET /sta\x01tus HTTP/1.1"):
-            resp = raw_request(self.port, line + b"\r\nHost: 127.0.0.1\r\n\r\n")
-            self.assertEqual(status_of(resp), 400, "%r: %r" % (line, resp[:200]))
+            st, head, _ = h.http_exchange(self.port, line + b"\r\nHost: 127.0.0.1\r\n\r\n")
+            self.assertEqual(st, 400, "%r: %r" % (line, head))
         self.still_there()
 
     def test_ids_match_exactly(self):

@@ -10,7 +10,6 @@ import os
 import socket
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailport_harness as h  # noqa: E402
@@ -22,26 +21,7 @@ SLOW_OTHER = 100   # half a /messages request
 
 def request(port, raw, timeout=2.0):
     """One request on a new connection; (status, headers text, body)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        s.sendall(raw)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            head, sep, body = data.partition(b"\r\n\r\n")
-            if sep:
-                clen = [l.split(b":", 1)[1] for l in head.split(b"\r\n")
-                        if l.lower().startswith(b"content-length:")]
-                if clen and len(body) >= int(clen[0]):
-                    break
-        head, _, body = data.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/1.") else 0
-        return status, head.decode("latin-1"), body
-    finally:
-        s.close()
+    return h.http_exchange(port, raw, timeout)
 
 
 def get(port, path, extra=b""):

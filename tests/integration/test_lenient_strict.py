@@ -15,7 +15,6 @@ import socket
 import sys
 import tempfile
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailport_harness as h  # noqa: E402
