@@ -15,7 +15,7 @@
  * I/O (SPEC 6): the socket is read and written through a connection type,
  * plain TCP or TLS (OpenSSL over memory BIOs, tlsio.c), which implement the
  * same operations, so that STARTTLS switches a live session and nothing above
- * the I/O layer knows which it has. AUTH credentials are checked on the thread
+ * the I/O layer knows which it has (session_io.c). AUTH credentials are checked on the thread
  * pool; a failure is answered after a delay that grows with each one. */
 #include <errno.h>
 #include <stdio.h>
@@ -33,93 +33,9 @@
 #include "readiness.h"
 #include "spool.h"
 
-/* Bytes read per read call, and the most unconsumed input a session holds. */
-#define SESSION_READ_SIZE 16384
-#define SESSION_INPUT_MAX 65536
-/* A TLS handshake must be over within the command timeout, and never takes
- * longer than this: one round trip, a silent client is dropped. */
-#define SESSION_TLS_HANDSHAKE_MAX_MS 30000
-/* A failed AUTH is answered after 1 s, doubling with each failure of the
- * session up to 16 s (a uv timer: nothing sleeps). */
-#define SESSION_AUTH_DELAY_MS     1000u
-#define SESSION_AUTH_DELAY_SHIFTS 4u
+#include "session_priv.h"
 
-struct session_conn;
-
-struct session_write {
-	uv_write_t req;
-	struct session *s;
-	size_t len;
-	char data[];
-};
-
-struct session {
-	struct server *srv;
-	struct listener *l;
-	struct session *prev, *next;
-	uv_tcp_t tcp;
-	uv_timer_t timer;
-	int handles_open; /* tcp and timer: freed when both are closed */
-
-	struct smtp_proto *proto;
-	struct buf in;   /* received, not yet consumed by the core */
-	struct buf body; /* the message being received, LF line ends */
-
-	char id[16];
-	char client_addr[ENDPOINT_TEXT_MAX];
-	uint16_t client_port;
-	char client_text[ENDPOINT_TEXT_MAX + 8];
-	/* Where the connection arrived: the listener's address, or for an ANY
-	 * listener the address the client actually connected to (SPEC 2: usable as
-	 * a condition). */
-	char local_addr[ENDPOINT_TEXT_MAX];
-	uint16_t local_port;
-	struct log_ctx log;
-
-	/* PROXY protocol (SPEC 7). On a PROXY listener nothing reaches the SMTP core
-	 * before the header (proxy_wait); then client_* hold the client it carried,
-	 * proxy_* what the envelope records, and peer_text the load balancer. */
-	bool proxy_wait;
-	bool proxied; /* the header carried addresses (not LOCAL / UNKNOWN) */
-	char proxy_src[ENDPOINT_TEXT_MAX];
-	uint16_t proxy_src_port;
-	char proxy_dst[ENDPOINT_TEXT_MAX];
-	uint16_t proxy_dst_port;
-	char peer_text[ENDPOINT_TEXT_MAX + 8];
-
-	size_t writes_pending; /* bytes handed to uv_write, not yet written */
-	bool reading;
-	bool closing;      /* session_close called */
-	bool storing;      /* a delivery job points at this session */
-	bool counted;      /* counted in srv->client_buckets under client_addr */
-	bool pumping;      /* inside session_pump (no re-entry) */
-	bool replied;      /* output was flushed since the deadline was last set */
-	uint64_t deadline; /* loop time (ms) the timer fires at; 0 = none */
-	bool greeted;
-	bool draining; /* tell 421 at the end of the transaction */
-	unsigned refusals_logged;
-	uint64_t eom_ns; /* uv_hrtime() at the end of the message's data (/metrics) */
-
-	/* I/O (SPEC 6): plain, or TLS after STARTTLS / on a TLS port. */
-	const struct session_conn *conn;
-	struct tlsio *tls;
-	bool handshaking;
-	char tls_version[16]; /* "TLSv1.3" once the handshake is done */
-	char tls_cipher[64];
-	/* AUTH (SPEC 6): a check on the thread pool, then a failure's delay. */
-	struct auth_check *auth_check;
-	uv_timer_t auth_timer; /* initialised at the first failure */
-	bool auth_timer_init;
-	bool auth_busy;           /* SMTP_WAIT_AUTH is being answered */
-	const char *auth_refused; /* the delay ends in 454 with this text, not 535 */
-	unsigned auth_failures;
-};
-
-static void session_pump(struct session *s);
 static uint64_t session_client_add(struct server *srv, const char *addr, int delta);
-static void session_close(struct session *s);
-static void session_tls_goodbye(struct session *s);
-static void session_update_reading(struct session *s);
 static void session_proxy_input(struct session *s);
 
 struct session *session_next(struct session *s)
@@ -142,7 +58,7 @@ static void session_on_handle_closed(uv_handle_t *h)
 }
 
 /* The one teardown path. Safe to call more than once. */
-static void session_close(struct session *s)
+void session_close(struct session *s)
 {
 	if (s->closing)
 		return;
@@ -184,7 +100,7 @@ static void session_on_timeout(uv_timer_t *t)
 	session_pump(s);
 }
 
-static void session_set_deadline(struct session *s, uint64_t deadline)
+void session_set_deadline(struct session *s, uint64_t deadline)
 {
 	uint64_t now = uv_now(s->srv->loop);
 	s->deadline = deadline;
@@ -225,7 +141,7 @@ static void session_update_deadline(struct session *s, bool was_data, bool repli
 		session_set_deadline(s, now + cfg->command_timeout * 1000);
 }
 
-static void session_on_write(uv_write_t *req, int status)
+void session_on_write(uv_write_t *req, int status)
 {
 	struct session_write *w = (struct session_write *)req;
 	struct session *s = w->s;
@@ -238,316 +154,6 @@ static void session_on_write(uv_write_t *req, int status)
 		return;
 	}
 	session_pump(s);
-}
-
-/* ---- I/O: the connection types (SPEC 6) --------------------------------- */
-
-/* What plain TCP and TLS both implement (Redis' connection types). */
-struct session_conn {
-	const char *name;
-	/* libuv asks for a buffer to read into. */
-	void (*alloc)(struct session *s, uv_buf_t *out);
-	/* n bytes were read into that buffer: make them input in s->in.
-	 * 0, or -1 when the session must close (logged already). */
-	int (*received)(struct session *s, size_t n);
-	/* Move input the layer still holds into s->in (TLS: what it has not
-	 * decrypted yet because s->in was full). 0 or -1. */
-	int (*fill)(struct session *s);
-	/* Send plaintext. 0, or -1 when the session must close. */
-	int (*write)(struct session *s, const char *data, size_t len);
-};
-
-/* Scratch space for ciphertext read from and written to the socket. Used only
- * within one libuv callback on the loop thread, so one serves every session. */
-static char session_tls_in[SESSION_READ_SIZE];
-static char session_tls_out[SESSION_READ_SIZE];
-
-/* Room at the end of s->in, grown by one read's worth up to its cap; 0 when
- * it is full or memory ran out. */
-static size_t session_in_reserve(struct session *s)
-{
-	if (s->in.cap - s->in.len < SESSION_READ_SIZE) {
-		size_t want = s->in.len + SESSION_READ_SIZE;
-		if (want > SESSION_INPUT_MAX)
-			want = SESSION_INPUT_MAX;
-		if (want > s->in.cap) {
-			char *nd = realloc(s->in.data, want);
-			if (nd == NULL)
-				return 0;
-			s->in.data = nd;
-			s->in.cap = want;
-		}
-	}
-	return s->in.cap - s->in.len;
-}
-
-/* Bytes to the socket: straight away when nothing is queued, and only what the
- * kernel would not take right away is copied into a write request. */
-static int session_write_raw(struct session *s, const char *data, size_t len)
-{
-	size_t done = 0;
-	if (s->writes_pending == 0) {
-		uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-		int n = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-		if (n > 0)
-			done = (size_t)n;
-		else if (n < 0 && n != UV_EAGAIN)
-			return -1;
-	}
-	if (done == len)
-		return 0;
-	size_t rest = len - done;
-	struct session_write *w = malloc(sizeof *w + rest);
-	if (w == NULL)
-		return -1;
-	w->s = s;
-	w->len = rest;
-	memcpy(w->data, data + done, rest);
-	uv_buf_t b = uv_buf_init(w->data, (unsigned)rest);
-	if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, session_on_write) < 0) {
-		free(w);
-		return -1;
-	}
-	s->writes_pending += rest;
-	return 0;
-}
-
-/* Plain TCP: libuv reads straight into s->in. */
-static void session_plain_alloc(struct session *s, uv_buf_t *out)
-{
-	size_t room = session_in_reserve(s);
-	*out = room ? uv_buf_init(s->in.data + s->in.len, (unsigned)room) : uv_buf_init(NULL, 0);
-}
-
-static int session_plain_received(struct session *s, size_t n)
-{
-	s->in.len += n;
-	return 0;
-}
-
-static int session_plain_fill(struct session *s)
-{
-	(void)s;
-	return 0;
-}
-
-static const struct session_conn session_conn_plain = {
-    .name = "plain",
-    .alloc = session_plain_alloc,
-    .received = session_plain_received,
-    .fill = session_plain_fill,
-    .write = session_write_raw,
-};
-
-static void session_tls_established(struct session *s);
-
-/* What OpenSSL wrote (handshake records, alerts, encrypted replies) to the socket. */
-static int session_tls_send(struct session *s)
-{
-	size_t n;
-	while ((n = tlsio_take_output(s->tls, session_tls_out, sizeof session_tls_out)) > 0)
-		if (session_write_raw(s, session_tls_out, n) < 0)
-			return -1;
-	return 0;
-}
-
-/* Decrypt what TLS holds into s->in while there is room; this is also where
- * the handshake advances. */
-static int session_tls_fill(struct session *s)
-{
-	int rc = 0;
-	while (tlsio_input_pending(s->tls)) {
-		size_t room = session_in_reserve(s);
-		if (room == 0) {
-			if (s->in.len < SESSION_INPUT_MAX) {
-				log_event(CONFIG_LOG_ERROR, &s->log, "out of memory", NULL);
-				rc = -1;
-			}
-			break;
-		}
-		ssize_t n = tlsio_read(s->tls, s->in.data + s->in.len, room);
-		if (n > 0) {
-			s->in.len += (size_t)n;
-			continue;
-		}
-		if (n == TLSIO_EOF) {
-			log_event(CONFIG_LOG_DEBUG, &s->log, "tls closed by the client", NULL);
-			rc = -1;
-		} else if (n == TLSIO_ERROR) {
-			if (s->handshaking) {
-				stats_lock(&s->srv->stats);
-				s->srv->stats.c.tls_handshake_failures++;
-				stats_unlock(&s->srv->stats);
-			}
-			const char *kv[] = {"reason", tlsio_error(s->tls), NULL};
-			log_event(CONFIG_LOG_WARN, &s->log,
-			          s->handshaking ? "tls handshake failed" : "tls error", kv);
-			rc = -1;
-		}
-		break;
-	}
-	if (session_tls_send(s) < 0)
-		rc = -1;
-	if (rc == 0 && s->handshaking && tlsio_established(s->tls))
-		session_tls_established(s);
-	return rc;
-}
-
-/* TLS: libuv reads ciphertext into scratch space, fed to OpenSSL at once. */
-static void session_tls_alloc(struct session *s, uv_buf_t *out)
-{
-	(void)s;
-	*out = uv_buf_init(session_tls_in, sizeof session_tls_in);
-}
-
-static int session_tls_received(struct session *s, size_t n)
-{
-	if (tlsio_feed(s->tls, session_tls_in, n) < 0) {
-		log_event(CONFIG_LOG_ERROR, &s->log, "out of memory", NULL);
-		return -1;
-	}
-	return session_tls_fill(s);
-}
-
-static int session_tls_write(struct session *s, const char *data, size_t len)
-{
-	/* Nothing is said before the handshake is over: a timeout or a drain in
-	 * the middle of it closes the connection instead. */
-	if (!tlsio_established(s->tls) || tlsio_write(s->tls, data, len) < 0)
-		return -1;
-	return session_tls_send(s);
-}
-
-static const struct session_conn session_conn_tls = {
-    .name = "tls",
-    .alloc = session_tls_alloc,
-    .received = session_tls_received,
-    .fill = session_tls_fill,
-    .write = session_tls_write,
-};
-
-/* A close_notify, best effort, as the connection closes. */
-static void session_tls_goodbye(struct session *s)
-{
-	if (s->tls == NULL || !tlsio_established(s->tls))
-		return;
-	tlsio_shutdown(s->tls);
-	size_t n = tlsio_take_output(s->tls, session_tls_out, sizeof session_tls_out);
-	if (n > 0 && s->writes_pending == 0) {
-		uv_buf_t b = uv_buf_init(session_tls_out, (unsigned)n);
-		uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-	}
-}
-
-static void session_on_handshake_timeout(uv_timer_t *t)
-{
-	struct session *s = t->data;
-	stats_lock(&s->srv->stats);
-	s->srv->stats.c.tls_handshake_failures++;
-	stats_unlock(&s->srv->stats);
-	log_event(CONFIG_LOG_INFO, &s->log, "tls handshake timeout", NULL);
-	session_close(s);
-}
-
-/* From now on the session speaks TLS through t; the handshake must end
- * within its deadline. */
-static void session_tls_start(struct session *s, struct tlsio *t)
-{
-	s->tls = t;
-	s->conn = &session_conn_tls;
-	s->handshaking = true;
-	s->deadline = 0;
-	uint64_t ms = s->srv->cfg->command_timeout * 1000;
-	if (ms > SESSION_TLS_HANDSHAKE_MAX_MS)
-		ms = SESSION_TLS_HANDSHAKE_MAX_MS;
-	uv_timer_start(&s->timer, session_on_handshake_timeout, ms, 0);
-}
-
-static void session_begin(struct session *s);
-static void session_flush(struct session *s);
-
-static void session_tls_established(struct session *s)
-{
-	s->handshaking = false;
-	stats_lock(&s->srv->stats);
-	s->srv->stats.c.tls_handshakes++;
-	stats_unlock(&s->srv->stats);
-	uv_timer_stop(&s->timer);
-	snprintf(s->tls_version, sizeof s->tls_version, "%s", tlsio_version(s->tls));
-	snprintf(s->tls_cipher, sizeof s->tls_cipher, "%s", tlsio_cipher(s->tls));
-	const char *kv[] = {"version", s->tls_version, "cipher", s->tls_cipher, NULL};
-	log_event(CONFIG_LOG_INFO, &s->log, "tls established", kv);
-	if (s->l->tls == LISTENER_TLS_IMPLICIT && !s->greeted)
-		session_begin(s); /* RFC 8314: the greeting comes under TLS */
-	else
-		session_set_deadline(s, uv_now(s->srv->loop) + s->srv->cfg->command_timeout * 1000);
-}
-
-/* RFC 3207: the core accepted STARTTLS. The 220 goes out in plaintext, then
- * whatever the client sent behind STARTTLS is thrown away, never executed
- * (CVE-2011-0411), and the session speaks TLS. */
-static void session_starttls(struct session *s)
-{
-	struct tlsio *t = s->srv->tls ? tlsio_new(s->srv->tls) : NULL;
-	if (t == NULL) {
-		log_event(CONFIG_LOG_ERROR, &s->log, "starttls refused: no TLS session available",
-		          NULL);
-		smtp_proto_resume(s->proto, 454, "4.7.0",
-		                  "TLS not available due to temporary reason");
-		return;
-	}
-	smtp_proto_tls_started(s->proto);
-	if (s->in.len > 0) {
-		char n[24];
-		snprintf(n, sizeof n, "%zu", s->in.len);
-		const char *kv[] = {"bytes", n, NULL};
-		log_event(CONFIG_LOG_WARN, &s->log, "plaintext pipelined after STARTTLS discarded",
-		          kv);
-		buf_reset(&s->in);
-	}
-	session_flush(s);
-	if (s->closing) {
-		tlsio_free(t);
-		return;
-	}
-	session_tls_start(s, t);
-}
-
-/* RFC 8314: a listener on SMTPD_TLS_PORTS speaks TLS from the first byte. */
-static void session_implicit_tls(struct session *s)
-{
-	struct tlsio *t = s->srv->tls ? tlsio_new(s->srv->tls) : NULL;
-	if (t == NULL) {
-		log_event(CONFIG_LOG_ERROR, &s->log, "no TLS session available", NULL);
-		session_close(s);
-		return;
-	}
-	session_tls_start(s, t);
-	/* What followed a PROXY header is already the client's TLS. */
-	if (s->in.len > 0) {
-		int rc = tlsio_feed(t, s->in.data, s->in.len);
-		buf_reset(&s->in);
-		if (rc < 0 || session_tls_fill(s) < 0) {
-			session_close(s);
-			return;
-		}
-	}
-	if (!s->closing)
-		session_update_reading(s);
-}
-
-/* Write the core's queued replies through the connection. */
-static void session_flush(struct session *s)
-{
-	const char *data;
-	size_t len = smtp_proto_output(s->proto, &data);
-	if (len == 0 || s->closing)
-		return;
-	s->replied = true;
-	int rc = s->conn->write(s, data, len);
-	smtp_proto_output_consume(s->proto, len);
-	if (rc < 0)
-		session_close(s);
 }
 
 /* ---- AUTH (SPEC 6) ------------------------------------------------------- */
@@ -846,7 +452,7 @@ static void session_pump_read(struct session *s, size_t nread)
 
 /* Feed what we hold to the core, act on what it asks, flush its replies, and
  * decide whether to read more. */
-static void session_pump(struct session *s)
+void session_pump(struct session *s)
 {
 	session_pump_read(s, 0);
 }
@@ -890,7 +496,7 @@ static void session_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *
 	}
 }
 
-static void session_update_reading(struct session *s)
+void session_update_reading(struct session *s)
 {
 	const char *unused;
 	bool want = !s->closing && !smtp_proto_closing(s->proto) &&
@@ -1079,7 +685,7 @@ static bool session_input_waiting(struct session *s)
 
 /* The SMTP conversation starts: greet now, or after SMTPD_GREET_DELAY. On a
  * TLS port the handshake comes first, and then this again. */
-static void session_begin(struct session *s)
+void session_begin(struct session *s)
 {
 	struct server *srv = s->srv;
 	if (s->l->tls == LISTENER_TLS_IMPLICIT && s->tls == NULL) {
