@@ -77,6 +77,16 @@ for _ in range(2):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); ps.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in ps))'
 }
+# This machine's trust in TLS: where an egress proxy re-signs HTTPS (a CA of
+# the machine's own in /usr/local/share/ca-certificates), a fresh container must
+# trust it too to reach the npm registry. The bundle is passed as SSL_CERT_FILE
+# (read by OpenSSL and Python); no package comes with it, and apt uses HTTP.
+CA_OPTS=()
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null &&
+	[ -s /etc/ssl/certs/ca-certificates.crt ]; then
+	CA_OPTS=(-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca.crt:ro
+		-e SSL_CERT_FILE=/run/host-ca.crt -e NODE_EXTRA_CA_CERTS=/run/host-ca.crt)
+fi
 # A fresh container of the pristine base with the tree copied to /w, running
 # the bash script in $WORK/$1.sh. Extra podman options follow the name.
 start() {
@@ -84,7 +94,7 @@ start() {
 	shift
 	NAMES+=("$name")
 	podman run -d --name "$name" --privileged --network host --runtime runc \
-		--ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
+		--ulimit nofile=20000:20000 --ulimit nproc=4096:4096 "${CA_OPTS[@]}" \
 		-v "$WORK/tree:/src:ro" -v "$WORK/out:/out" -v "$WORK/$name.sh:/run.sh:ro" "$@" \
 		"$PRISTINE_BASE" bash -c 'cp -a /src /w && cd /w && bash /run.sh' >/dev/null ||
 		die "podman run $name"

@@ -19,7 +19,8 @@
 
 #include <microhttpd.h>
 
-#define FRONT_EVENTS 64
+#define FRONT_EVENTS    64
+#define FRONT_PIPELINED 32
 /* How often deadlines are looked at, and how long accept() pauses when the
  * process is out of descriptors and nothing can be dropped. */
 #define FRONT_TICK_MS  100
@@ -186,6 +187,16 @@ static void front_close(struct httpd_front *f, uint32_t i)
 	close(fd);
 }
 
+/* Read and drop what the client sent, before a close: closing with unread
+ * bytes sends a reset that can destroy our answer before the client reads it.
+ * Bounded, so a client that never stops sending cannot hold the thread. */
+static void front_drain(int fd)
+{
+	char sink[HTTPD_FRONT_PEEK];
+	for (int i = 0; i < 4 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+		;
+}
+
 /* A short answer that fits any socket buffer: one non-blocking send. */
 static void front_send(int fd, const char *s, size_t n)
 {
@@ -200,11 +211,7 @@ static void front_timeout(struct httpd_front *f, uint32_t i)
 	    "{\"error\":\"request head too slow\"}\n";
 	int fd = f->conns[i].fd;
 	if (f->conns[i].got_bytes) {
-		/* Read what was peeked: closing with unread bytes would send a
-		 * reset that can destroy the 408 before the client reads it. */
-		char sink[HTTPD_FRONT_PEEK];
-		while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
-			;
+		front_drain(fd);
 		front_send(fd, r408, sizeof r408 - 1);
 		shutdown(fd, SHUT_WR);
 	}
@@ -256,8 +263,7 @@ static bool front_answer(struct httpd_front *f, uint32_t i, const char *data, si
 	if (keep)
 		(void)!recv(c->fd, sink, head_len, MSG_DONTWAIT);
 	else
-		while (recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
-			;
+		front_drain(c->fd);
 	struct iovec iov[2] = {{hdr, (size_t)n}, {body, head ? 0 : blen}};
 	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
 	ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -279,8 +285,10 @@ static void front_readable(struct httpd_front *f, uint32_t i, uint32_t events)
 	struct front_conn *c = &f->conns[i];
 	char buf[HTTPD_FRONT_PEEK];
 	/* A loop: a kept connection may already hold its next (pipelined)
-	 * request, and edge triggering will not report those bytes again. */
-	for (;;) {
+	 * request, and edge triggering will not report those bytes again. At
+	 * most FRONT_PIPELINED answers per wake-up, so one client cannot hold
+	 * the thread; the rest waits for its next bytes or its deadline. */
+	for (int answered = 0; answered < FRONT_PIPELINED;) {
 		ssize_t r = recv(c->fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 			return;
@@ -295,6 +303,7 @@ static void front_readable(struct httpd_front *f, uint32_t i, uint32_t events)
 		case HTTPD_FRONT_HEALTH:
 			if (!front_answer(f, i, buf, (size_t)r, path, head))
 				return;
+			answered++;
 			continue;
 		case HTTPD_FRONT_PASS: {
 			int fd = c->fd;
@@ -310,9 +319,7 @@ static void front_readable(struct httpd_front *f, uint32_t i, uint32_t events)
 			    "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
 			    "Content-Length: 54\r\nConnection: close\r\n\r\n"
 			    "{\"error\":\"bad request: control octet in the request\"}\n";
-			char sink[HTTPD_FRONT_PEEK];
-			while (recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
-				;
+			front_drain(c->fd);
 			front_send(c->fd, r400, sizeof r400 - 1);
 			shutdown(c->fd, SHUT_WR);
 			front_close(f, i);
