@@ -1,10 +1,19 @@
 /* config: every setting of mailport, from one table (see config.h, SPEC 1).
  *
- * The table below drives the parser and, through config_doc.c, --help, the
- * README's Markdown table, mailport(8) and /etc/default/mailport, so they
- * cannot drift. This module prints nothing: errors go to the caller's err
- * buffer and warnings to its callback, and main.c decides what to do. */
-#include "config.h"
+ * The table (config_table.c) drives the parser and, through config_doc.c,
+ * --help, the README's Markdown table, mailport(8) and /etc/default/mailport,
+ * so they cannot drift. This module prints nothing: errors go to the caller's
+ * err buffer and warnings to its callback, and main.c decides what to do.
+ *
+ * The module's files (what they share is in config_priv.h):
+ *   config.c        error text helpers, parsing of values, the string checkers
+ *                   of the table, SMTPD_X_FILE, config_load() and config_free()
+ *   config_table.c  the settings table config_settings[] and its choices
+ *   config_scan.c   argv and the environment: actions, flags, SMTPD_* variables,
+ *                   suggestions for a mistyped variable
+ *   config_check.c  checkers and parsers that need none of config.c's helpers
+ *   config_doc.c    --help, the Markdown table, mailport(8), the env file */
+#include "config_priv.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
@@ -16,260 +25,13 @@
 #include <strings.h>
 #include <unistd.h>
 
-#define F(field) offsetof(struct config, field)
-
-/* Room for one quoted value or reason in an error message. Values are cut
- * well before that, so one setting can never flood the log. */
-#define CONFIG_WHY_MAX   384
+/* Values are cut well before CONFIG_WHY_MAX (config_priv.h), so one setting
+ * can never flood the log. */
 #define CONFIG_QUOTE_CUT 60
-/* More than the table holds; checked below, so the per-setting arrays in
- * config_load() need no allocation. */
-#define CONFIG_SETTINGS_MAX 64
-/* A suggestion is offered for an unknown SMTPD_* variable this close to a real one. */
-#define CONFIG_SUGGEST_DISTANCE 2
-#define CONFIG_SUGGEST_NAME_MAX 64
-/* "SMTPD_MAX_CONNECTIONS_PER_CLIENT_FILE" and the like, with room to spare. */
-#define CONFIG_SOURCE_MAX 80
 /* RFC 1035 2.3.4: a label is at most 63 octets, a name at most 255 on the wire,
  * which is 253 characters written out without the trailing dot. */
 #define CONFIG_LABEL_MAX  63
 #define CONFIG_DOMAIN_MAX 253
-
-static int config_check_any(char *value, char *why, size_t whylen);
-static int config_check_http(char *value, char *why, size_t whylen);
-static int config_check_hostname(char *value, char *why, size_t whylen);
-static int config_check_token(char *value, char *why, size_t whylen);
-static int config_check_secret(char *value, char *why, size_t whylen);
-static int config_check_url(char *value, char *why, size_t whylen);
-static int config_check_port_list(char *value, char *why, size_t whylen);
-
-static const char *const config_modes[] = {"off", "optional", "required", NULL};
-static const char *const config_auth_modes[] = {"off", "optional", "required", "any", NULL};
-static const char *const config_bare_lfs[] = {"normalize", "reject", NULL};
-static const char *const config_delivers[] = {"maildir", "discard", NULL};
-static const char *const config_webhook_formats[] = {"json", "raw", NULL};
-static const char *const config_log_formats[] = {"text", "json", NULL};
-static const char *const config_log_levels[] = {"debug", "info", "warn", "error", NULL};
-static const char *const config_tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
-
-/* ENUM settings store the index of the choice; the lists above are written in
- * the order of the enums in config.h, and the enums must be int-sized. */
-_Static_assert(sizeof(enum config_mode) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum config_bare_lf) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum config_deliver) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum config_webhook_format) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum size");
-_Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
-_Static_assert(CONFIG_MODE_REQUIRED == 2 && CONFIG_BARE_LF_REJECT == 1 &&
-                   CONFIG_DELIVER_DISCARD == 1 && CONFIG_WEBHOOK_RAW == 1 && CONFIG_LOG_JSON == 1 &&
-                   CONFIG_LOG_ERROR == 3,
-               "choices follow the enums");
-
-/* To ship a feature, set .implemented = true on its rows (and drop .planned):
- * nothing else here changes. Until then its settings are parsed and validated,
- * but a value other than the default is refused, so nobody believes that TLS
- * or AUTH is on when it is not. One row per setting reads better packed than
- * one field a line, hence clang-format off. */
-// clang-format off
-const struct config_setting config_settings[] = {
-	/* SPEC 2: endpoints (validated by the endpoint module). */
-	{.name = "hosts", .env = "SMTPD_HOSTS", .kind = CONFIG_STRING, .offset = F(hosts),
-	 .def = "127.0.0.1", .image_def = "0.0.0.0", .metavar = "LIST", .implemented = true,
-	 .help = "Comma-separated IPv4 and IPv6 addresses and host names to listen on; "
-		 "* is every local address, 0.0.0.0 and :: the ANY addresses."},
-	{.name = "ports", .env = "SMTPD_PORTS", .kind = CONFIG_STRING, .offset = F(ports),
-	 .def = "2525", .metavar = "LIST", .implemented = true,
-	 .help = "Comma-separated ports, matched to the SMTPD_HOSTS items by position; "
-		 "2525:3535 gives one host item two ports."},
-
-	/* SPEC 3: HTTP side port. */
-	{.name = "http", .env = "SMTPD_HTTP", .kind = CONFIG_STRING, .offset = F(http),
-	 .def = "127.0.0.1:8080", .image_def = "0.0.0.0:8080", .metavar = "ADDRESS:PORT|off",
-	 .check = config_check_http, .implemented = true,
-	 .help = "Address and port of the HTTP side port (health, status, metrics, messages), "
-		 "or off."},
-	{.name = "http-token", .env = "SMTPD_HTTP_TOKEN", .kind = CONFIG_STRING,
-	 .offset = F(http_token), .def = "", .metavar = "TOKEN", .secret = true,
-	 .check = config_check_token, .implemented = true,
-	 .help = "Bearer token that /messages and /metrics require; health and status stay open."},
-	{.name = "http-allowed-hosts", .env = "SMTPD_HTTP_ALLOWED_HOSTS", .kind = CONFIG_STRING,
-	 .offset = F(http_allowed_hosts), .def = "", .metavar = "LIST", .implemented = true,
-	 .help = "Without SMTPD_HTTP_TOKEN, the side port answers only requests whose Host is an IP "
-	         "address, localhost, or a name in this comma list (*.example.org for subdomains); "
-	         "others get 403, so a web page cannot reach it by DNS rebinding. Health routes "
-	         "never check."},
-
-	/* SPEC 4: SMTP. */
-	{.name = "hostname", .env = "SMTPD_HOSTNAME", .kind = CONFIG_STRING, .offset = F(hostname),
-	 .def = "", .def_text = "the host's name", .metavar = "NAME",
-	 .check = config_check_hostname, .implemented = true,
-	 .help = "Name used in the greeting, the EHLO reply and the Received header."},
-	{.name = "max-message-size", .env = "SMTPD_MAX_MESSAGE_SIZE", .kind = CONFIG_SIZE,
-	 .offset = F(max_message_size), .def = "26214400", .min = 1, .implemented = true,
-	 .help = "Largest message accepted, advertised in the EHLO reply as SIZE."},
-	{.name = "max-recipients", .env = "SMTPD_MAX_RECIPIENTS", .kind = CONFIG_COUNT,
-	 .offset = F(max_recipients), .def = "100", .min = 1, .implemented = true,
-	 .help = "Most recipients of one message; more get 452 4.5.3."},
-	{.name = "max-line-length", .env = "SMTPD_MAX_LINE_LENGTH", .kind = CONFIG_COUNT,
-	 .offset = F(max_line_length), .def = "0", .implemented = true,
-	 .help = "Longest text line of a message, in octets with its CRLF (RFC 5321 says 1000): "
-	         "a longer line makes the message refused with 500 5.5.6 at its end. 0: no limit "
-	         "of its own; lines of any length are stored unchanged, within "
-	         "SMTPD_MAX_MESSAGE_SIZE. Command lines stay limited to 512 octets."},
-	{.name = "max-connections", .env = "SMTPD_MAX_CONNECTIONS", .kind = CONFIG_COUNT,
-	 .offset = F(max_connections), .def = "1000", .min = 1, .implemented = true,
-	 .help = "Most simultaneous SMTP connections; more get 421 4.7.0 and are closed."},
-	{.name = "max-connections-per-client", .env = "SMTPD_MAX_CONNECTIONS_PER_CLIENT",
-	 .kind = CONFIG_COUNT, .offset = F(max_connections_per_client), .def = "50", .min = 1,
-	 .implemented = true,
-	 .help = "Most simultaneous SMTP connections from one client address."},
-	{.name = "command-timeout", .env = "SMTPD_COMMAND_TIMEOUT", .kind = CONFIG_DURATION,
-	 .offset = F(command_timeout), .def = "300", .min = 1, .implemented = true,
-	 .help = "Time for one whole command line, counted from the previous reply (a client "
-		 "that trickles a command byte by byte gets no more); then 421 4.4.2."},
-	{.name = "data-timeout", .env = "SMTPD_DATA_TIMEOUT", .kind = CONFIG_DURATION,
-	 .offset = F(data_timeout), .def = "600", .min = 1, .implemented = true,
-	 .help = "Longest wait for message data before 421 4.4.2; the deadline only moves "
-		 "as fast as SMTPD_MIN_DATA_RATE allows."},
-	{.name = "min-data-rate", .env = "SMTPD_MIN_DATA_RATE", .kind = CONFIG_SIZE,
-	 .offset = F(min_data_rate), .def = "500", .min = 1, .implemented = true,
-	 .help = "Bytes per second a client must keep up in DATA/BDAT: each read of N bytes "
-		 "moves the data deadline N/rate seconds later, never beyond "
-		 "SMTPD_DATA_TIMEOUT from now (as Postfix's smtpd_min_data_rate)."},
-	{.name = "greet-delay", .env = "SMTPD_GREET_DELAY", .kind = CONFIG_DURATION,
-	 .offset = F(greet_delay), .def = "0", .implemented = true,
-	 .help = "How long the greeting is held back; a client that talks first is "
-		 "disconnected."},
-	{.name = "bare-lf", .env = "SMTPD_BARE_LF", .kind = CONFIG_ENUM, .offset = F(bare_lf),
-	 .def = "normalize", .choices = config_bare_lfs, .implemented = true,
-	 .help = "A bare LF in message data is a line end (normalize) or makes the message "
-		 "refused with 550 5.5.2 (reject)."},
-
-	/* SPEC 5: storage and delivery. */
-	{.name = "spool", .env = "SMTPD_SPOOL", .kind = CONFIG_STRING, .offset = F(spool),
-	 .def = "./spool", .image_def = "/var/spool/mailport", .metavar = "DIR",
-	 .implemented = true,
-	 .help = "Maildir where accepted messages are stored; created when missing."},
-	{.name = "spool-min-free", .env = "SMTPD_SPOOL_MIN_FREE", .kind = CONFIG_STRING,
-	 .offset = F(spool_min_free), .def = "100M", .metavar = "SIZE",
-	 .check = config_check_min_free, .implemented = true,
-	 .help = "Free space the spool keeps (K/M/G, or a percentage of its filesystem such as "
-		 "2%; 0: none): below it /readyz is 503 and MAIL gets 452 4.3.1."},
-	{.name = "deliver", .env = "SMTPD_DELIVER", .kind = CONFIG_ENUM, .offset = F(deliver),
-	 .def = "maildir", .choices = config_delivers, .implemented = true,
-	 .help = "Store each message in the spool, or discard it (for benchmarks and sinks)."},
-	{.name = "filter", .env = "SMTPD_FILTER", .kind = CONFIG_STRING, .offset = F(filter),
-	 .def = "", .metavar = "COMMAND", .check = config_check_any, .implemented = true,
-	 .help = "Command run by /bin/sh -c with each message on stdin before it is accepted: "
-		 "exit 0 accepts, 75 defers, anything else refuses."},
-	{.name = "filter-timeout", .env = "SMTPD_FILTER_TIMEOUT", .kind = CONFIG_DURATION,
-	 .offset = F(filter_timeout), .def = "60", .min = 1, .implemented = true,
-	 .help = "A filter still running after this long is killed and the message gets "
-		 "451 4.3.0."},
-	{.name = "webhook-url", .env = "SMTPD_WEBHOOK_URL", .kind = CONFIG_STRING,
-	 .offset = F(webhook_url), .def = "", .metavar = "URL", .check = config_check_url,
-	 .implemented = true,
-	 .help = "http:// or https:// URL every stored message is POSTed to after its 250."},
-	{.name = "webhook-format", .env = "SMTPD_WEBHOOK_FORMAT", .kind = CONFIG_ENUM,
-	 .offset = F(webhook_format), .def = "json", .choices = config_webhook_formats,
-	 .implemented = true,
-	 .help = "Post JSON with the envelope and the base64 message, or the raw message."},
-	{.name = "webhook-secret", .env = "SMTPD_WEBHOOK_SECRET", .kind = CONFIG_STRING,
-	 .offset = F(webhook_secret), .def = "", .metavar = "SECRET", .secret = true,
-	 .check = config_check_secret, .implemented = true,
-	 .help = "Key of the X-Mailport-Signature HMAC-SHA256 header."},
-	{.name = "webhook-timeout", .env = "SMTPD_WEBHOOK_TIMEOUT", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_timeout), .def = "30", .min = 1, .implemented = true,
-	 .help = "How long one webhook request may take."},
-	{.name = "webhook-keep", .env = "SMTPD_WEBHOOK_KEEP", .kind = CONFIG_BOOL,
-	 .offset = F(webhook_keep), .def = "1", .implemented = true,
-	 .help = "Keep delivered messages in cur/ (1) or remove them (0)."},
-	{.name = "webhook-retry-min", .env = "SMTPD_WEBHOOK_RETRY_MIN", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_retry_min), .def = "30", .min = 1, .implemented = true,
-	 .help = "First delay before a failed webhook request is retried; it doubles each time."},
-	{.name = "webhook-retry-max", .env = "SMTPD_WEBHOOK_RETRY_MAX", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_retry_max), .def = "1h", .min = 1, .implemented = true,
-	 .help = "Longest delay between webhook retries."},
-	{.name = "webhook-max-age", .env = "SMTPD_WEBHOOK_MAX_AGE", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_max_age), .def = "72h", .min = 1, .implemented = true,
-	 .help = "A message not delivered after this long is moved to failed/."},
-	{.name = "webhook-concurrency", .env = "SMTPD_WEBHOOK_CONCURRENCY", .kind = CONFIG_COUNT,
-	 .offset = F(webhook_concurrency), .def = "4", .min = 1, .implemented = true,
-	 .help = "Most webhook requests in flight at once."},
-	{.name = "webhook-sync", .env = "SMTPD_WEBHOOK_SYNC", .kind = CONFIG_BOOL,
-	 .offset = F(webhook_sync), .def = "0", .implemented = true,
-	 .help = "Post before answering the end of data: 250 only when the webhook took it."},
-
-	/* SPEC 6: TLS and AUTH. */
-	{.name = "tls", .env = "SMTPD_TLS", .kind = CONFIG_ENUM, .offset = F(tls), .def = "off",
-	 .choices = config_modes, .implemented = true,
-	 .help = "STARTTLS: off, offered (optional), or needed before MAIL and AUTH (required)."},
-	{.name = "tls-cert", .env = "SMTPD_TLS_CERT", .kind = CONFIG_STRING, .offset = F(tls_cert),
-	 .def = "", .def_text = "self-signed", .metavar = "FILE", .implemented = true,
-	 .help = "PEM certificate chain (leaf first); reloaded on SIGHUP and when the file "
-		 "changes. Without it, TLS uses a self-signed certificate made at start-up."},
-	{.name = "tls-key", .env = "SMTPD_TLS_KEY", .kind = CONFIG_STRING, .offset = F(tls_key),
-	 .def = "", .def_text = "in SMTPD_TLS_CERT", .metavar = "FILE", .implemented = true,
-	 .help = "PEM private key (RSA or ECDSA, not encrypted) of the certificate."},
-	{.name = "tls-ports", .env = "SMTPD_TLS_PORTS", .kind = CONFIG_STRING,
-	 .offset = F(tls_ports), .def = "", .metavar = "LIST", .check = config_check_port_list,
-	 .implemented = true,
-	 .help = "Comma-separated ports whose listeners speak TLS from the first byte "
-		 "(RFC 8314, e.g. 465); each must be a port of SMTPD_PORTS."},
-	{.name = "tls-ciphers", .env = "SMTPD_TLS_CIPHERS", .kind = CONFIG_STRING,
-	 .offset = F(tls_ciphers), .def = "", .def_text = "Mozilla intermediate", .metavar = "LIST",
-	 .implemented = true,
-	 .help = "OpenSSL cipher list for TLS 1.2; the default is Mozilla's intermediate list "
-	         "(ECDHE with AES-GCM or ChaCha20-Poly1305 only). TLS 1.3 keeps OpenSSL's suites."},
-	{.name = "tls-min-version", .env = "SMTPD_TLS_MIN_VERSION", .kind = CONFIG_STRING,
-	 .offset = F(tls_min_version), .def = "TLSv1.2", .choices = config_tls_versions,
-	 .implemented = true,
-	 .help = "Oldest TLS version accepted."},
-	{.name = "auth", .env = "SMTPD_AUTH", .kind = CONFIG_ENUM, .offset = F(auth), .def = "off",
-	 .choices = config_auth_modes, .implemented = true,
-	 .help = "SMTP AUTH PLAIN and LOGIN: off, offered (optional), needed before MAIL "
-		 "(required), or offered with every credential accepted, for test catchers (any; "
-		 "not with SMTPD_AUTH_USERS_FILE)."},
-	{.name = "auth-users-file", .env = "SMTPD_AUTH_USERS_FILE", .kind = CONFIG_STRING,
-	 .offset = F(auth_users_file), .def = "", .metavar = "FILE", .implemented = true,
-	 .help = "File of user:hash lines, crypt(3) hashes (yescrypt, SHA-512, bcrypt); "
-		 "reloaded on SIGHUP."},
-	{.name = "auth-insecure", .env = "SMTPD_AUTH_INSECURE", .kind = CONFIG_BOOL,
-	 .offset = F(auth_insecure), .def = "0", .implemented = true,
-	 .help = "Offer PLAIN and LOGIN without TLS too."},
-	{.name = "auth-max-failures", .env = "SMTPD_AUTH_MAX_FAILURES", .kind = CONFIG_COUNT,
-	 .offset = F(auth_max_failures), .def = "5", .implemented = true,
-	 .help = "Failed AUTH attempts from one client address (an IPv6 client's /64) within 15 "
-	         "minutes, over all its connections, before AUTH from it is answered 454 4.7.0 for "
-	         "1 minute, doubling each time up to 1 hour. 0: no limit."},
-
-	/* SPEC 7: operations. */
-	{.name = "shutdown-grace", .env = "SMTPD_SHUTDOWN_GRACE", .kind = CONFIG_DURATION,
-	 .offset = F(shutdown_grace), .def = "25", .implemented = true,
-	 .help = "On SIGTERM, how long a session inside a transaction may take to finish it "
-		 "(0: none)."},
-	{.name = "proxy-ports", .env = "SMTPD_PROXY_PORTS", .kind = CONFIG_STRING,
-	 .offset = F(proxy_ports), .def = "", .metavar = "LIST",
-	 .check = config_check_port_list, .implemented = true,
-	 .help = "Comma-separated ports whose listeners require a PROXY protocol v1 or v2 "
-		 "header (within 5 s, before the greeting) from a peer in SMTPD_PROXY_TRUSTED."},
-	{.name = "proxy-trusted", .env = "SMTPD_PROXY_TRUSTED", .kind = CONFIG_STRING,
-	 .offset = F(proxy_trusted), .def = "", .metavar = "CIDRS",
-	 .check = config_check_cidrs, .implemented = true,
-	 .help = "Comma-separated CIDR blocks (10.0.0.0/8, 2001:db8::/32) allowed to send a "
-		 "PROXY header; connections from other peers to SMTPD_PROXY_PORTS are closed."},
-	{.name = "log-format", .env = "SMTPD_LOG_FORMAT", .kind = CONFIG_ENUM,
-	 .offset = F(log_format), .def = "text", .choices = config_log_formats, .implemented = true,
-	 .help = "Log lines on stderr as text or as one JSON object each."},
-	{.name = "log-level", .env = "SMTPD_LOG_LEVEL", .kind = CONFIG_ENUM, .offset = F(log_level),
-	 .def = "info", .choices = config_log_levels, .implemented = true,
-	 .help = "Least important events logged."},
-};
-// clang-format on
-
-const size_t config_settings_count = sizeof config_settings / sizeof config_settings[0];
-_Static_assert(sizeof config_settings / sizeof config_settings[0] <= CONFIG_SETTINGS_MAX,
-               "raise CONFIG_SETTINGS_MAX");
 
 /* One parsed value, whatever its kind; strings are owned. */
 union config_value {
@@ -282,18 +44,7 @@ union config_value {
 /* Where a setting's value came from, which names it in an error. */
 enum config_from { CONFIG_FROM_DEFAULT, CONFIG_FROM_FLAG, CONFIG_FROM_ENV, CONFIG_FROM_FILE };
 
-/* What the command line and the environment said about one setting. Pointers
- * into argv and envp; an empty string counts as not given. */
-struct config_given {
-	const char *flag;
-	const char *env;
-	const char *file;
-};
-
-static void config_fmt(char *dst, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void config_fmt(char *dst, size_t n, const char *fmt, ...)
+void config_fmt(char *dst, size_t n, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -304,7 +55,7 @@ static void config_fmt(char *dst, size_t n, const char *fmt, ...)
 /* Write len bytes of s into dst, escaping what would break a one-line message
  * (control characters, and with `quoted` the quote and backslash) and cutting
  * what does not fit, since a variable or a file may hold anything. */
-static void config_escape(char *dst, size_t n, const char *s, size_t len, bool quoted)
+void config_escape(char *dst, size_t n, const char *s, size_t len, bool quoted)
 {
 	size_t o = 0;
 	assert(n >= 16);
@@ -332,7 +83,7 @@ static void config_escape(char *dst, size_t n, const char *s, size_t len, bool q
 	dst[o] = '\0';
 }
 
-static void config_quote(char *dst, size_t n, const char *s)
+void config_quote(char *dst, size_t n, const char *s)
 {
 	config_escape(dst, n, s, strlen(s), true);
 }
@@ -440,7 +191,7 @@ static bool config_has_control(const char *s, bool allow_tab)
 }
 
 /* A shell command may legitimately span lines. */
-static int config_check_any(char *value, char *why, size_t whylen)
+int config_check_any(char *value, char *why, size_t whylen)
 {
 	(void)value;
 	(void)why;
@@ -462,7 +213,7 @@ static int config_check_text(char *value, char *why, size_t whylen)
 
 /* The token travels in an Authorization header (RFC 6750 2.1), so only
  * visible ASCII can ever match. The value is a secret: never echoed. */
-static int config_check_token(char *value, char *why, size_t whylen)
+int config_check_token(char *value, char *why, size_t whylen)
 {
 	for (const char *p = value; *p != '\0'; p++) {
 		if (*p <= 0x20 || *p >= 0x7f) {
@@ -476,7 +227,7 @@ static int config_check_token(char *value, char *why, size_t whylen)
 }
 
 /* A secret's value never appears in an error: errors end up in logs. */
-static int config_check_secret(char *value, char *why, size_t whylen)
+int config_check_secret(char *value, char *why, size_t whylen)
 {
 	if (!config_has_control(value, false))
 		return 0;
@@ -495,7 +246,7 @@ static int config_port(const char *s, unsigned *out)
 
 /* "off", IPv4:port or [IPv6]:port, literals only: the side port must not
  * depend on a resolver, and httpd binds exactly what is written. */
-static int config_check_http(char *value, char *why, size_t whylen)
+int config_check_http(char *value, char *why, size_t whylen)
 {
 	char q[CONFIG_WHY_MAX], host[INET6_ADDRSTRLEN + 1];
 	unsigned char addr[sizeof(struct in6_addr)];
@@ -586,7 +337,7 @@ static bool config_is_address_literal(const char *s)
 
 /* The name goes into every greeting and Received header: a space or a line
  * break there would corrupt the protocol (RFC 5321 4.1.1.1). */
-static int config_check_hostname(char *value, char *why, size_t whylen)
+int config_check_hostname(char *value, char *why, size_t whylen)
 {
 	if (value[0] == '\0' || config_is_domain(value) || config_is_address_literal(value))
 		return 0;
@@ -599,7 +350,7 @@ static int config_check_hostname(char *value, char *why, size_t whylen)
 	return -1;
 }
 
-static int config_check_url(char *value, char *why, size_t whylen)
+int config_check_url(char *value, char *why, size_t whylen)
 {
 	if (config_check_text(value, why, whylen) < 0)
 		return -1;
@@ -613,7 +364,7 @@ static int config_check_url(char *value, char *why, size_t whylen)
 }
 
 /* "25, 587": comma-separated ports (1-65535), blanks around items ignored. */
-static int config_check_port_list(char *value, char *why, size_t whylen)
+int config_check_port_list(char *value, char *why, size_t whylen)
 {
 	char q[CONFIG_WHY_MAX];
 	config_quote(q, sizeof q, value);
@@ -947,203 +698,6 @@ const struct config_setting *config_setting_find(const char *name)
 			return &config_settings[i];
 	}
 	return NULL;
-}
-
-/* Index of the setting whose flag (by_env false) or variable is the first len
- * bytes of name, or -1. */
-static int config_index(const char *name, size_t len, bool by_env)
-{
-	for (size_t i = 0; i < config_settings_count; i++) {
-		const char *k = by_env ? config_settings[i].env : config_settings[i].name;
-		if (strlen(k) == len && memcmp(k, name, len) == 0)
-			return (int)i;
-	}
-	return -1;
-}
-
-const struct config_action_doc config_actions[] = {
-    {"help", CONFIG_ACTION_HELP, "print this help and exit"},
-    {"version", CONFIG_ACTION_VERSION, "print the version and exit"},
-    {"check-config", CONFIG_ACTION_CHECK,
-     "check the settings, print the listeners one per line and exit (2 on an error)"},
-    {"healthcheck", CONFIG_ACTION_HEALTHCHECK,
-     "ask the running service's /readyz (via SMTPD_HTTP): exit 0 when ready, 1 if not"},
-    {"help-markdown", CONFIG_ACTION_HELP_MARKDOWN, NULL},
-    {"help-man", CONFIG_ACTION_HELP_MAN, NULL},
-    {"help-env", CONFIG_ACTION_HELP_ENV, NULL},
-};
-const size_t config_actions_count = sizeof config_actions / sizeof config_actions[0];
-
-/* Help, version and the Markdown table just print; the earliest in this list wins. */
-static int config_info_rank(enum config_action a)
-{
-	switch (a) {
-	case CONFIG_ACTION_HELP:
-		return 3;
-	case CONFIG_ACTION_VERSION:
-		return 2;
-	case CONFIG_ACTION_HELP_MARKDOWN:
-	case CONFIG_ACTION_HELP_MAN:
-	case CONFIG_ACTION_HELP_ENV:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-/* Walk argv once. Records each setting's flag value (the last one wins, so a
- * wrapper script can override) and the action. The first error is kept in err
- * but the walk goes on, so that --help still works after a typo. Returns 0 or -1. */
-static int config_scan_args(int argc, char **argv, struct config_given *given,
-                            enum config_action *action, char *err, size_t errlen)
-{
-	int rc = 0;
-	char e[CONFIG_WHY_MAX];
-	enum config_action run = CONFIG_ACTION_RUN, info = CONFIG_ACTION_RUN;
-
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
-			config_quote(e, sizeof e, a);
-			if (rc == 0)
-				config_fmt(err, errlen, "unexpected argument %s (see --help)", e);
-			rc = -1;
-			continue;
-		}
-		const char *name = a + 2, *eq = strchr(name, '=');
-		size_t len = eq != NULL ? (size_t)(eq - name) : strlen(name);
-		config_escape(e, sizeof e, name, len, false);
-
-		bool is_action = false;
-		for (size_t k = 0; k < config_actions_count; k++) {
-			const char *f = config_actions[k].flag;
-			if (strlen(f) != len || memcmp(f, name, len) != 0)
-				continue;
-			is_action = true;
-			enum config_action act = config_actions[k].action;
-			if (eq != NULL) {
-				if (rc == 0)
-					config_fmt(err, errlen, "--%s takes no value", f);
-				rc = -1;
-			} else if (config_info_rank(act) > 0) {
-				if (config_info_rank(act) > config_info_rank(info))
-					info = act;
-			} else if (run != CONFIG_ACTION_RUN && run != act) {
-				if (rc == 0)
-					config_fmt(err, errlen,
-					           "--check-config and --healthcheck cannot be "
-					           "combined");
-				rc = -1;
-			} else {
-				run = act;
-			}
-		}
-		if (is_action)
-			continue;
-
-		int idx = config_index(name, len, false);
-		if (idx < 0) {
-			if (rc == 0)
-				config_fmt(err, errlen, "unknown option --%s (see --help)", e);
-			rc = -1;
-			continue;
-		}
-		if (eq != NULL) {
-			given[idx].flag = eq + 1;
-		} else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
-			given[idx].flag = argv[++i];
-		} else {
-			if (rc == 0)
-				config_fmt(err, errlen,
-				           "--%s needs a value (--%s VALUE or --%s=VALUE)", e, e,
-				           e);
-			rc = -1;
-		}
-	}
-	*action = info != CONFIG_ACTION_RUN ? info : run;
-	return info != CONFIG_ACTION_RUN ? 0 : rc;
-}
-
-/* Levenshtein distance of two short strings (both under CONFIG_SUGGEST_NAME_MAX). */
-static size_t config_distance(const char *a, size_t alen, const char *b, size_t blen)
-{
-	size_t row[CONFIG_SUGGEST_NAME_MAX + 1];
-	for (size_t j = 0; j <= blen; j++)
-		row[j] = j;
-	for (size_t i = 1; i <= alen; i++) {
-		size_t diag = row[0];
-		row[0] = i;
-		for (size_t j = 1; j <= blen; j++) {
-			size_t up = row[j];
-			size_t best = diag + (a[i - 1] != b[j - 1]);
-			if (up + 1 < best)
-				best = up + 1;
-			if (row[j - 1] + 1 < best)
-				best = row[j - 1] + 1;
-			row[j] = best;
-			diag = up;
-		}
-	}
-	return row[blen];
-}
-
-/* A typo in a variable name must not pass silently (SPEC 1): name the
- * nearest real variable, or its _FILE form, when one is close. */
-static void config_warn_unknown(const char *name, size_t len,
-                                void (*warn)(void *ctx, const char *msg), void *ctx)
-{
-	char e[CONFIG_WHY_MAX], msg[2 * CONFIG_WHY_MAX];
-	const char *best = NULL;
-	bool best_file = false;
-	size_t best_d = CONFIG_SUGGEST_DISTANCE + 1;
-
-	if (warn == NULL)
-		return;
-	config_escape(e, sizeof e, name, len, false);
-	bool file = len > 5 && memcmp(name + len - 5, "_FILE", 5) == 0;
-	for (size_t i = 0; i < config_settings_count && len < CONFIG_SUGGEST_NAME_MAX; i++) {
-		const char *env = config_settings[i].env;
-		size_t d = config_distance(name, len, env, strlen(env));
-		if (d < best_d) {
-			best = env, best_d = d, best_file = false;
-		}
-		if (file && (d = config_distance(name, len - 5, env, strlen(env))) < best_d) {
-			best = env, best_d = d, best_file = true;
-		}
-	}
-	if (best != NULL)
-		config_fmt(msg, sizeof msg,
-		           "%s is not a mailport setting (did you mean %s%s?); ignored", e, best,
-		           best_file ? "_FILE" : "");
-	else
-		config_fmt(msg, sizeof msg, "%s is not a mailport setting; ignored", e);
-	warn(ctx, msg);
-}
-
-/* Record SMTPD_X and SMTPD_X_FILE values; the first occurrence wins, as with
- * getenv(3). Anything else named SMTPD_* is warned about. */
-static void config_scan_env(char **envp, struct config_given *given,
-                            void (*warn)(void *ctx, const char *msg), void *ctx)
-{
-	for (char **ep = envp; ep != NULL && *ep != NULL; ep++) {
-		const char *e = *ep, *eq = strchr(e, '=');
-		if (strncmp(e, "SMTPD_", 6) != 0 || eq == NULL)
-			continue;
-		size_t len = (size_t)(eq - e);
-		int idx = config_index(e, len, true);
-		if (idx >= 0) {
-			if (given[idx].env == NULL)
-				given[idx].env = eq + 1;
-			continue;
-		}
-		if (len > 5 && memcmp(e + len - 5, "_FILE", 5) == 0 &&
-		    (idx = config_index(e, len - 5, true)) >= 0) {
-			if (given[idx].file == NULL)
-				given[idx].file = eq + 1;
-			continue;
-		}
-		config_warn_unknown(e, len, warn, ctx);
-	}
 }
 
 /* SPEC 4: the greeting names the host unless SMTPD_HOSTNAME says otherwise. */

@@ -1,4 +1,4 @@
-/* config_doc: the settings table (config.c) written out for people: --help,
+/* config_doc: the settings table (config_table.c) written out for people: --help,
  * the README's Markdown table, mailport(8) and /etc/default/mailport. All four
  * walk config_settings[], so none can miss a setting or show another default. */
 #include <stdbool.h>
@@ -6,9 +6,8 @@
 #include <string.h>
 
 #include "config.h"
+#include "config_priv.h"
 
-#define CONFIG_WHY_MAX    384
-#define CONFIG_SOURCE_MAX 80
 
 static const char *config_default_text(const struct config_setting *s)
 {

@@ -1,6 +1,6 @@
 /* endpoint_sys: the real struct endpoint_env (getifaddrs, getaddrinfo,
- * if_nametoindex), kept apart so that endpoint.c stays pure and testable.
- * Called at start-up only, before the loop runs: getaddrinfo(3) blocks. */
+ * if_nametoindex), kept apart so that endpoint.c and endpoint_parse.c stay pure
+ * and testable. Called at start-up only, before the loop runs: getaddrinfo(3) blocks. */
 #include "endpoint.h"
 
 #include <errno.h>

@@ -9,6 +9,14 @@
  * streams slices of the caller's buffer to the body sink, never buffering a
  * line) and BDAT octets (counted, streamed).
  *
+ * Files: this one holds the output, lifecycle, transaction, the commands from
+ * EHLO to HELP but DATA and BDAT, the command table and line reader, and the
+ * interface; smtp_data.c the message content (DATA and BDAT, the body sink,
+ * their commands); smtp_parse.c the parsing helpers (UTF-8, paths, parameters,
+ * numbers, xtext, MAIL parameters, BDAT arguments); smtp_auth.c STARTTLS and
+ * AUTH (commands, the 334 exchange, the verdict, wiping credentials);
+ * smtp_proto_priv.h struct smtp_proto and what the files share.
+ *
  * Choices made here (the adapter's documentation repeats them):
  * - Command lines may end in a bare LF (lenient, like Postfix); a trailing CR
  *   before the LF is stripped. Any other control octet (NUL, a stray CR, ...)
@@ -55,7 +63,7 @@
  *   and is wiped after use, like the short line buffer. A 5xx verdict counts
  *   towards the error limit; with auth required, MAIL before AUTH is 530 5.7.0.
  *   Authentication survives RSET and a new EHLO, not STARTTLS. */
-#include "smtp_proto.h"
+#include "smtp_proto_priv.h"
 
 #include <assert.h>
 #include <stdarg.h>
@@ -67,39 +75,6 @@
 /* SPEC 4 defaults, used when a config field is 0. */
 #define SMTP_PROTO_DEFAULT_MAX_SIZE       26214400u
 #define SMTP_PROTO_DEFAULT_MAX_RECIPIENTS 100u
-/* RFC 5321 4.5.3.1.2: a domain name is at most 255 octets. */
-#define SMTP_PROTO_DOMAIN_MAX 255
-/* The command buffer holds a line without its LF: 512 octets on the wire
- * including the line end (RFC 5321 4.5.3.1.4), so at most 511 before the LF. */
-#define SMTP_PROTO_CMD_BUF (SMTP_PROTO_COMMAND_LINE_MAX - 1)
-/* RFC 5321 4.5.3.1.6: 1000 octets including CRLF, i.e. 998 of text. */
-#define SMTP_PROTO_TEXT_MAX (SMTP_PROTO_TEXT_LINE_MAX - 2)
-/* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets including CRLF. */
-#define SMTP_PROTO_REPLY_MAX 512
-/* The output buffer is fixed: feed() stops once the output passes the
- * high-water mark, and one step can add at most a reply plus the 421 that
- * follows the last tolerated error; resume() and one closing reply (timeout,
- * shutdown, abort) may come on top. Eight reply lines leave a wide margin. */
-#define SMTP_PROTO_OUT_CAP (SMTP_PROTO_OUTPUT_HIGH + 8 * SMTP_PROTO_REPLY_MAX)
-/* Replies usually fit here (an EHLO reply is ~150 octets): an idle session
- * holds no large output buffer (issue 8). Pipelined bursts move to a heap
- * buffer of SMTP_PROTO_OUT_CAP that is released once drained. */
-#define SMTP_PROTO_OUT_SMALL 1024
-/* RFC 1870 / RFC 3030 sizes: 20 digits hold any uint64_t. */
-#define SMTP_PROTO_NUMBER_DIGITS 20
-
-enum smtp_proto_state {
-	SMTP_ST_NEW,       /* before greet(): any input is an early talker */
-	SMTP_ST_CONNECTED, /* greeted, no HELO/EHLO yet */
-	SMTP_ST_HELO,      /* HELO/EHLO done: reading commands */
-	SMTP_ST_DATA,      /* reading DATA content */
-	SMTP_ST_BDAT,      /* reading the octets of a BDAT chunk */
-	SMTP_ST_EOM,       /* a message is complete: SMTP_WAIT_EOM */
-	SMTP_ST_CLOSED,    /* the last reply is queued; nothing more is read */
-	SMTP_ST_STARTTLS,  /* STARTTLS accepted: SMTP_WAIT_STARTTLS */
-	SMTP_ST_AUTH,      /* reading an AUTH response line (after a 334) */
-	SMTP_ST_AUTH_WAIT, /* AUTH credentials complete: SMTP_WAIT_AUTH */
-};
 
 static const char *const smtp_proto_state_names[] = {
     [SMTP_ST_NEW] = "NEW",       [SMTP_ST_CONNECTED] = "CONNECTED",
@@ -109,94 +84,9 @@ static const char *const smtp_proto_state_names[] = {
     [SMTP_ST_AUTH] = "AUTH",     [SMTP_ST_AUTH_WAIT] = "AUTH_WAIT",
 };
 
-/* Where the DATA reader is within a line (RFC 5321 4.1.1.4 and 4.5.2). */
-enum smtp_data_pos {
-	SMTP_DP_TEXT,   /* inside a line, or at its start (line_start) */
-	SMTP_DP_CR,     /* a CR inside a line: a line end if LF follows */
-	SMTP_DP_DOT,    /* "." at a line start (already removed: RFC 5321 4.5.2) */
-	SMTP_DP_DOT_CR, /* ".<CR>" at a line start: end of data if LF follows */
-};
-
-/* The message being received (DATA or a series of BDAT chunks). */
-struct smtp_msg {
-	uint64_t size;
-	size_t line_len; /* octets of the current line on the wire, without its end */
-	enum smtp_data_pos pos;
-	bool raw_size;   /* BDAT: size counts the raw chunk octets */
-	bool line_start; /* the next octet starts a line */
-	bool after_crlf; /* ... and that line began after a CRLF (or DATA) */
-	bool bare_lf;
-	bool too_long;
-	bool too_big;
-	bool sink_failed;
-};
-
-/* RFC 4954 mechanisms. */
-enum smtp_auth_mech { SMTP_AUTH_MECH_PLAIN, SMTP_AUTH_MECH_LOGIN };
-
-/* Why a BDAT chunk is read only to be discarded: its reply at the chunk end. */
-struct smtp_bdat_err {
-	unsigned code;
-	const char *enhanced;
-	const char *text;
-};
-
-struct smtp_proto {
-	struct smtp_proto_config cfg;
-	struct smtp_proto_sink sink;
-	enum smtp_proto_state state;
-	unsigned errors;
-	char hostname[SMTP_PROTO_DOMAIN_MAX + 1];
-
-	/* Command line being read. An AUTH line may be longer (RFC 4954 4): it
-	 * moves to auth_line, allocated while it is read and wiped after use. */
-	char line[SMTP_PROTO_CMD_BUF + 1];
-	size_t line_len;
-	bool line_overflow;
-	char *auth_line; /* SMTP_PROTO_AUTH_LINE_MAX octets, or NULL */
-
-	/* SPEC 6: TLS and AUTH. */
-	bool tls_active;
-	bool authenticated;
-	enum smtp_auth_mech auth_mech;
-	bool auth_login_user; /* LOGIN: the user name came, the password is next */
-	char auth_username[SMTP_PROTO_AUTH_USER_MAX + 1]; /* the user once authenticated */
-	const char *auth_password;                        /* into the line, SMTP_WAIT_AUTH only */
-	size_t auth_password_len;
-
-	/* Session. */
-	char helo[SMTP_PROTO_DOMAIN_MAX + 1];
-	bool esmtp;
-
-	/* Transaction. */
-	bool in_tx;
-	bool smtputf8;
-	bool bdat_used; /* RFC 3030 2: no DATA in a transaction that used BDAT */
-	char verb[12];  /* the command being answered, for the adapter's log ("?": unknown) */
-	char mail_from[SMTP_PROTO_PATH_MAX + 1];
-	/* RFC 4954 5: MAIL's AUTH= mailbox, xtext-decoded; kept only when the
-	 * session authenticated, else "" (as if "<>"). */
-	char auth_param[SMTP_PROTO_PATH_MAX + 1];
-	char *rcpt; /* rcpt_cap slots of SMTP_PROTO_PATH_MAX + 1, grown on demand */
-	size_t nrcpt;
-	size_t rcpt_cap;
-	struct smtp_msg msg;
-
-	/* BDAT chunk being read. */
-	uint64_t bdat_count;
-	uint64_t bdat_left;
-	bool bdat_last;
-	struct smtp_bdat_err bdat_err; /* code 0: the chunk is content */
-
-	char reply[SMTP_PROTO_REPLY_MAX];
-	size_t out_len;
-	char *out; /* out_small, or SMTP_PROTO_OUT_CAP octets on the heap */
-	char out_small[SMTP_PROTO_OUT_SMALL];
-};
-
 /* ---------------------------------------------------------------- output */
 
-static void smtp_proto_out_line(struct smtp_proto *p, const char *s)
+void smtp_proto_out_line(struct smtp_proto *p, const char *s)
 {
 	size_t n = strlen(s);
 	if (p->out == p->out_small && n + 2 > SMTP_PROTO_OUT_SMALL - p->out_len) {
@@ -218,7 +108,7 @@ static void smtp_proto_out_line(struct smtp_proto *p, const char *s)
 	p->out_len += n + 2;
 }
 
-static void smtp_proto_event(struct smtp_proto *p, enum smtp_event_type type, const char *arg)
+void smtp_proto_event(struct smtp_proto *p, enum smtp_event_type type, const char *arg)
 {
 	if (p->sink.event == NULL)
 		return;
@@ -253,7 +143,7 @@ smtp_proto_vreply(struct smtp_proto *p, unsigned code, const char *enhanced, con
 	return r;
 }
 
-__attribute__((format(printf, 4, 5))) static const char *
+__attribute__((format(printf, 4, 5))) const char *
 smtp_proto_reply(struct smtp_proto *p, unsigned code, const char *enhanced, const char *fmt, ...)
 {
 	va_list ap;
@@ -263,7 +153,7 @@ smtp_proto_reply(struct smtp_proto *p, unsigned code, const char *enhanced, cons
 	return r;
 }
 
-static void smtp_proto_enter_state(struct smtp_proto *p, enum smtp_proto_state s)
+void smtp_proto_enter_state(struct smtp_proto *p, enum smtp_proto_state s)
 {
 	/* CLOSED is final: a session has one way out, its teardown. */
 	if (p->state == SMTP_ST_CLOSED)
@@ -272,7 +162,7 @@ static void smtp_proto_enter_state(struct smtp_proto *p, enum smtp_proto_state s
 }
 
 /* A protocol error: reply, count it, and drop a client that keeps erring. */
-__attribute__((format(printf, 4, 5))) static void
+__attribute__((format(printf, 4, 5))) void
 smtp_proto_error(struct smtp_proto *p, unsigned code, const char *enhanced, const char *fmt, ...)
 {
 	va_list ap;
@@ -331,20 +221,6 @@ struct smtp_proto *smtp_proto_new(const struct smtp_proto_config *cfg,
 	return p;
 }
 
-/* Forget an AUTH exchange: its lines held credentials (SPEC 7: never kept,
- * never logged). */
-static void smtp_proto_auth_wipe(struct smtp_proto *p)
-{
-	explicit_bzero(p->line, sizeof p->line);
-	if (p->auth_line != NULL) {
-		explicit_bzero(p->auth_line, SMTP_PROTO_AUTH_LINE_MAX);
-		free(p->auth_line);
-		p->auth_line = NULL;
-	}
-	p->auth_password = NULL;
-	p->auth_password_len = 0;
-}
-
 void smtp_proto_free(struct smtp_proto *p)
 {
 	if (p == NULL)
@@ -366,7 +242,7 @@ void smtp_proto_greet(struct smtp_proto *p)
 
 /* ----------------------------------------------------------- transaction */
 
-static void smtp_proto_tx_clear(struct smtp_proto *p)
+void smtp_proto_tx_clear(struct smtp_proto *p)
 {
 	p->in_tx = false;
 	p->smtputf8 = false;
@@ -381,467 +257,12 @@ static void smtp_proto_tx_clear(struct smtp_proto *p)
 }
 
 /* The state commands return to: HELO once a HELO/EHLO was accepted. */
-static enum smtp_proto_state smtp_proto_cmd_state(const struct smtp_proto *p)
+enum smtp_proto_state smtp_proto_cmd_state(const struct smtp_proto *p)
 {
 	return p->helo[0] ? SMTP_ST_HELO : SMTP_ST_CONNECTED;
 }
 
-static void smtp_proto_msg_start(struct smtp_proto *p, bool raw_size)
-{
-	memset(&p->msg, 0, sizeof p->msg);
-	p->msg.raw_size = raw_size;
-	p->msg.line_start = true;
-	/* RFC 5321 4.1.1.4: the content starts after the CRLF of DATA, so a
-	 * first line "." ends an empty message. */
-	p->msg.after_crlf = true;
-}
-
-static bool smtp_proto_msg_dead(const struct smtp_proto *p)
-{
-	const struct smtp_msg *m = &p->msg;
-	return m->too_big || m->too_long || m->sink_failed || (m->bare_lf && p->cfg.bare_lf_reject);
-}
-
-/* The message is refused by the core at its end: the transaction ends. */
-static void smtp_proto_msg_reject(struct smtp_proto *p, unsigned code, const char *enhanced,
-                                  const char *text)
-{
-	smtp_proto_enter_state(p, smtp_proto_cmd_state(p));
-	const char *r = smtp_proto_reply(p, code, enhanced, "%s", text);
-	smtp_proto_event(p, SMTP_EV_REJECTED, r);
-	smtp_proto_tx_clear(p);
-	smtp_proto_event(p, SMTP_EV_RSET, NULL);
-}
-
-/* End of DATA, or BDAT LAST: refuse it here or wait for the adapter's verdict. */
-static void smtp_proto_msg_end(struct smtp_proto *p)
-{
-	const struct smtp_msg *m = &p->msg;
-	if (m->too_big)
-		smtp_proto_msg_reject(p, 552, "5.3.4", "Message too big");
-	else if (m->too_long)
-		smtp_proto_msg_reject(p, 500, "5.5.6", "Line too long");
-	else if (m->bare_lf && p->cfg.bare_lf_reject)
-		smtp_proto_msg_reject(p, 550, "5.5.2", "Bare <LF> received");
-	else if (m->sink_failed)
-		smtp_proto_msg_reject(p, 452, "4.3.1", "Insufficient system storage");
-	else
-		smtp_proto_enter_state(p, SMTP_ST_EOM);
-}
-
-/* ------------------------------------------------------------ body sink */
-
-static void smtp_proto_emit(struct smtp_proto *p, const char *s, size_t n)
-{
-	if (n == 0 || p->sink.body == NULL || smtp_proto_msg_dead(p))
-		return;
-	if (p->sink.body(p->sink.ctx, s, n) != 0)
-		p->msg.sink_failed = true;
-}
-
-/* Count octets of the message (DATA measure) against the limit, written so it
- * cannot overflow (the Postfix habit). */
-static void smtp_proto_msg_count(struct smtp_proto *p, size_t n)
-{
-	struct smtp_msg *m = &p->msg;
-	if (m->raw_size || m->too_big)
-		return;
-	if (p->cfg.max_message_size - m->size < n)
-		m->too_big = true;
-	else
-		m->size += n;
-}
-
-/* The most text octets a line may hold (without its CRLF). */
-static size_t smtp_proto_text_max(const struct smtp_proto *p)
-{
-	if (p->cfg.max_line_length == 0)
-		return SIZE_MAX;
-	return p->cfg.max_line_length > 2 ? (size_t)p->cfg.max_line_length - 2 : 0;
-}
-
-/* A run of ordinary content octets (no CR, no LF). */
-static void smtp_proto_msg_text(struct smtp_proto *p, const char *s, size_t n)
-{
-	struct smtp_msg *m = &p->msg;
-	m->line_start = false;
-	/* SMTPD_MAX_LINE_LENGTH counts the CRLF, as RFC 5321's 1000 does; 0 is
-	 * no limit: any line is stored as it came, streamed, never held whole. */
-	size_t max = smtp_proto_text_max(p);
-	if (max - m->line_len < n) {
-		m->too_long = true;
-		m->line_len = max;
-	} else {
-		m->line_len += n;
-	}
-	smtp_proto_msg_count(p, n);
-	smtp_proto_emit(p, s, n);
-}
-
-/* A line end: CRLF, or a bare LF (normalize). Stored as LF, counted as CRLF. */
-static void smtp_proto_msg_line_end(struct smtp_proto *p, bool crlf)
-{
-	struct smtp_msg *m = &p->msg;
-	if (!crlf)
-		m->bare_lf = true;
-	smtp_proto_msg_count(p, 2);
-	smtp_proto_emit(p, "\n", 1);
-	m->pos = SMTP_DP_TEXT;
-	m->line_len = 0;
-	m->line_start = true;
-	m->after_crlf = crlf;
-}
-
-/* A CR not followed by LF: dropped (SPEC 4: stray bare CRs are never passed
- * on). It is on the wire, so it counts towards the line length, and the octet
- * after it does not start a line: "<CR>." never opens a terminator. */
-static void smtp_proto_msg_bare_cr(struct smtp_proto *p)
-{
-	struct smtp_msg *m = &p->msg;
-	m->pos = SMTP_DP_TEXT;
-	m->line_start = false;
-	if (m->line_len < smtp_proto_text_max(p))
-		m->line_len++;
-	else
-		m->too_long = true;
-}
-
-/* ----------------------------------------------------------------- DATA */
-
-/* One octet of DATA content that is special (CR, LF) or at a line start.
- * Returns true at the end of data: only <CR><LF>.<CR><LF>. */
-static bool smtp_proto_data_octet(struct smtp_proto *p, char c)
-{
-	struct smtp_msg *m = &p->msg;
-	switch (m->pos) {
-	case SMTP_DP_TEXT:
-		if (c == '\r') {
-			m->pos = SMTP_DP_CR;
-		} else if (c == '\n') {
-			smtp_proto_msg_line_end(p, false);
-		} else if (c == '.' && m->line_start) {
-			/* RFC 5321 4.5.2: the first dot of a line is removed. */
-			m->pos = SMTP_DP_DOT;
-			m->line_start = false;
-			m->line_len = 1;
-		} else {
-			smtp_proto_msg_text(p, &c, 1);
-		}
-		return false;
-	case SMTP_DP_CR:
-		if (c == '\n') {
-			smtp_proto_msg_line_end(p, true);
-			return false;
-		}
-		smtp_proto_msg_bare_cr(p);
-		return smtp_proto_data_octet(p, c);
-	case SMTP_DP_DOT:
-		if (c == '\r') {
-			m->pos = SMTP_DP_DOT_CR;
-			return false;
-		}
-		/* Unstuffed: c is content, or a bare LF (<CR><LF>.<LF> is
-		 * not an end of data). */
-		m->pos = SMTP_DP_TEXT;
-		return smtp_proto_data_octet(p, c);
-	case SMTP_DP_DOT_CR:
-		if (c == '\n') {
-			/* <LF>.<CR><LF>: the line began after a bare LF, so it
-			 * is an (unstuffed, empty) content line. */
-			if (m->after_crlf)
-				return true;
-			smtp_proto_msg_line_end(p, true);
-			return false;
-		}
-		smtp_proto_msg_bare_cr(p);
-		return smtp_proto_data_octet(p, c);
-	}
-	return false;
-}
-
-/* Read DATA content; returns the octets consumed (all, or up to the end of
- * data). Runs of ordinary octets go to the sink as slices of the input. */
-static size_t smtp_proto_data_feed(struct smtp_proto *p, const char *d, size_t n)
-{
-	size_t i = 0;
-	while (i < n) {
-		if (p->msg.pos == SMTP_DP_TEXT && !p->msg.line_start) {
-			size_t j = i;
-			while (j < n && d[j] != '\r' && d[j] != '\n')
-				j++;
-			if (j > i) {
-				smtp_proto_msg_text(p, d + i, j - i);
-				i = j;
-				continue;
-			}
-		}
-		if (smtp_proto_data_octet(p, d[i++])) {
-			smtp_proto_msg_end(p);
-			return i;
-		}
-	}
-	return n;
-}
-
-/* ----------------------------------------------------------------- BDAT */
-
-/* BDAT content (RFC 3030): raw octets, stored with CRLF turned into LF and
- * bare CRs dropped, like DATA but with no dots and no terminator. A CR at the
- * end of one chunk pairs with an LF at the start of the next. */
-static void smtp_proto_bdat_content(struct smtp_proto *p, const char *d, size_t n)
-{
-	struct smtp_msg *m = &p->msg;
-	size_t i = 0;
-	while (i < n) {
-		if (m->pos == SMTP_DP_CR) {
-			if (d[i] == '\n') {
-				smtp_proto_msg_line_end(p, true);
-				i++;
-				continue;
-			}
-			smtp_proto_msg_bare_cr(p);
-		}
-		size_t j = i;
-		while (j < n && d[j] != '\r' && d[j] != '\n')
-			j++;
-		if (j > i)
-			smtp_proto_msg_text(p, d + i, j - i);
-		if (j == n)
-			break;
-		if (d[j] == '\r')
-			m->pos = SMTP_DP_CR;
-		else
-			smtp_proto_msg_line_end(p, false);
-		i = j + 1;
-	}
-}
-
-static void smtp_proto_bdat_chunk_end(struct smtp_proto *p, uint64_t count)
-{
-	smtp_proto_enter_state(p, smtp_proto_cmd_state(p));
-	const struct smtp_bdat_err e = p->bdat_err;
-	if (e.code == 552) {
-		smtp_proto_msg_reject(p, e.code, e.enhanced, e.text);
-	} else if (e.code) {
-		smtp_proto_error(p, e.code, e.enhanced, "%s", e.text);
-	} else if (p->bdat_last) {
-		if (p->msg.pos == SMTP_DP_CR)
-			smtp_proto_msg_bare_cr(p);
-		smtp_proto_msg_end(p);
-	} else {
-		smtp_proto_reply(p, 250, "2.0.0", "%llu octets received",
-		                 (unsigned long long)count);
-	}
-}
-
-static size_t smtp_proto_bdat_feed(struct smtp_proto *p, const char *d, size_t n)
-{
-	size_t k = p->bdat_left < n ? (size_t)p->bdat_left : n;
-	if (p->bdat_err.code == 0)
-		smtp_proto_bdat_content(p, d, k);
-	p->bdat_left -= k;
-	if (p->bdat_left == 0)
-		smtp_proto_bdat_chunk_end(p, p->bdat_count);
-	return k;
-}
-
-/* ------------------------------------------------------------- parsing */
-
-/* RFC 3629: well-formed UTF-8 (no overlong forms, no surrogates, <= U+10FFFF). */
-static bool smtp_proto_utf8_ok(const char *str, size_t n)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	size_t i = 0;
-	while (i < n) {
-		unsigned char c = s[i];
-		size_t len;
-		uint32_t cp, min;
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if (c >= 0xc2 && c <= 0xdf) {
-			len = 2, cp = c & 0x1f, min = 0x80;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			len = 3, cp = c & 0x0f, min = 0x800;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			len = 4, cp = c & 0x07, min = 0x10000;
-		} else {
-			return false;
-		}
-		if (n - i < len)
-			return false;
-		for (size_t k = 1; k < len; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += len;
-	}
-	return true;
-}
-
-static bool smtp_proto_ascii_alnum(unsigned char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-/* RFC 5321 4.1.2, loosely: Local-part "@" ( Domain / address-literal ), the
- * local part a dot-string or a quoted string. "postmaster" alone is accepted
- * where allowed (RFC 5321 4.5.1). Control octets were refused by the caller. */
-static bool smtp_proto_mailbox_ok(const char *s, size_t n, bool postmaster)
-{
-	size_t at = 0;
-	if (s[0] == '"') {
-		size_t i = 1;
-		while (i < n && s[i] != '"')
-			i += s[i] == '\\' ? 2 : 1;
-		if (i >= n)
-			return false;
-		at = i + 1;
-		if (at >= n || s[at] != '@')
-			return false;
-	} else {
-		for (; at < n && s[at] != '@'; at++)
-			if (strchr(" \"()<>[]\\,;:", s[at]) != NULL)
-				return false;
-		if (at == n)
-			return postmaster && n == 10 && strncasecmp(s, "postmaster", 10) == 0;
-		if (at == 0)
-			return false;
-	}
-	const char *d = s + at + 1;
-	size_t dn = n - at - 1;
-	if (dn == 0 || dn > SMTP_PROTO_DOMAIN_MAX)
-		return false;
-	if (d[0] == '[') {
-		if (dn < 3 || d[dn - 1] != ']')
-			return false;
-		for (size_t i = 1; i + 1 < dn; i++)
-			if (strchr(" []\\", d[i]) != NULL)
-				return false;
-		return true;
-	}
-	for (size_t i = 0; i < dn; i++) {
-		unsigned char c = (unsigned char)d[i];
-		if (!smtp_proto_ascii_alnum(c) && c != '-' && c != '.' && c < 0x80)
-			return false;
-	}
-	return true;
-}
-
-/* Parse "<path>" at *sp (RFC 5321 4.1.2). On success the mailbox, without
- * brackets and without a source route (accepted and ignored, RFC 5321 C), is
- * copied to out, *sp points after the '>', and *nonascii says whether it
- * needs SMTPUTF8 (RFC 6531 3.3). "<>" is accepted only when null_ok. */
-static bool smtp_proto_parse_path(char **sp, char out[SMTP_PROTO_PATH_MAX + 1], bool null_ok,
-                                  bool *nonascii)
-{
-	char *s = *sp;
-	if (*s != '<')
-		return false;
-	size_t i = 1;
-	bool quoted = false;
-	for (;; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c == 0x7f)
-			return false;
-		if (quoted) {
-			if (c == '\\' && ((unsigned char)s[++i] < 0x20 || s[i] == 0x7f))
-				return false;
-			if (c == '"')
-				quoted = false;
-		} else if (c == '"') {
-			quoted = true;
-		} else if (c == '<') {
-			return false;
-		} else if (c == '>') {
-			break;
-		}
-	}
-	/* RFC 5321 4.5.3.1.3: 256 octets including the brackets. */
-	if (i + 1 > SMTP_PROTO_PATH_MAX)
-		return false;
-	const char *in = s + 1;
-	size_t n = i - 1;
-	*sp = s + i + 1;
-	*nonascii = false;
-	if (n == 0) {
-		out[0] = '\0';
-		return null_ok;
-	}
-	if (in[0] == '@') {
-		const char *colon = memchr(in, ':', n);
-		if (colon == NULL || colon + 1 == in + n)
-			return false;
-		n -= (size_t)(colon + 1 - in);
-		in = colon + 1;
-	}
-	if (!smtp_proto_mailbox_ok(in, n, !null_ok))
-		return false;
-	for (size_t k = 0; k < n; k++)
-		if ((unsigned char)in[k] >= 0x80)
-			*nonascii = true;
-	if (*nonascii && !smtp_proto_utf8_ok(in, n))
-		return false;
-	memcpy(out, in, n);
-	out[n] = '\0';
-	return true;
-}
-
-/* Split the next space-separated "KEY[=VALUE]" (RFC 5321 4.1.2 esmtp-param)
- * off *sp, in place. Returns false at the end of the list. */
-static bool smtp_proto_next_param(char **sp, char **key, char **value)
-{
-	char *s = *sp;
-	while (*s == ' ')
-		s++;
-	if (*s == '\0')
-		return false;
-	*key = s;
-	while (*s != '\0' && *s != ' ')
-		s++;
-	if (*s != '\0')
-		*s++ = '\0';
-	*sp = s;
-	char *eq = strchr(*key, '=');
-	*value = NULL;
-	if (eq != NULL) {
-		*eq = '\0';
-		*value = eq + 1;
-	}
-	return true;
-}
-
-/* A decimal count for SIZE= (RFC 1870) or BDAT (RFC 3030), refusing overflow. */
-static bool smtp_proto_parse_number(const char *v, uint64_t *out)
-{
-	if (v == NULL || *v == '\0')
-		return false;
-	uint64_t x = 0;
-	for (; *v; v++) {
-		if (*v < '0' || *v > '9')
-			return false;
-		unsigned d = (unsigned)(*v - '0');
-		if (x > (UINT64_MAX - d) / 10)
-			return false;
-		x = x * 10 + d;
-	}
-	*out = x;
-	return true;
-}
-
 /* ------------------------------------------------------------- commands */
-
-/* AUTH is offered (EHLO) and usable now: configured, not done yet, and
- * under TLS unless SMTPD_AUTH_INSECURE (SPEC 6); never before a STARTTLS that
- * SMTPD_TLS=required asks for. */
-static bool smtp_proto_auth_offered(const struct smtp_proto *p)
-{
-	return p->cfg.auth != SMTP_AUTH_OFF && !p->authenticated &&
-	       (p->tls_active || (p->cfg.auth_insecure && !p->cfg.tls_required));
-}
 
 static void smtp_proto_cmd_helo_ehlo(struct smtp_proto *p, char *arg, bool esmtp)
 {
@@ -887,101 +308,6 @@ static void smtp_proto_cmd_ehlo(struct smtp_proto *p, char *arg)
 static void smtp_proto_cmd_helo(struct smtp_proto *p, char *arg)
 {
 	smtp_proto_cmd_helo_ehlo(p, arg, false);
-}
-
-struct smtp_mail_params {
-	bool has_size, has_body, smtputf8, has_auth;
-	uint64_t size;
-	bool body_8bit;
-	char auth[SMTP_PROTO_PATH_MAX + 1];
-};
-
-/* RFC 3461 4: xtext ("+" and two upper-case hex digits for what is not
- * printable ASCII, "+" or "="), decoded into out. Returns false when malformed,
- * too long, or decoding to a control octet. */
-static bool smtp_proto_xtext(const char *v, char *out, size_t outlen)
-{
-	size_t o = 0;
-	for (; *v != '\0'; v++) {
-		unsigned c = (unsigned char)*v;
-		if (c == '+') {
-			unsigned hi, lo;
-			const char *hex = "0123456789ABCDEF";
-			if (v[1] == '\0' || v[2] == '\0' || strchr(hex, v[1]) == NULL ||
-			    strchr(hex, v[2]) == NULL)
-				return false;
-			hi = (unsigned)(strchr(hex, v[1]) - hex);
-			lo = (unsigned)(strchr(hex, v[2]) - hex);
-			c = hi * 16 + lo;
-			v += 2;
-		} else if (c < 33 || c > 126 || c == '=') {
-			return false;
-		}
-		if (c < 0x20 || c == 0x7f || o + 1 >= outlen)
-			return false;
-		out[o++] = (char)c;
-	}
-	out[o] = '\0';
-	return true;
-}
-
-/* MAIL parameters (RFC 5321 4.1.1.11): SIZE (RFC 1870), BODY (RFC 6152),
- * SMTPUTF8 (RFC 6531) and AUTH (RFC 4954 5, when AUTH is offered), only after
- * EHLO. A parameter given twice with the same meaning is taken (Python's
- * smtplib repeats SMTPUTF8); twice with different meanings is 501. Answers the
- * error itself. */
-static bool smtp_proto_mail_params(struct smtp_proto *p, char *s, struct smtp_mail_params *mp)
-{
-	char *key, *value;
-	while (smtp_proto_next_param(&s, &key, &value)) {
-		if (!p->esmtp) {
-			smtp_proto_error(p, 555, "5.5.4", "Unsupported option: %s", key);
-			return false;
-		}
-		if (strcasecmp(key, "SIZE") == 0) {
-			uint64_t size;
-			if (!smtp_proto_parse_number(value, &size) ||
-			    (mp->has_size && size != mp->size)) {
-				smtp_proto_error(p, 501, "5.5.4", "Bad SIZE parameter");
-				return false;
-			}
-			mp->has_size = true;
-			mp->size = size;
-		} else if (strcasecmp(key, "BODY") == 0) {
-			/* RFC 3030 3: BINARYMIME is not advertised, so not supported. */
-			if (value != NULL && strcasecmp(value, "BINARYMIME") == 0) {
-				smtp_proto_error(p, 555, "5.5.4", "Unsupported BODY type");
-				return false;
-			}
-			bool is8 = value != NULL && strcasecmp(value, "8BITMIME") == 0;
-			if (value == NULL || (!is8 && strcasecmp(value, "7BIT") != 0) ||
-			    (mp->has_body && is8 != mp->body_8bit)) {
-				smtp_proto_error(p, 501, "5.5.4", "Bad BODY parameter");
-				return false;
-			}
-			mp->has_body = true;
-			mp->body_8bit = is8;
-		} else if (strcasecmp(key, "SMTPUTF8") == 0) {
-			if (value != NULL) {
-				smtp_proto_error(p, 501, "5.5.4", "Bad SMTPUTF8 parameter");
-				return false;
-			}
-			mp->smtputf8 = true;
-		} else if (strcasecmp(key, "AUTH") == 0 && p->cfg.auth != SMTP_AUTH_OFF) {
-			char decoded[SMTP_PROTO_PATH_MAX + 1];
-			if (value == NULL || !smtp_proto_xtext(value, decoded, sizeof decoded) ||
-			    (mp->has_auth && strcmp(decoded, mp->auth) != 0)) {
-				smtp_proto_error(p, 501, "5.5.4", "Bad AUTH parameter");
-				return false;
-			}
-			mp->has_auth = true;
-			memcpy(mp->auth, decoded, strlen(decoded) + 1);
-		} else {
-			smtp_proto_error(p, 555, "5.5.4", "Unsupported option: %s", key);
-			return false;
-		}
-	}
-	return true;
 }
 
 static void smtp_proto_cmd_mail(struct smtp_proto *p, char *arg)
@@ -1079,75 +405,6 @@ static void smtp_proto_cmd_rcpt(struct smtp_proto *p, char *arg)
 	smtp_proto_reply(p, 250, "2.1.5", "Ok");
 }
 
-static void smtp_proto_cmd_data(struct smtp_proto *p, char *arg)
-{
-	(void)arg;
-	/* RFC 3030 2: DATA and BDAT do not mix in one transaction. */
-	if (p->bdat_used) {
-		smtp_proto_error(p, 503, "5.5.1", "Error: DATA not allowed after BDAT");
-		return;
-	}
-	smtp_proto_msg_start(p, false);
-	smtp_proto_enter_state(p, SMTP_ST_DATA);
-	smtp_proto_event(p, SMTP_EV_DATA, NULL);
-	smtp_proto_reply(p, 354, NULL, "End data with <CR><LF>.<CR><LF>");
-}
-
-/* RFC 3030 2: "BDAT" SP chunk-size [ SP end-marker ]. */
-static bool smtp_proto_parse_bdat(char *arg, uint64_t *count, bool *last)
-{
-	char *num, *marker, *v;
-	if (!smtp_proto_next_param(&arg, &num, &v) || v != NULL ||
-	    strlen(num) > SMTP_PROTO_NUMBER_DIGITS || !smtp_proto_parse_number(num, count))
-		return false;
-	*last = false;
-	if (!smtp_proto_next_param(&arg, &marker, &v))
-		return true;
-	if (v != NULL || strcasecmp(marker, "LAST") != 0 || smtp_proto_next_param(&arg, &num, &v))
-		return false;
-	*last = true;
-	return true;
-}
-
-static void smtp_proto_cmd_bdat(struct smtp_proto *p, char *arg)
-{
-	uint64_t n;
-	bool last;
-	if (!smtp_proto_parse_bdat(arg, &n, &last)) {
-		smtp_proto_error(p, 501, "5.5.4", "Syntax: BDAT count [LAST]");
-		return;
-	}
-	p->bdat_count = p->bdat_left = n;
-	p->bdat_last = last;
-	p->bdat_err = (struct smtp_bdat_err){0};
-	/* The chunk's octets follow whatever we think of it: read them all
-	 * (discarding them on error) so the next command is found. */
-	if (p->state == SMTP_ST_CONNECTED) {
-		p->bdat_err = (struct smtp_bdat_err){503, "5.5.1", "Error: send HELO/EHLO first"};
-	} else if (!p->in_tx) {
-		p->bdat_err = (struct smtp_bdat_err){503, "5.5.1", "Error: need MAIL command"};
-	} else if (p->nrcpt == 0) {
-		p->bdat_err = (struct smtp_bdat_err){503, "5.5.1", "Error: need RCPT command"};
-	} else {
-		if (!p->bdat_used) {
-			p->bdat_used = true;
-			smtp_proto_msg_start(p, true);
-			smtp_proto_event(p, SMTP_EV_DATA, NULL);
-		}
-		/* RFC 3030 2 / RFC 1870: the size is known before the octets. */
-		if (p->cfg.max_message_size - p->msg.size < n) {
-			p->msg.too_big = true;
-			p->bdat_err = (struct smtp_bdat_err){552, "5.3.4", "Message too big"};
-		} else {
-			p->msg.size += n;
-		}
-	}
-	if (n == 0)
-		smtp_proto_bdat_chunk_end(p, 0);
-	else
-		smtp_proto_enter_state(p, SMTP_ST_BDAT);
-}
-
 static void smtp_proto_cmd_rset(struct smtp_proto *p, char *arg)
 {
 	(void)arg;
@@ -1182,210 +439,6 @@ static void smtp_proto_cmd_help(struct smtp_proto *p, char *arg)
 	(void)arg;
 	smtp_proto_reply(p, 214, "2.0.0",
 	                 "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
-}
-
-/* ------------------------------------------------------ STARTTLS and AUTH */
-
-/* RFC 3207 4: the adapter answers SMTP_WAIT_STARTTLS with a TLS session
- * (smtp_proto_tls_started) or a 454. */
-static void smtp_proto_cmd_starttls(struct smtp_proto *p, char *arg)
-{
-	(void)arg;
-	if (p->tls_active) {
-		smtp_proto_error(p, 503, "5.5.1", "Error: TLS already active");
-		return;
-	}
-	/* A transaction would be forgotten by the TLS reset (RFC 3207 4.2):
-	 * refuse, as OpenSMTPD does, rather than drop it silently. */
-	if (p->in_tx) {
-		smtp_proto_error(p, 503, "5.5.1", "Error: MAIL transaction in progress");
-		return;
-	}
-	smtp_proto_enter_state(p, SMTP_ST_STARTTLS);
-}
-
-static int smtp_proto_base64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* RFC 4648 4 base64, strictly: whole quanta, '=' padding only at the very end
- * (RFC 4954 4: a response that is not base64 is refused). Decodes s[0..n) in
- * place (the output is never longer than what was read); false if invalid. */
-static bool smtp_proto_base64_decode(char *s, size_t n, size_t *out)
-{
-	if (n % 4 != 0)
-		return false;
-	size_t o = 0;
-	for (size_t i = 0; i < n; i += 4) {
-		uint32_t v = 0;
-		unsigned pad = 0;
-		for (size_t k = 0; k < 4; k++) {
-			int d = 0;
-			if (s[i + k] == '=') {
-				if (i + 4 != n || k < 2)
-					return false;
-				pad++;
-			} else if (pad > 0 || (d = smtp_proto_base64_value(s[i + k])) < 0) {
-				return false;
-			}
-			v = v << 6 | (uint32_t)d;
-		}
-		s[o++] = (char)(v >> 16);
-		if (pad < 2)
-			s[o++] = (char)(v >> 8 & 0xff);
-		if (pad < 1)
-			s[o++] = (char)(v & 0xff);
-	}
-	*out = o;
-	return true;
-}
-
-/* The name the client wants to authenticate as. One that no user can have
- * (too long, or holding a NUL) becomes "", which never verifies, so that every
- * failure costs the same delay in the adapter. */
-static void smtp_proto_auth_set_user(struct smtp_proto *p, const char *u, size_t n)
-{
-	if (n > SMTP_PROTO_AUTH_USER_MAX || memchr(u, '\0', n) != NULL)
-		n = 0;
-	memcpy(p->auth_username, u, n);
-	p->auth_username[n] = '\0';
-}
-
-static void smtp_proto_auth_abort(struct smtp_proto *p, unsigned code, const char *enhanced,
-                                  const char *text)
-{
-	p->auth_username[0] = '\0';
-	smtp_proto_enter_state(p, smtp_proto_cmd_state(p));
-	smtp_proto_error(p, code, enhanced, "%s", text);
-}
-
-/* Credentials complete: the adapter verifies them (SMTP_WAIT_AUTH). */
-static void smtp_proto_auth_ready(struct smtp_proto *p, const char *pass, size_t len)
-{
-	p->auth_password = pass;
-	p->auth_password_len = len;
-	smtp_proto_enter_state(p, SMTP_ST_AUTH_WAIT);
-}
-
-/* One decoded client response, data[0..n), of the current mechanism. */
-static void smtp_proto_auth_step(struct smtp_proto *p, char *data, size_t n)
-{
-	if (p->auth_mech == SMTP_AUTH_MECH_LOGIN) {
-		/* draft-murchison-sasl-login: a user name, then a password. */
-		if (!p->auth_login_user) {
-			smtp_proto_auth_set_user(p, data, n);
-			p->auth_login_user = true;
-			smtp_proto_enter_state(p, SMTP_ST_AUTH);
-			smtp_proto_out_line(p, "334 UGFzc3dvcmQ6"); /* "Password:" */
-			return;
-		}
-		smtp_proto_auth_ready(p, data, n);
-		return;
-	}
-	/* RFC 4616 2: [authzid] NUL authcid NUL passwd, no other NUL. */
-	char *z1 = memchr(data, '\0', n);
-	char *z2 = z1 ? memchr(z1 + 1, '\0', n - (size_t)(z1 + 1 - data)) : NULL;
-	if (z2 == NULL || memchr(z2 + 1, '\0', n - (size_t)(z2 + 1 - data)) != NULL) {
-		smtp_proto_auth_abort(p, 501, "5.5.2", "Invalid PLAIN response");
-		return;
-	}
-	size_t zlen = (size_t)(z1 - data), ulen = (size_t)(z2 - z1 - 1);
-	smtp_proto_auth_set_user(p, z1 + 1, ulen);
-	/* Acting as someone else (an authorization identity other than the
-	 * user's own) is not supported: such a request cannot succeed. */
-	if (zlen > 0 && (zlen != ulen || memcmp(data, z1 + 1, ulen) != 0))
-		p->auth_username[0] = '\0';
-	smtp_proto_auth_ready(p, z2 + 1, n - (size_t)(z2 + 1 - data));
-}
-
-/* A line after a 334 (RFC 4954 4): base64, or "*" to cancel. */
-static void smtp_proto_auth_response(struct smtp_proto *p, char *line, size_t n, bool overflow)
-{
-	if (overflow) {
-		smtp_proto_auth_abort(p, 500, "5.5.6", "Line too long");
-		return;
-	}
-	if (n > 0 && line[n - 1] == '\r')
-		n--;
-	if (n == 1 && line[0] == '*') {
-		smtp_proto_auth_abort(p, 501, "5.7.0", "Authentication aborted");
-		return;
-	}
-	size_t len = 0;
-	if (!(n == 1 && line[0] == '=') && !smtp_proto_base64_decode(line, n, &len)) {
-		smtp_proto_auth_abort(p, 501, "5.5.2", "Cannot decode response");
-		return;
-	}
-	smtp_proto_auth_step(p, line, len);
-}
-
-/* RFC 4954 4: AUTH mechanism [initial-response]. */
-static void smtp_proto_cmd_auth(struct smtp_proto *p, char *arg)
-{
-	if (p->authenticated) {
-		smtp_proto_error(p, 503, "5.5.1", "Error: already authenticated");
-		return;
-	}
-	if (p->in_tx) {
-		smtp_proto_error(p, 503, "5.5.1", "Error: MAIL transaction in progress");
-		return;
-	}
-	if (!p->tls_active && p->cfg.tls_required) {
-		smtp_proto_error(p, 530, "5.7.0", "Must issue a STARTTLS command first");
-		return;
-	}
-	/* RFC 4954 6: 538 for a plaintext mechanism over an unencrypted link. */
-	if (!p->tls_active && !p->cfg.auth_insecure) {
-		smtp_proto_error(p, 538, "5.7.11",
-		                 "Encryption required for requested authentication mechanism");
-		return;
-	}
-	char *ir = strchr(arg, ' ');
-	if (ir != NULL) {
-		*ir++ = '\0';
-		while (*ir == ' ')
-			ir++;
-		if (strchr(ir, ' ') != NULL) {
-			smtp_proto_error(p, 501, "5.5.4",
-			                 "Syntax: AUTH mechanism [initial-response]");
-			return;
-		}
-	}
-	if (strcasecmp(arg, "PLAIN") == 0) {
-		p->auth_mech = SMTP_AUTH_MECH_PLAIN;
-	} else if (strcasecmp(arg, "LOGIN") == 0) {
-		p->auth_mech = SMTP_AUTH_MECH_LOGIN;
-	} else {
-		smtp_proto_error(p, 504, "5.5.4", "Unrecognized authentication type");
-		return;
-	}
-	p->auth_username[0] = '\0';
-	p->auth_login_user = false;
-	if (ir == NULL || *ir == '\0') {
-		smtp_proto_enter_state(p, SMTP_ST_AUTH);
-		/* PLAIN: an empty challenge; LOGIN: "Username:". */
-		smtp_proto_out_line(p, p->auth_mech == SMTP_AUTH_MECH_PLAIN ? "334 "
-		                                                            : "334 VXNlcm5hbWU6");
-		return;
-	}
-	/* RFC 4954 4: "=" is an empty initial response. */
-	size_t len = 0;
-	if (strcmp(ir, "=") != 0 && !smtp_proto_base64_decode(ir, strlen(ir), &len)) {
-		smtp_proto_error(p, 501, "5.5.2", "Cannot decode response");
-		return;
-	}
-	smtp_proto_auth_step(p, ir, len);
 }
 
 /* Ordering and argument rules, checked by the dispatcher before proceed(). */
@@ -1656,30 +709,6 @@ enum smtp_wait smtp_proto_pending(const struct smtp_proto *p)
 	default:
 		return SMTP_WAIT_NONE;
 	}
-}
-
-/* The verdict on AUTH credentials: 2xx authenticates the session. */
-static void smtp_proto_auth_resume(struct smtp_proto *p, unsigned code, const char *enhanced,
-                                   const char *text)
-{
-	smtp_proto_auth_wipe(p);
-	smtp_proto_enter_state(p, smtp_proto_cmd_state(p));
-	if (code < 200 || code > 599 || (code >= 300 && code < 400)) {
-		code = 454;
-		enhanced = "4.7.0";
-		text = "Temporary authentication failure";
-	}
-	if (code < 300) {
-		p->authenticated = true;
-		smtp_proto_reply(p, code, enhanced, "%s", text ? text : "");
-		return;
-	}
-	p->auth_username[0] = '\0';
-	/* A failed AUTH counts towards the error limit (a guessing client). */
-	if (code >= 500)
-		smtp_proto_error(p, code, enhanced, "%s", text ? text : "");
-	else
-		smtp_proto_reply(p, code, enhanced, "%s", text ? text : "");
 }
 
 void smtp_proto_resume(struct smtp_proto *p, unsigned code, const char *enhanced, const char *text)

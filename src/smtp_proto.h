@@ -48,8 +48,6 @@
 
 /* RFC 5321 4.5.3.1.4: a command line is at most 512 octets including CRLF. */
 #define SMTP_PROTO_COMMAND_LINE_MAX 512
-/* RFC 5321 4.5.3.1.6: a text line is at most 1000 octets including CRLF. */
-#define SMTP_PROTO_TEXT_LINE_MAX 1000
 /* RFC 5321 4.5.3.1.3: a path is at most 256 octets including the brackets. */
 #define SMTP_PROTO_PATH_MAX 256
 /* feed() stops consuming input while this much output waits to be written. */

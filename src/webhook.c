@@ -5,7 +5,9 @@
  *   prep   (thread pool) read meta/<id>.json and new/<id>, build the request;
  *   post   (loop)        one curl easy handle on the shared multi handle;
  *   result (thread pool) rewrite the envelope, move or remove the message;
- *   back on the loop: count it, requeue a retry, start the next job. */
+ *   back on the loop: count it, requeue a retry, start the next job.
+ * The post itself (the curl-multi glue on the loop) is in webhook_curl.c; the
+ * structs both files use are in webhook_priv.h. */
 #include "webhook.h"
 
 #include <errno.h>
@@ -22,9 +24,8 @@
 #include "log.h"
 #include "spool.h"
 #include "stats.h"
+#include "webhook_priv.h"
 
-/* Bytes of a response body kept for the failure reason; the rest is dropped. */
-#define WEBHOOK_RESPONSE_KEEP 200
 /* A "next_attempt" at most this far in the future is due now (clock skew
  * between the loop's monotonic clock and the wall clock in the meta). */
 #define WEBHOOK_DUE_SLACK_S 1
@@ -40,89 +41,6 @@ static void webhook_rfc3339(int64_t t, char *out, size_t len)
 }
 
 /* ---- the queue -------------------------------------------------------------------- */
-
-struct webhook_item {
-	char id[SPOOL_ID_MAX];
-	uint64_t due;     /* loop time (ms) */
-	int64_t received; /* Unix seconds, from the id (spool_new_id starts with them) */
-};
-
-enum webhook_prep {
-	WEBHOOK_PREP_POST,
-	WEBHOOK_PREP_GONE,      /* deleted meanwhile (DELETE /messages/{id}) */
-	WEBHOOK_PREP_NOT_DUE,   /* a restart found it waiting for a retry */
-	WEBHOOK_PREP_DELIVERED, /* delivered, its move to cur/ cut short by a crash */
-	WEBHOOK_PREP_FAILED,    /* the same for failed/ */
-	WEBHOOK_PREP_ERROR,     /* could not read or build: retried */
-};
-
-struct webhook_sock {
-	uv_poll_t poll;
-	struct webhook *wh;
-	struct webhook_sock *prev, *next;
-	curl_socket_t fd;
-};
-
-struct webhook_job {
-	struct webhook *wh;
-	struct webhook_job *prev, *next; /* every live job */
-	struct webhook_job *qnext;       /* the queue of synchronous posts */
-	struct webhook_item *item;       /* queued delivery; NULL for a synchronous post */
-	uv_work_t work;
-	bool in_work;
-
-	/* Synchronous post. */
-	webhook_post_fn done;
-	void *ctx;
-	char sync_id[SPOOL_ID_MAX];
-	char *sync_envelope;
-	const uv_buf_t *parts;
-	unsigned nparts;
-
-	/* Prepared on the thread pool. */
-	enum webhook_prep prep;
-	int err;
-	json_t *meta; /* the whole envelope file, for the result */
-	unsigned attempt;
-	int64_t not_before;
-	struct webhook_request req;
-
-	/* The request. */
-	CURL *easy;
-	struct curl_slist *hdrs;
-	char errbuf[CURL_ERROR_SIZE];
-	char status_line[128];
-	char resp[WEBHOOK_RESPONSE_KEEP];
-	size_t resp_len;
-
-	/* The outcome. */
-	enum webhook_outcome outcome;
-	long status;
-	char reason[384];
-	uint64_t delay_ms;
-	bool gone;
-};
-
-struct webhook {
-	uv_loop_t *loop;
-	struct webhook_options opt;
-	char *url, *secret, *version;
-	struct spool *spool;
-	struct stats *stats;
-	CURLM *multi;
-	uv_timer_t curl_timer, wake, stats_timer;
-	struct webhook_sock *socks;
-	struct webhook_job *jobs;
-	struct webhook_job *sync_head, *sync_tail;
-	/* Min-heap of queued items by due time. */
-	struct webhook_item **heap;
-	size_t nheap, capheap;
-	unsigned inflight;
-	uint64_t pending; /* items queued or in a job */
-	uint64_t rnd;
-	bool stopping;
-	bool curl_global;
-};
 
 static void webhook_dispatch(struct webhook *wh);
 
@@ -288,7 +206,7 @@ static void webhook_job_end(struct webhook_job *j)
 }
 
 /* A synchronous post is over: end the job, then tell its owner. */
-static void webhook_sync_end(struct webhook_job *j, bool delivered, const char *why)
+void webhook_sync_end(struct webhook_job *j, bool delivered, const char *why)
 {
 	webhook_post_fn done = j->done;
 	void *ctx = j->ctx;
@@ -517,7 +435,7 @@ static void webhook_result_done(uv_work_t *w, int status)
 
 /* Decide what a finished attempt means for a queued message, then update the
  * spool off the loop. */
-static void webhook_finish_item(struct webhook_job *j)
+void webhook_finish_item(struct webhook_job *j)
 {
 	struct webhook *wh = j->wh;
 	if (j->outcome == WEBHOOK_RETRY) {
@@ -555,218 +473,7 @@ static void webhook_finish_item(struct webhook_job *j)
 	}
 }
 
-/* ---- curl ------------------------------------------------------------------------------ */
-
-static size_t webhook_on_body(char *p, size_t size, size_t n, void *ud)
-{
-	struct webhook_job *j = ud;
-	size_t len = size * n;
-	size_t room = sizeof j->resp - j->resp_len;
-	size_t take = len < room ? len : room;
-	memcpy(j->resp + j->resp_len, p, take);
-	j->resp_len += take;
-	return len;
-}
-
-static size_t webhook_on_header(char *p, size_t size, size_t n, void *ud)
-{
-	struct webhook_job *j = ud;
-	size_t len = size * n;
-	/* The last status line wins (after "100 Continue"). */
-	if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-		size_t take = len < sizeof j->status_line - 1 ? len : sizeof j->status_line - 1;
-		memcpy(j->status_line, p, take);
-		j->status_line[take] = '\0';
-		j->resp_len = 0;
-	}
-	return len;
-}
-
-static void webhook_completed(struct webhook_job *j, CURLcode cc)
-{
-	struct webhook *wh = j->wh;
-	curl_easy_getinfo(j->easy, CURLINFO_RESPONSE_CODE, &j->status);
-	curl_multi_remove_handle(wh->multi, j->easy);
-	curl_easy_cleanup(j->easy);
-	j->easy = NULL;
-	if (cc != CURLE_OK) {
-		j->status = 0;
-		j->outcome = WEBHOOK_RETRY;
-		snprintf(j->reason, sizeof j->reason, "%s",
-		         j->errbuf[0] ? j->errbuf : curl_easy_strerror(cc));
-	} else {
-		j->outcome = webhook_classify(j->status);
-		webhook_reason(j->status, j->status_line, j->resp, j->resp_len, j->reason,
-		               sizeof j->reason);
-	}
-	webhook_request_free(&j->req);
-	curl_slist_free_all(j->hdrs);
-	j->hdrs = NULL;
-	if (j->item == NULL) {
-		webhook_sync_end(j, j->outcome == WEBHOOK_DELIVERED, j->reason);
-		return;
-	}
-	webhook_finish_item(j);
-}
-
-static void webhook_check_multi(struct webhook *wh)
-{
-	CURLMsg *m;
-	int left;
-	while (wh->multi && (m = curl_multi_info_read(wh->multi, &left)) != NULL) {
-		if (m->msg != CURLMSG_DONE)
-			continue;
-		struct webhook_job *j = NULL;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
-		if (j)
-			webhook_completed(j, m->data.result);
-	}
-}
-
-static void webhook_on_poll(uv_poll_t *p, int status, int events)
-{
-	struct webhook_sock *ws = p->data;
-	struct webhook *wh = ws->wh;
-	if (wh->stopping)
-		return;
-	int flags = 0;
-	if (status < 0)
-		flags |= CURL_CSELECT_ERR;
-	if (events & UV_READABLE)
-		flags |= CURL_CSELECT_IN;
-	if (events & UV_WRITABLE)
-		flags |= CURL_CSELECT_OUT;
-	int running;
-	curl_multi_socket_action(wh->multi, ws->fd, flags, &running);
-	webhook_check_multi(wh);
-}
-
-static void webhook_on_sock_closed(uv_handle_t *h)
-{
-	free(h->data);
-}
-
-static void webhook_sock_close(struct webhook_sock *ws)
-{
-	struct webhook *wh = ws->wh;
-	if (ws->prev)
-		ws->prev->next = ws->next;
-	else
-		wh->socks = ws->next;
-	if (ws->next)
-		ws->next->prev = ws->prev;
-	uv_poll_stop(&ws->poll);
-	uv_close((uv_handle_t *)&ws->poll, webhook_on_sock_closed);
-}
-
-static int webhook_on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp)
-{
-	(void)e;
-	struct webhook *wh = ud;
-	struct webhook_sock *ws = sockp;
-	if (wh->stopping)
-		return 0;
-	if (what == CURL_POLL_REMOVE) {
-		if (ws) {
-			curl_multi_assign(wh->multi, s, NULL);
-			webhook_sock_close(ws);
-		}
-		return 0;
-	}
-	if (ws == NULL) {
-		ws = calloc(1, sizeof *ws);
-		if (ws == NULL)
-			return -1;
-		if (uv_poll_init_socket(wh->loop, &ws->poll, s) < 0) {
-			free(ws);
-			return -1;
-		}
-		ws->poll.data = ws;
-		ws->wh = wh;
-		ws->fd = s;
-		ws->next = wh->socks;
-		if (wh->socks)
-			wh->socks->prev = ws;
-		wh->socks = ws;
-		curl_multi_assign(wh->multi, s, ws);
-	}
-	int events = 0;
-	if (what & CURL_POLL_IN)
-		events |= UV_READABLE;
-	if (what & CURL_POLL_OUT)
-		events |= UV_WRITABLE;
-	uv_poll_start(&ws->poll, events, webhook_on_poll);
-	return 0;
-}
-
-static void webhook_on_curl_timer(uv_timer_t *t)
-{
-	struct webhook *wh = t->data;
-	if (wh->stopping)
-		return;
-	int running;
-	curl_multi_socket_action(wh->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	webhook_check_multi(wh);
-}
-
-static int webhook_on_timer(CURLM *m, long timeout_ms, void *ud)
-{
-	(void)m;
-	struct webhook *wh = ud;
-	if (wh->stopping)
-		return 0;
-	if (timeout_ms < 0)
-		uv_timer_stop(&wh->curl_timer);
-	else
-		uv_timer_start(&wh->curl_timer, webhook_on_curl_timer, (uint64_t)timeout_ms, 0);
-	return 0;
-}
-
-static void webhook_start_post(struct webhook_job *j)
-{
-	struct webhook *wh = j->wh;
-	CURL *e = curl_easy_init();
-	j->easy = e;
-	bool ok = e != NULL;
-	for (size_t i = 0; ok && i < j->req.nheaders; i++) {
-		struct curl_slist *n = curl_slist_append(j->hdrs, j->req.headers[i]);
-		if (n == NULL)
-			ok = false;
-		else
-			j->hdrs = n;
-	}
-	ok = ok && curl_easy_setopt(e, CURLOPT_URL, wh->url) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)j) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_POST, 1L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_POSTFIELDS, j->req.body) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->req.len) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_HTTPHEADER, j->hdrs) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)wh->opt.timeout_ms) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, webhook_on_body) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_WRITEDATA, j) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, webhook_on_header) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_HEADERDATA, j) == CURLE_OK &&
-	     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, j->errbuf) == CURLE_OK &&
-	     curl_multi_add_handle(wh->multi, e) == CURLM_OK;
-	if (ok)
-		return;
-	if (e) {
-		curl_easy_cleanup(e);
-		j->easy = NULL;
-	}
-	/* Not a verdict on the message: try again later. */
-	j->outcome = WEBHOOK_RETRY;
-	snprintf(j->reason, sizeof j->reason, "cannot start the request (out of memory)");
-	webhook_request_free(&j->req);
-	if (j->item == NULL) {
-		webhook_sync_end(j, false, j->reason);
-		return;
-	}
-	webhook_finish_item(j);
-}
+/* ---- after prep (loop); the request itself is in webhook_curl.c ------------------- */
 
 static void webhook_prep_done(uv_work_t *w, int status)
 {

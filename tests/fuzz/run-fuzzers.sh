@@ -30,8 +30,8 @@ set -uo pipefail
 # name | sources besides tests/fuzz/fuzz_<name>.c | dictionary in tests/fuzz (optional)
 # The corpus is tests/fuzz/corpus/<name>; the dictionary defaults to <name>.dict.
 TARGETS=(
-	"smtp_proto|src/smtp_proto.c src/buf.c|smtp.dict"
-	"endpoint|src/endpoint.c src/buf.c|"
+	"smtp_proto|src/smtp_proto.c src/smtp_data.c src/smtp_parse.c src/smtp_auth.c src/buf.c|smtp.dict"
+	"endpoint|src/endpoint.c src/endpoint_parse.c src/buf.c|"
 	"proxy_proto|src/proxy_proto.c|"
 )
 
