@@ -73,6 +73,7 @@ struct httpd_route {
 	const char *path;
 	httpd_handler fn;
 	bool needs_token;
+	bool health; /* never refused for its Host: probes send the pod's IP, or anything */
 };
 
 /* Marks "headers seen" in *con_cls; any non-NULL pointer would do. */
@@ -664,9 +665,9 @@ static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *con
 }
 
 static const struct httpd_route httpd_routes[] = {
-    {"/status", httpd_status, false},  {"/livez", httpd_livez, false},
-    {"/healthz", httpd_livez, false},  {"/readyz", httpd_readyz, false},
-    {"/metrics", httpd_metrics, true},
+    {"/status", httpd_status, false, false},  {"/livez", httpd_livez, false, true},
+    {"/healthz", httpd_livez, false, true},   {"/readyz", httpd_readyz, false, true},
+    {"/metrics", httpd_metrics, true, false},
 };
 
 /* ---- dispatch ------------------------------------------------------------ */
@@ -802,12 +803,17 @@ static enum MHD_Result httpd_access(void *cls, struct MHD_Connection *conn, cons
 		                   "bad request: control octet in the path", NULL, NULL);
 	/* libmicrohttpd has already cut the query string off; be sure anyway. */
 	size_t plen = strcspn(url, "?");
-	/* Without a token, DNS rebinding is stopped by the Host check; probes
-	 * (the pod's IP, or no check at all for health) are never refused. */
-	bool health = (plen == 6 && memcmp(url, "/livez", 6) == 0) ||
-	              (plen == 7 && memcmp(url, "/readyz", 7) == 0) ||
-	              (plen == 8 && memcmp(url, "/healthz", 8) == 0);
-	if (h->token_len == 0 && !health &&
+	const struct httpd_route *route = NULL;
+	for (size_t i = 0; i < sizeof httpd_routes / sizeof httpd_routes[0]; i++) {
+		if (strlen(httpd_routes[i].path) == plen &&
+		    memcmp(httpd_routes[i].path, url, plen) == 0) {
+			route = &httpd_routes[i];
+			break;
+		}
+	}
+	/* Without a token, DNS rebinding is stopped by the Host check (SPEC 3);
+	 * health routes are never refused. */
+	if (h->token_len == 0 && (route == NULL || !route->health) &&
 	    !httpd_host_allowed(
 	        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST),
 	        h->allowed_hosts))
@@ -817,14 +823,6 @@ static enum MHD_Result httpd_access(void *cls, struct MHD_Connection *conn, cons
 		    NULL);
 	if (plen >= 9 && memcmp(url, "/messages", 9) == 0 && (plen == 9 || url[9] == '/'))
 		return httpd_messages(h, conn, url, plen, method);
-	const struct httpd_route *route = NULL;
-	for (size_t i = 0; i < sizeof httpd_routes / sizeof httpd_routes[0]; i++) {
-		if (strlen(httpd_routes[i].path) == plen &&
-		    memcmp(httpd_routes[i].path, url, plen) == 0) {
-			route = &httpd_routes[i];
-			break;
-		}
-	}
 	if (route == NULL)
 		return httpd_error(conn, MHD_HTTP_NOT_FOUND, "not found", NULL, NULL);
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)

@@ -705,12 +705,10 @@ void session_begin(struct session *s)
 		session_pump(s);
 		return;
 	}
-	/* No delay, but input already waiting in the socket before our greeting:
-	 * an early talker all the same (issue 13); the core, still before greet(),
-	 * answers 554 5.5.0. What came in the PROXY header's own segment is not
-	 * judged so (a balancer may hand over the header with the client's first
-	 * bytes), as without a delay before; SMTPD_GREET_DELAY judges it. */
-	if (s->in.len == 0 && s->tls == NULL && session_input_waiting(s)) {
+	/* No delay, but input already here before our greeting (held after a
+	 * PROXY header, or waiting in the socket): an early talker all the same
+	 * (SPEC 4, issue 13); the core, still before greet(), answers 554 5.5.0. */
+	if (s->in.len > 0 || (s->tls == NULL && session_input_waiting(s))) {
 		session_pump(s);
 		return;
 	}

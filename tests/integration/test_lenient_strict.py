@@ -49,6 +49,20 @@ class Case(h.MailportTestCase):
             f.write("alice:%s\n" % tls_helpers.sha512("secret"))
         return path
 
+    def greeted(self):
+        """A raw session past its greeting and EHLO."""
+        s, f = self.raw()
+        self.reply(f)
+        s.sendall(b"EHLO c.example\r\n")
+        self.reply(f)
+        return s, f
+
+    def start_auth(self, **more):
+        env = {"SMTPD_AUTH": "optional", "SMTPD_AUTH_INSECURE": "1",
+               "SMTPD_AUTH_USERS_FILE": self.users_file()}
+        env.update(more)
+        return self.start(env)
+
     def reply(self, f):
         lines = []
         while True:
@@ -74,12 +88,8 @@ class TestRealClients(Case):
         self.assertEqual(json.loads(body)["messages"][0]["mail_from"], "jürgen@bücher.example")
 
     def test_auth_param_jakarta_and_perl_style(self):
-        self.start({"SMTPD_AUTH": "optional", "SMTPD_AUTH_INSECURE": "1",
-                    "SMTPD_AUTH_USERS_FILE": self.users_file()})
-        s, f = self.raw()
-        self.reply(f)
-        s.sendall(b"EHLO c.example\r\n")
-        self.reply(f)
+        self.start_auth()
+        s, f = self.greeted()
         # Not authenticated: AUTH=<mailbox> is taken and means "<>" (RFC 4954 5).
         s.sendall(b"MAIL FROM:<a@x.example> AUTH=boss+2Bx@x.example\r\n")
         self.assertTrue(self.reply(f)[-1].startswith(b"250 "))
@@ -151,8 +161,7 @@ class TestAuthBruteForce(Case):
             s.close()
 
     def test_failures_count_per_address_across_sessions(self):
-        self.start({"SMTPD_AUTH": "optional", "SMTPD_AUTH_INSECURE": "1",
-                    "SMTPD_AUTH_USERS_FILE": self.users_file(), "SMTPD_AUTH_MAX_FAILURES": "3"})
+        self.start_auth(SMTPD_AUTH_MAX_FAILURES="3")
         # Each guess on a new connection: reconnecting does not reset the count.
         for _ in range(3):
             self.assertTrue(self.auth(b"guess").startswith(b"535 "))
@@ -173,10 +182,7 @@ class TestLongLines(Case):
     LINE = bytes((97 + i % 26) for i in range(5000))
 
     def send_data(self):
-        s, f = self.raw()
-        self.reply(f)
-        s.sendall(b"EHLO c.example\r\n")
-        self.reply(f)
+        s, f = self.greeted()
         s.sendall(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n")
         for _ in range(3):
             self.reply(f)
@@ -212,12 +218,8 @@ class TestLongLines(Case):
 
 class TestRefusalsLogged(Case):
     def test_refused_commands_at_info_without_payloads(self):
-        self.start({"SMTPD_AUTH": "optional", "SMTPD_AUTH_INSECURE": "1",
-                    "SMTPD_AUTH_USERS_FILE": self.users_file()})
-        s, f = self.raw()
-        self.reply(f)
-        s.sendall(b"EHLO c.example\r\n")
-        self.reply(f)
+        self.start_auth()
+        s, f = self.greeted()
         s.sendall(b"MAIL FROM:<a@x.example> FOO=1\r\n")
         self.assertTrue(self.reply(f)[-1].startswith(b"555 "))
         s.sendall(b"AUTH PLAIN c2VjcmV0LXBheWxvYWQ=!!\r\n")
@@ -271,10 +273,7 @@ class TestStrict(Case):
 
     def test_bdat_chunk_over_the_limit(self):
         self.start({"SMTPD_MAX_MESSAGE_SIZE": "10000"})
-        s, f = self.raw()
-        self.reply(f)
-        s.sendall(b"EHLO c.example\r\n")
-        self.reply(f)
+        s, f = self.greeted()
         s.sendall(b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\n"
                   b"BDAT 20000 LAST\r\n" + b"x" * 20000)
         for _ in range(2):

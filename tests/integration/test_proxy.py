@@ -129,16 +129,16 @@ class TestCarriedAddress(ProxyCase):
         self.assertEqual(connect[0].get("proxy"), "v1")
         self.assertTrue(connect[0].get("proxy_peer", "").startswith("127.0.0.1:"), connect)
 
-    def test_v2_tcp4_tlvs_and_pipelined_smtp(self):
-        """The header, its TLVs and the client's first command in one segment:
-        what follows the header belongs to SMTP."""
+    def test_v2_tcp4_tlvs_then_smtp(self):
+        """The header with its TLVs, then SMTP once greeted."""
         mp = self.start({"SMTPD_LOG_LEVEL": "debug"})
         hdr = v2("198.51.100.8", "203.0.113.1", 40001, 25,
                  tlvs=tlv(0x01, b"smtp") + tlv(0xEA, b"\x01vpce-0123456789") + tlv(0x04, b""))
         s = self.sock()
-        s.sendall(hdr + b"EHLO client.example\r\n")
+        s.sendall(hdr)
         c = self.smtp_over(s)
         self.assertEqual(c.greeting[0], 220)
+        s.sendall(b"EHLO client.example\r\n")
         code, lines = c.reply()
         self.assertEqual(code, 250, lines)
         r = h.send_message_raw(c, "a@x.example", ["b@y.example"], MSG, ehlo=None)
@@ -146,6 +146,21 @@ class TestCarriedAddress(ProxyCase):
         meta = mp.read_meta(h.queued_id(r[1]))
         self.assertEqual(meta["client"], {"address": "198.51.100.8", "port": 40001})
         self.assertEqual(meta["helo"], "client.example")
+
+    def test_smtp_in_the_headers_segment_is_an_early_talker(self):
+        """SPEC 4: input already waiting when the greeting would be written,
+        here the client's first command in the PROXY header's own segment, is
+        answered 554 5.5.0 even with no greet delay."""
+        self.start()
+        s = self.sock()
+        s.sendall(v2("198.51.100.9", "203.0.113.1", 40003, 25) + b"EHLO client.example\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        self.assertTrue(data.startswith(b"554 5.5.0"), data)
 
     def test_v2_tcp6(self):
         mp = self.start()
