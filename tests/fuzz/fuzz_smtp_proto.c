@@ -16,7 +16,7 @@
  * - at the end of a message the envelope is within its limits.
  *
  * Build: clang -std=c17 -D_GNU_SOURCE -g -fsanitize=fuzzer,address,undefined
- *        -Isrc tests/fuzz/fuzz_smtp_proto.c src/smtp_proto.c src/smtp_data.c src/smtp_parse.c src/smtp_auth.c src/buf.c
+ *        -Isrc tests/fuzz/fuzz_smtp_proto.c src/core/smtp_proto.c src/core/smtp_data.c src/core/smtp_parse.c src/core/smtp_auth.c src/core/buf.c
  * With -DMAILPORT_FUZZ_STANDALONE it has its own main() that replays the
  * files (or directories of files) named on its command line, so the corpus
  * can run under ctest with any compiler. */

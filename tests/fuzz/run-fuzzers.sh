@@ -30,14 +30,14 @@ set -uo pipefail
 # name | sources besides tests/fuzz/fuzz_<name>.c | dictionary in tests/fuzz (optional)
 # The corpus is tests/fuzz/corpus/<name>; the dictionary defaults to <name>.dict.
 TARGETS=(
-	"smtp_proto|src/smtp_proto.c src/smtp_data.c src/smtp_parse.c src/smtp_auth.c src/buf.c|smtp.dict"
-	"endpoint|src/endpoint.c src/endpoint_parse.c src/buf.c|"
-	"proxy_proto|src/proxy_proto.c|"
+	"smtp_proto|src/core/smtp_proto.c src/core/smtp_data.c src/core/smtp_parse.c src/core/smtp_auth.c src/core/buf.c|smtp.dict"
+	"endpoint|src/core/endpoint.c src/core/endpoint_parse.c src/core/buf.c|"
+	"proxy_proto|src/core/proxy_proto.c|"
 )
 
 # shellcheck disable=SC2054  # the commas are part of -fsanitize=
 CFLAGS_FUZZ=(-std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined
-	-fno-sanitize-recover=all -Isrc)
+	-fno-sanitize-recover=all -Isrc/core)
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT" || exit 2

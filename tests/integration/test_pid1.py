@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""mailport as a container's PID 1 (issue 7, src/reaper.h): in a PID namespace of
+"""mailport as a container's PID 1 (issue 7, src/app/reaper.h): in a PID namespace of
 its own, as the image runs it, mailport collects the orphans it inherits, never
 steals the exit status of a filter libuv is waiting for, and still drains and
 exits 0 on SIGTERM. Needs root and unshare(1)/nsenter(1); skipped otherwise."""

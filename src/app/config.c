@@ -511,29 +511,6 @@ static int config_parse_value(const struct config_setting *s, const char *text,
 	return -1;
 }
 
-static bool config_value_equal(const struct config_setting *s, const union config_value *a,
-                               const union config_value *b)
-{
-	switch (s->kind) {
-	case CONFIG_STRING:
-		return strcmp(a->s, b->s) == 0;
-	case CONFIG_BOOL:
-		return a->b == b->b;
-	case CONFIG_ENUM:
-		return a->e == b->e;
-	default:
-		return a->u == b->u;
-	}
-}
-
-static void config_value_free(const struct config_setting *s, union config_value *v)
-{
-	if (s->kind == CONFIG_STRING) {
-		free(v->s);
-		v->s = NULL;
-	}
-}
-
 /* Move v into its field of cfg (a string's ownership moves too). */
 static void config_store(struct config *cfg, const struct config_setting *s, union config_value *v)
 {
@@ -635,14 +612,14 @@ static bool config_given_text(const char *s)
 }
 
 /* Resolve, parse, validate and store one setting. *from says where the value
- * came from; *non_default whether it differs from the embedded default. */
+ * came from. */
 static int config_resolve(struct config *cfg, const struct config_setting *s,
-                          const struct config_given *g, enum config_from *from, bool *non_default,
-                          char *err, size_t errlen)
+                          const struct config_given *g, enum config_from *from, char *err,
+                          size_t errlen)
 {
 	const char *text = s->def;
 	char *owned = NULL, src[CONFIG_SOURCE_MAX], why[CONFIG_WHY_MAX];
-	union config_value v, d;
+	union config_value v;
 
 	/* SPEC 1: giving both is an error, even when a flag makes both moot, since
 	 * it is a mistake in the deployment either way. */
@@ -673,16 +650,6 @@ static int config_resolve(struct config *cfg, const struct config_setting *s,
 		config_source_name(s, *from, src, sizeof src);
 		config_fmt(err, errlen, "%s: %s", src, why);
 		goto out;
-	}
-	if (s->def[0] == '\0' && s->kind == CONFIG_STRING) {
-		*non_default = v.s[0] != '\0';
-	} else {
-		/* The table's own defaults are valid; test_config checks every one. */
-		int dr = config_parse_value(s, s->def, &d, why, sizeof why);
-		assert(dr == 0);
-		(void)dr;
-		*non_default = !config_value_equal(s, &v, &d);
-		config_value_free(s, &d);
 	}
 	config_store(cfg, s, &v);
 	rc = 0;
@@ -741,7 +708,6 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp,
 {
 	struct config_given given[CONFIG_SETTINGS_MAX];
 	enum config_from from[CONFIG_SETTINGS_MAX];
-	bool non_default[CONFIG_SETTINGS_MAX];
 	enum config_action action;
 
 	memset(cfg, 0, sizeof *cfg);
@@ -762,8 +728,7 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp,
 	}
 
 	for (size_t i = 0; i < config_settings_count; i++) {
-		if (config_resolve(cfg, &config_settings[i], &given[i], &from[i], &non_default[i],
-		                   err, errlen) < 0)
+		if (config_resolve(cfg, &config_settings[i], &given[i], &from[i], err, errlen) < 0)
 			return -1;
 	}
 	if (config_info_rank(action) > 0)
@@ -826,19 +791,6 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp,
 	if (cfg->webhook_url[0] != '\0' && cfg->deliver == CONFIG_DELIVER_DISCARD) {
 		config_fmt(err, errlen,
 		           "SMTPD_WEBHOOK_URL needs the spool, but SMTPD_DELIVER is discard");
-		return -1;
-	}
-
-	/* Only now, once everything is known to be well-formed, refuse what this
-	 * build cannot do: a typo is reported as a typo first. */
-	for (size_t i = 0; i < config_settings_count; i++) {
-		const struct config_setting *s = &config_settings[i];
-		if (s->implemented || !non_default[i])
-			continue;
-		char src[CONFIG_SOURCE_MAX];
-		config_source_name(s, from[i], src, sizeof src);
-		config_fmt(err, errlen, "%s: not supported by this build yet (%s is planned)", src,
-		           s->planned != NULL ? s->planned : "it");
 		return -1;
 	}
 	return 0;

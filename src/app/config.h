@@ -129,10 +129,8 @@ struct config_setting {
 	const char *const *choices; /* CONFIG_ENUM: NULL-terminated */
 	const char *help;           /* one sentence */
 	size_t offset;              /* offsetof(struct config, field) */
-	bool implemented;           /* false: a non-default value is refused (exit 2) */
 
 	/* Added fields; zero (the designated-initializer default) means "nothing special". */
-	const char *planned;  /* !implemented: the feature in the refusal, "TLS is planned" */
 	const char *metavar;  /* word shown after the flag in --help; NULL: from the kind */
 	const char *def_text; /* how --help shows an empty default: "the host's name"; NULL: none */
 	uint64_t min;         /* SIZE, DURATION, COUNT: the smallest value accepted */

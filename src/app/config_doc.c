@@ -86,13 +86,7 @@ void config_print_help(FILE *out)
 		if (s->image_def != NULL)
 			fprintf(out, ", image %s", s->image_def);
 		fputs(")\n", out);
-		if (s->implemented) {
-			config_wrap(out, "      ", s->help);
-		} else {
-			char text[2 * CONFIG_WHY_MAX];
-			snprintf(text, sizeof text, "(not yet supported) %s", s->help);
-			config_wrap(out, "      ", text);
-		}
+		config_wrap(out, "      ", s->help);
 	}
 }
 
@@ -132,8 +126,6 @@ void config_print_markdown(FILE *out)
 			if (o < sizeof desc)
 				o += (size_t)snprintf(desc + o, sizeof desc - o, ".");
 		}
-		if (!s->implemented && o < sizeof desc)
-			snprintf(desc + o, sizeof desc - o, " (not yet supported)");
 		config_md_cell(out, desc, false);
 		fputc('\n', out);
 	}
@@ -210,8 +202,6 @@ void config_print_man(FILE *out, const char *version)
 		config_roff(out, s->env, false);
 		fputs("\\fR\n", out);
 		config_roff(out, s->help, true);
-		if (!s->implemented)
-			fputs(" (not yet supported)", out);
 		fputs("\n.br\nDefault: ", out);
 		config_roff(out, config_default_text(s), false);
 		if (s->image_def != NULL) {
@@ -257,8 +247,8 @@ void config_print_envfile(FILE *out)
 		config_metavar(s, meta, sizeof meta);
 		fputs("\n", out);
 		char text[2 * CONFIG_WHY_MAX];
-		snprintf(text, sizeof text, "%s (%s; default %s)%s", s->help, meta,
-		         config_default_text(s), s->implemented ? "" : " (not yet supported)");
+		snprintf(text, sizeof text, "%s (%s; default %s)", s->help, meta,
+		         config_default_text(s));
 		config_wrap(out, "# ", text);
 		fprintf(out, "#%s=%s\n", s->env, s->def);
 	}

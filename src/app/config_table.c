@@ -26,35 +26,32 @@ _Static_assert(CONFIG_MODE_REQUIRED == 2 && CONFIG_BARE_LF_REJECT == 1 &&
                    CONFIG_LOG_ERROR == 3,
                "choices follow the enums");
 
-/* To ship a feature, set .implemented = true on its rows (and drop .planned):
- * nothing else here changes. Until then its settings are parsed and validated,
- * but a value other than the default is refused, so nobody believes that TLS
- * or AUTH is on when it is not. One row per setting reads better packed than
- * one field a line, hence clang-format off. */
+/* One row per setting reads better packed than one field a line, hence
+ * clang-format off. */
 // clang-format off
 const struct config_setting config_settings[] = {
 	/* SPEC 2: endpoints (validated by the endpoint module). */
 	{.name = "hosts", .env = "SMTPD_HOSTS", .kind = CONFIG_STRING, .offset = F(hosts),
-	 .def = "127.0.0.1", .image_def = "0.0.0.0", .metavar = "LIST", .implemented = true,
+	 .def = "127.0.0.1", .image_def = "0.0.0.0", .metavar = "LIST",
 	 .help = "Comma-separated IPv4 and IPv6 addresses and host names to listen on; "
 		 "* is every local address, 0.0.0.0 and :: the ANY addresses."},
 	{.name = "ports", .env = "SMTPD_PORTS", .kind = CONFIG_STRING, .offset = F(ports),
-	 .def = "2525", .metavar = "LIST", .implemented = true,
+	 .def = "2525", .metavar = "LIST",
 	 .help = "Comma-separated ports, matched to the SMTPD_HOSTS items by position; "
 		 "2525:3535 gives one host item two ports."},
 
 	/* SPEC 3: HTTP side port. */
 	{.name = "http", .env = "SMTPD_HTTP", .kind = CONFIG_STRING, .offset = F(http),
 	 .def = "127.0.0.1:8080", .image_def = "0.0.0.0:8080", .metavar = "ADDRESS:PORT|off",
-	 .check = config_check_http, .implemented = true,
+	 .check = config_check_http,
 	 .help = "Address and port of the HTTP side port (health, status, metrics, messages), "
 		 "or off."},
 	{.name = "http-token", .env = "SMTPD_HTTP_TOKEN", .kind = CONFIG_STRING,
 	 .offset = F(http_token), .def = "", .metavar = "TOKEN", .secret = true,
-	 .check = config_check_token, .implemented = true,
+	 .check = config_check_token,
 	 .help = "Bearer token that /messages and /metrics require; health and status stay open."},
 	{.name = "http-allowed-hosts", .env = "SMTPD_HTTP_ALLOWED_HOSTS", .kind = CONFIG_STRING,
-	 .offset = F(http_allowed_hosts), .def = "", .metavar = "LIST", .implemented = true,
+	 .offset = F(http_allowed_hosts), .def = "", .metavar = "LIST",
 	 .help = "Without SMTPD_HTTP_TOKEN, the side port answers only requests whose Host is an IP "
 	         "address, localhost, or a name in this comma list (*.example.org for subdomains); "
 	         "others get 403, so a web page cannot reach it by DNS rebinding. Health routes "
@@ -63,167 +60,160 @@ const struct config_setting config_settings[] = {
 	/* SPEC 4: SMTP. */
 	{.name = "hostname", .env = "SMTPD_HOSTNAME", .kind = CONFIG_STRING, .offset = F(hostname),
 	 .def = "", .def_text = "the host's name", .metavar = "NAME",
-	 .check = config_check_hostname, .implemented = true,
+	 .check = config_check_hostname,
 	 .help = "Name used in the greeting, the EHLO reply and the Received header."},
 	{.name = "max-message-size", .env = "SMTPD_MAX_MESSAGE_SIZE", .kind = CONFIG_SIZE,
-	 .offset = F(max_message_size), .def = "26214400", .min = 1, .implemented = true,
+	 .offset = F(max_message_size), .def = "26214400", .min = 1,
 	 .help = "Largest message accepted, advertised in the EHLO reply as SIZE."},
 	{.name = "max-recipients", .env = "SMTPD_MAX_RECIPIENTS", .kind = CONFIG_COUNT,
-	 .offset = F(max_recipients), .def = "100", .min = 1, .implemented = true,
+	 .offset = F(max_recipients), .def = "100", .min = 1,
 	 .help = "Most recipients of one message; more get 452 4.5.3."},
 	{.name = "max-line-length", .env = "SMTPD_MAX_LINE_LENGTH", .kind = CONFIG_COUNT,
-	 .offset = F(max_line_length), .def = "0", .implemented = true,
+	 .offset = F(max_line_length), .def = "0",
 	 .help = "Longest text line of a message, in octets with its CRLF (RFC 5321 says 1000): "
 	         "a longer line makes the message refused with 500 5.5.6 at its end. 0: no limit "
 	         "of its own; lines of any length are stored unchanged, within "
 	         "SMTPD_MAX_MESSAGE_SIZE. Command lines stay limited to 512 octets."},
 	{.name = "max-connections", .env = "SMTPD_MAX_CONNECTIONS", .kind = CONFIG_COUNT,
-	 .offset = F(max_connections), .def = "1000", .min = 1, .implemented = true,
+	 .offset = F(max_connections), .def = "1000", .min = 1,
 	 .help = "Most simultaneous SMTP connections; more get 421 4.7.0 and are closed."},
 	{.name = "max-connections-per-client", .env = "SMTPD_MAX_CONNECTIONS_PER_CLIENT",
 	 .kind = CONFIG_COUNT, .offset = F(max_connections_per_client), .def = "50", .min = 1,
-	 .implemented = true,
 	 .help = "Most simultaneous SMTP connections from one client address."},
 	{.name = "command-timeout", .env = "SMTPD_COMMAND_TIMEOUT", .kind = CONFIG_DURATION,
-	 .offset = F(command_timeout), .def = "300", .min = 1, .implemented = true,
+	 .offset = F(command_timeout), .def = "300", .min = 1,
 	 .help = "Time for one whole command line, counted from the previous reply (a client "
 		 "that trickles a command byte by byte gets no more); then 421 4.4.2."},
 	{.name = "data-timeout", .env = "SMTPD_DATA_TIMEOUT", .kind = CONFIG_DURATION,
-	 .offset = F(data_timeout), .def = "600", .min = 1, .implemented = true,
+	 .offset = F(data_timeout), .def = "600", .min = 1,
 	 .help = "Longest wait for message data before 421 4.4.2; the deadline only moves "
 		 "as fast as SMTPD_MIN_DATA_RATE allows."},
 	{.name = "min-data-rate", .env = "SMTPD_MIN_DATA_RATE", .kind = CONFIG_SIZE,
-	 .offset = F(min_data_rate), .def = "500", .min = 1, .implemented = true,
+	 .offset = F(min_data_rate), .def = "500", .min = 1,
 	 .help = "Bytes per second a client must keep up in DATA/BDAT: each read of N bytes "
 		 "moves the data deadline N/rate seconds later, never beyond "
 		 "SMTPD_DATA_TIMEOUT from now (as Postfix's smtpd_min_data_rate)."},
 	{.name = "greet-delay", .env = "SMTPD_GREET_DELAY", .kind = CONFIG_DURATION,
-	 .offset = F(greet_delay), .def = "0", .implemented = true,
+	 .offset = F(greet_delay), .def = "0",
 	 .help = "How long the greeting is held back; a client that talks first is "
 		 "disconnected."},
 	{.name = "bare-lf", .env = "SMTPD_BARE_LF", .kind = CONFIG_ENUM, .offset = F(bare_lf),
-	 .def = "normalize", .choices = config_bare_lfs, .implemented = true,
+	 .def = "normalize", .choices = config_bare_lfs,
 	 .help = "A bare LF in message data is a line end (normalize) or makes the message "
 		 "refused with 550 5.5.2 (reject)."},
 
 	/* SPEC 5: storage and delivery. */
 	{.name = "spool", .env = "SMTPD_SPOOL", .kind = CONFIG_STRING, .offset = F(spool),
 	 .def = "./spool", .image_def = "/var/spool/mailport", .metavar = "DIR",
-	 .implemented = true,
 	 .help = "Maildir where accepted messages are stored; created when missing."},
 	{.name = "spool-min-free", .env = "SMTPD_SPOOL_MIN_FREE", .kind = CONFIG_STRING,
 	 .offset = F(spool_min_free), .def = "100M", .metavar = "SIZE",
-	 .check = config_check_min_free, .implemented = true,
+	 .check = config_check_min_free,
 	 .help = "Free space the spool keeps (K/M/G, or a percentage of its filesystem such as "
 		 "2%; 0: none): below it /readyz is 503 and MAIL gets 452 4.3.1."},
 	{.name = "deliver", .env = "SMTPD_DELIVER", .kind = CONFIG_ENUM, .offset = F(deliver),
-	 .def = "maildir", .choices = config_delivers, .implemented = true,
+	 .def = "maildir", .choices = config_delivers,
 	 .help = "Store each message in the spool, or discard it (for benchmarks and sinks)."},
 	{.name = "filter", .env = "SMTPD_FILTER", .kind = CONFIG_STRING, .offset = F(filter),
-	 .def = "", .metavar = "COMMAND", .check = config_check_any, .implemented = true,
+	 .def = "", .metavar = "COMMAND", .check = config_check_any,
 	 .help = "Command run by /bin/sh -c with each message on stdin before it is accepted: "
 		 "exit 0 accepts, 75 defers, anything else refuses."},
 	{.name = "filter-timeout", .env = "SMTPD_FILTER_TIMEOUT", .kind = CONFIG_DURATION,
-	 .offset = F(filter_timeout), .def = "60", .min = 1, .implemented = true,
+	 .offset = F(filter_timeout), .def = "60", .min = 1,
 	 .help = "A filter still running after this long is killed and the message gets "
 		 "451 4.3.0."},
 	{.name = "webhook-url", .env = "SMTPD_WEBHOOK_URL", .kind = CONFIG_STRING,
 	 .offset = F(webhook_url), .def = "", .metavar = "URL", .check = config_check_url,
-	 .implemented = true,
 	 .help = "http:// or https:// URL every stored message is POSTed to after its 250."},
 	{.name = "webhook-format", .env = "SMTPD_WEBHOOK_FORMAT", .kind = CONFIG_ENUM,
 	 .offset = F(webhook_format), .def = "json", .choices = config_webhook_formats,
-	 .implemented = true,
 	 .help = "Post JSON with the envelope and the base64 message, or the raw message."},
 	{.name = "webhook-secret", .env = "SMTPD_WEBHOOK_SECRET", .kind = CONFIG_STRING,
 	 .offset = F(webhook_secret), .def = "", .metavar = "SECRET", .secret = true,
-	 .check = config_check_secret, .implemented = true,
+	 .check = config_check_secret,
 	 .help = "Key of the X-Mailport-Signature HMAC-SHA256 header."},
 	{.name = "webhook-timeout", .env = "SMTPD_WEBHOOK_TIMEOUT", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_timeout), .def = "30", .min = 1, .implemented = true,
+	 .offset = F(webhook_timeout), .def = "30", .min = 1,
 	 .help = "How long one webhook request may take."},
 	{.name = "webhook-keep", .env = "SMTPD_WEBHOOK_KEEP", .kind = CONFIG_BOOL,
-	 .offset = F(webhook_keep), .def = "1", .implemented = true,
+	 .offset = F(webhook_keep), .def = "1",
 	 .help = "Keep delivered messages in cur/ (1) or remove them (0)."},
 	{.name = "webhook-retry-min", .env = "SMTPD_WEBHOOK_RETRY_MIN", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_retry_min), .def = "30", .min = 1, .implemented = true,
+	 .offset = F(webhook_retry_min), .def = "30", .min = 1,
 	 .help = "First delay before a failed webhook request is retried; it doubles each time."},
 	{.name = "webhook-retry-max", .env = "SMTPD_WEBHOOK_RETRY_MAX", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_retry_max), .def = "1h", .min = 1, .implemented = true,
+	 .offset = F(webhook_retry_max), .def = "1h", .min = 1,
 	 .help = "Longest delay between webhook retries."},
 	{.name = "webhook-max-age", .env = "SMTPD_WEBHOOK_MAX_AGE", .kind = CONFIG_DURATION,
-	 .offset = F(webhook_max_age), .def = "72h", .min = 1, .implemented = true,
+	 .offset = F(webhook_max_age), .def = "72h", .min = 1,
 	 .help = "A message not delivered after this long is moved to failed/."},
 	{.name = "webhook-concurrency", .env = "SMTPD_WEBHOOK_CONCURRENCY", .kind = CONFIG_COUNT,
-	 .offset = F(webhook_concurrency), .def = "4", .min = 1, .implemented = true,
+	 .offset = F(webhook_concurrency), .def = "4", .min = 1,
 	 .help = "Most webhook requests in flight at once."},
 	{.name = "webhook-sync", .env = "SMTPD_WEBHOOK_SYNC", .kind = CONFIG_BOOL,
-	 .offset = F(webhook_sync), .def = "0", .implemented = true,
+	 .offset = F(webhook_sync), .def = "0",
 	 .help = "Post before answering the end of data: 250 only when the webhook took it."},
 
 	/* SPEC 6: TLS and AUTH. */
 	{.name = "tls", .env = "SMTPD_TLS", .kind = CONFIG_ENUM, .offset = F(tls), .def = "off",
-	 .choices = config_modes, .implemented = true,
+	 .choices = config_modes,
 	 .help = "STARTTLS: off, offered (optional), or needed before MAIL and AUTH (required)."},
 	{.name = "tls-cert", .env = "SMTPD_TLS_CERT", .kind = CONFIG_STRING, .offset = F(tls_cert),
-	 .def = "", .def_text = "self-signed", .metavar = "FILE", .implemented = true,
+	 .def = "", .def_text = "self-signed", .metavar = "FILE",
 	 .help = "PEM certificate chain (leaf first); reloaded on SIGHUP and when the file "
 		 "changes. Without it, TLS uses a self-signed certificate made at start-up."},
 	{.name = "tls-key", .env = "SMTPD_TLS_KEY", .kind = CONFIG_STRING, .offset = F(tls_key),
-	 .def = "", .def_text = "in SMTPD_TLS_CERT", .metavar = "FILE", .implemented = true,
+	 .def = "", .def_text = "in SMTPD_TLS_CERT", .metavar = "FILE",
 	 .help = "PEM private key (RSA or ECDSA, not encrypted) of the certificate."},
 	{.name = "tls-ports", .env = "SMTPD_TLS_PORTS", .kind = CONFIG_STRING,
 	 .offset = F(tls_ports), .def = "", .metavar = "LIST", .check = config_check_port_list,
-	 .implemented = true,
 	 .help = "Comma-separated ports whose listeners speak TLS from the first byte "
 		 "(RFC 8314, e.g. 465); each must be a port of SMTPD_PORTS."},
 	{.name = "tls-ciphers", .env = "SMTPD_TLS_CIPHERS", .kind = CONFIG_STRING,
 	 .offset = F(tls_ciphers), .def = "", .def_text = "Mozilla intermediate", .metavar = "LIST",
-	 .implemented = true,
 	 .help = "OpenSSL cipher list for TLS 1.2; the default is Mozilla's intermediate list "
 	         "(ECDHE with AES-GCM or ChaCha20-Poly1305 only). TLS 1.3 keeps OpenSSL's suites."},
 	{.name = "tls-min-version", .env = "SMTPD_TLS_MIN_VERSION", .kind = CONFIG_STRING,
 	 .offset = F(tls_min_version), .def = "TLSv1.2", .choices = config_tls_versions,
-	 .implemented = true,
 	 .help = "Oldest TLS version accepted."},
 	{.name = "auth", .env = "SMTPD_AUTH", .kind = CONFIG_ENUM, .offset = F(auth), .def = "off",
-	 .choices = config_auth_modes, .implemented = true,
+	 .choices = config_auth_modes,
 	 .help = "SMTP AUTH PLAIN and LOGIN: off, offered (optional), needed before MAIL "
 		 "(required), or offered with every credential accepted, for test catchers (any; "
 		 "not with SMTPD_AUTH_USERS_FILE)."},
 	{.name = "auth-users-file", .env = "SMTPD_AUTH_USERS_FILE", .kind = CONFIG_STRING,
-	 .offset = F(auth_users_file), .def = "", .metavar = "FILE", .implemented = true,
+	 .offset = F(auth_users_file), .def = "", .metavar = "FILE",
 	 .help = "File of user:hash lines, crypt(3) hashes (yescrypt, SHA-512, bcrypt); "
 		 "reloaded on SIGHUP."},
 	{.name = "auth-insecure", .env = "SMTPD_AUTH_INSECURE", .kind = CONFIG_BOOL,
-	 .offset = F(auth_insecure), .def = "0", .implemented = true,
+	 .offset = F(auth_insecure), .def = "0",
 	 .help = "Offer PLAIN and LOGIN without TLS too."},
 	{.name = "auth-max-failures", .env = "SMTPD_AUTH_MAX_FAILURES", .kind = CONFIG_COUNT,
-	 .offset = F(auth_max_failures), .def = "5", .implemented = true,
+	 .offset = F(auth_max_failures), .def = "5",
 	 .help = "Failed AUTH attempts from one client address (an IPv6 client's /64) within 15 "
 	         "minutes, over all its connections, before AUTH from it is answered 454 4.7.0 for "
 	         "1 minute, doubling each time up to 1 hour. 0: no limit."},
 
 	/* SPEC 7: operations. */
 	{.name = "shutdown-grace", .env = "SMTPD_SHUTDOWN_GRACE", .kind = CONFIG_DURATION,
-	 .offset = F(shutdown_grace), .def = "25", .implemented = true,
+	 .offset = F(shutdown_grace), .def = "25",
 	 .help = "On SIGTERM, how long a session inside a transaction may take to finish it "
 		 "(0: none)."},
 	{.name = "proxy-ports", .env = "SMTPD_PROXY_PORTS", .kind = CONFIG_STRING,
 	 .offset = F(proxy_ports), .def = "", .metavar = "LIST",
-	 .check = config_check_port_list, .implemented = true,
+	 .check = config_check_port_list,
 	 .help = "Comma-separated ports whose listeners require a PROXY protocol v1 or v2 "
 		 "header (within 5 s, before the greeting) from a peer in SMTPD_PROXY_TRUSTED."},
 	{.name = "proxy-trusted", .env = "SMTPD_PROXY_TRUSTED", .kind = CONFIG_STRING,
 	 .offset = F(proxy_trusted), .def = "", .metavar = "CIDRS",
-	 .check = config_check_cidrs, .implemented = true,
+	 .check = config_check_cidrs,
 	 .help = "Comma-separated CIDR blocks (10.0.0.0/8, 2001:db8::/32) allowed to send a "
 		 "PROXY header; connections from other peers to SMTPD_PROXY_PORTS are closed."},
 	{.name = "log-format", .env = "SMTPD_LOG_FORMAT", .kind = CONFIG_ENUM,
-	 .offset = F(log_format), .def = "text", .choices = config_log_formats, .implemented = true,
+	 .offset = F(log_format), .def = "text", .choices = config_log_formats,
 	 .help = "Log lines on stderr as text or as one JSON object each."},
 	{.name = "log-level", .env = "SMTPD_LOG_LEVEL", .kind = CONFIG_ENUM, .offset = F(log_level),
-	 .def = "info", .choices = config_log_levels, .implemented = true,
+	 .def = "info", .choices = config_log_levels,
 	 .help = "Least important events logged."},
 };
 // clang-format on
