@@ -8,7 +8,6 @@
 #include "config.h"
 #include "config_priv.h"
 
-
 static const char *config_default_text(const struct config_setting *s)
 {
 	if (s->def[0] != '\0')
@@ -74,9 +73,6 @@ void config_print_help(FILE *out)
 	            "BOOL is 1/true/yes/on or 0/false/no/off (any case). SIZE is bytes, or a "
 	            "number with K, M or G (powers of 1024). DURATION is seconds, or a number "
 	            "with s, m or h. \"image\" is the default in the container image.");
-	config_wrap(out, "  ",
-	            "Settings marked (not yet supported) are checked, but a value other than "
-	            "the default is refused.");
 	for (size_t i = 0; i < config_settings_count; i++) {
 		const struct config_setting *s = &config_settings[i];
 		char meta[CONFIG_WHY_MAX];
@@ -124,7 +120,7 @@ void config_print_markdown(FILE *out)
 				o += (size_t)snprintf(desc + o, sizeof desc - o, "%s `%s`",
 				                      k == 0 ? "" : ",", s->choices[k]);
 			if (o < sizeof desc)
-				o += (size_t)snprintf(desc + o, sizeof desc - o, ".");
+				snprintf(desc + o, sizeof desc - o, ".");
 		}
 		config_md_cell(out, desc, false);
 		fputc('\n', out);

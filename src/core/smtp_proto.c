@@ -76,14 +76,6 @@
 #define SMTP_PROTO_DEFAULT_MAX_SIZE       26214400u
 #define SMTP_PROTO_DEFAULT_MAX_RECIPIENTS 100u
 
-static const char *const smtp_proto_state_names[] = {
-    [SMTP_ST_NEW] = "NEW",       [SMTP_ST_CONNECTED] = "CONNECTED",
-    [SMTP_ST_HELO] = "HELO",     [SMTP_ST_DATA] = "DATA",
-    [SMTP_ST_BDAT] = "BDAT",     [SMTP_ST_EOM] = "EOM",
-    [SMTP_ST_CLOSED] = "CLOSED", [SMTP_ST_STARTTLS] = "STARTTLS",
-    [SMTP_ST_AUTH] = "AUTH",     [SMTP_ST_AUTH_WAIT] = "AUTH_WAIT",
-};
-
 /* ---------------------------------------------------------------- output */
 
 void smtp_proto_out_line(struct smtp_proto *p, const char *s)
@@ -448,7 +440,6 @@ static void smtp_proto_cmd_help(struct smtp_proto *p, char *arg)
 #define SMTP_CMD_NO_TX     (1u << 3) /* 503 inside a transaction */
 #define SMTP_CMD_ARG       (1u << 4) /* 501 without an argument */
 #define SMTP_CMD_NO_ARG    (1u << 5) /* 501 with an argument */
-#define SMTP_CMD_NOT_IMPL  (1u << 6) /* 502: recognised, not offered yet */
 /* RFC 2920 3.1: must end a pipelined group. Input already behind it, before
  * PIPELINING was offered, is answered 554 5.5.0 and the session closes. */
 #define SMTP_CMD_GROUP_END (1u << 7)
@@ -495,8 +486,7 @@ static bool smtp_proto_cmd_allowed(struct smtp_proto *p, const struct smtp_cmd *
 	if ((f & SMTP_CMD_IF_TLS) && !p->cfg.tls_available && !p->cfg.tls_active)
 		/* Issue 5 / RFC 3207: a server without TLS answers STARTTLS 454. */
 		smtp_proto_error(p, 454, "4.7.0", "TLS not available");
-	else if ((f & SMTP_CMD_NOT_IMPL) ||
-	         ((f & SMTP_CMD_IF_AUTH) && p->cfg.auth == SMTP_AUTH_OFF))
+	else if ((f & SMTP_CMD_IF_AUTH) && p->cfg.auth == SMTP_AUTH_OFF)
 		smtp_proto_error(p, 502, "5.5.1", "Command not implemented");
 	else if ((f & SMTP_CMD_NEED_HELO) && p->state == SMTP_ST_CONNECTED)
 		smtp_proto_error(p, 503, "5.5.1", "Error: send HELO/EHLO first");
@@ -865,9 +855,4 @@ const char *smtp_proto_auth_password(const struct smtp_proto *p, size_t *len)
 const char *smtp_proto_auth_user(const struct smtp_proto *p)
 {
 	return p->authenticated ? p->auth_username : NULL;
-}
-
-const char *smtp_proto_state_name(const struct smtp_proto *p)
-{
-	return smtp_proto_state_names[p->state];
 }

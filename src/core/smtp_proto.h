@@ -214,9 +214,4 @@ const char *smtp_proto_auth_password(const struct smtp_proto *p, size_t *len);
 /* The authenticated user (after 235), or NULL. */
 const char *smtp_proto_auth_user(const struct smtp_proto *p);
 
-/* The name of the core's current state ("CONNECTED", "HELO", "DATA", "BDAT",
- * "EOM", "CLOSED", ...), for the adapter's debug logs: the pure core does not
- * log its transitions itself. A static string. */
-const char *smtp_proto_state_name(const struct smtp_proto *p);
-
 #endif

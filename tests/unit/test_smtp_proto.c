@@ -791,16 +791,23 @@ static void test_resume_semantics(void **state)
 	struct direct d;
 	direct_init(&d, 10000, 5);
 	direct_ehlo(&d);
+	/* Greeted and EHLO done: reading commands, no transaction yet. */
 	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_NONE);
-	assert_string_equal(smtp_proto_state_name(d.p), "HELO");
+	assert_string_equal(smtp_proto_helo(d.p), "client.example");
+	assert_true(smtp_proto_esmtp(d.p));
+	assert_false(smtp_proto_in_transaction(d.p));
+	assert_false(smtp_proto_in_data(d.p));
+	assert_false(smtp_proto_closing(d.p));
 	const char *in = "MAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nRCPT TO:<c@y>\r\nDATA\r\n"
 	                 "Hi\r\n..dot\r\n.\r\nMAIL FROM:<>\r\n";
 	size_t n = direct_feed(&d, in);
 	/* feed() stops right after the terminator. */
 	assert_int_equal(n, strstr(in, ".\r\nMAIL FROM:<>") + 3 - in);
+	/* The message is complete: out of DATA, the transaction open until resume(). */
 	assert_int_equal(smtp_proto_pending(d.p), SMTP_WAIT_EOM);
-	assert_string_equal(smtp_proto_state_name(d.p), "EOM");
 	assert_false(smtp_proto_in_data(d.p));
+	assert_true(smtp_proto_in_transaction(d.p));
+	assert_false(smtp_proto_closing(d.p));
 	direct_expect(&d, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n354 End data with "
 	                  "<CR><LF>.<CR><LF>\r\n");
 	/* While pending: nothing is consumed, the envelope is readable. */
@@ -1088,10 +1095,14 @@ static void test_closing_and_lifecycle(void **state)
 	struct smtp_proto_config cfg = {.hostname = "bad host\r\nname"};
 	struct smtp_proto *p = smtp_proto_new(&cfg, NULL);
 	assert_non_null(p);
-	assert_string_equal(smtp_proto_state_name(p), "NEW");
+	/* Not greeted yet: nothing to say, nothing pending, not closing. */
+	const char *o;
+	assert_int_equal(smtp_proto_output(p, &o), 0);
+	assert_int_equal(smtp_proto_pending(p), SMTP_WAIT_NONE);
+	assert_false(smtp_proto_closing(p));
+	assert_string_equal(smtp_proto_helo(p), "");
 	smtp_proto_greet(p);
 	smtp_proto_greet(p); /* once only */
-	const char *o;
 	size_t n = smtp_proto_output(p, &o);
 	assert_int_equal(n, strlen("220 bad?host??name ESMTP mailport\r\n"));
 	assert_memory_equal(o, "220 bad?host??name ESMTP mailport\r\n", n);
