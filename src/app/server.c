@@ -27,7 +27,7 @@ static void server_on_handle_closed(uv_handle_t *h)
 static void server_finish(struct server *srv)
 {
 	/* Filters, webhook requests, curl's handles: nothing may keep the loop. */
-	deliver_stop(srv);
+	deliver_stop(srv->deliver);
 	readiness_stop(srv);
 	uv_close((uv_handle_t *)&srv->heartbeat, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->grace, server_on_handle_closed);
@@ -66,7 +66,7 @@ static void server_on_grace(uv_timer_t *t)
 	         (unsigned long long)srv->nsessions);
 	srv->grace_over = true;
 	/* Running filters and synchronous posts get their 451 now. */
-	deliver_stop(srv);
+	deliver_stop(srv->deliver);
 	server_drain_all(srv, true);
 }
 
@@ -79,7 +79,7 @@ static void server_on_signal(uv_signal_t *h, int signum)
 			log_warn("second %s: closing all sessions now", strsignal(signum));
 			srv->grace_over = true;
 			uv_timer_stop(&srv->grace);
-			deliver_stop(srv);
+			deliver_stop(srv->deliver);
 			server_drain_all(srv, true);
 		}
 		return;
@@ -421,8 +421,10 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 		listener_close_all(&srv);
 		goto out_listeners;
 	}
-	if (deliver_init(&srv, err, errlen) < 0) {
-		deliver_stop(&srv);
+	struct deliver_hooks hooks = session_deliver_hooks;
+	hooks.owner = &srv;
+	if (deliver_new(&loop, cfg, srv.spool, &srv.stats, &hooks, &srv.deliver, err, errlen) < 0) {
+		deliver_stop(srv.deliver);
 		httpd_stop(srv.httpd);
 		listener_close_all(&srv);
 		goto out_listeners;
@@ -468,10 +470,11 @@ out_listeners:
 	auth_stop();
 	/* Let the close callbacks of whatever was opened run. */
 	uv_run(&loop, UV_RUN_DEFAULT);
-	deliver_free(&srv);
+	deliver_free(srv.deliver);
 	readiness_free(&srv);
 	free(srv.listeners);
 	free(srv.client_buckets); /* every chain is empty once the sessions are gone */
+	free(srv.id_buckets);
 	spool_close(srv.spool);
 out_stats:
 	server_security_free(&srv);

@@ -62,7 +62,7 @@ struct server {
 	struct stats stats;
 	struct spool *spool;
 	struct httpd *httpd;
-	struct deliver_state *deliver; /* deliver.c: filters and the webhook */
+	struct deliver_env *deliver; /* deliver.h: streaming, filter, commit, webhook */
 
 	uv_timer_t heartbeat;
 	uint64_t beat_last_ns; /* uv_hrtime() of the last beat: loop lag (issue 12) */
@@ -76,11 +76,12 @@ struct server {
 	/* Live sessions per client address (SMTPD_MAX_CONNECTIONS_PER_CLIENT):
 	 * a hash of SESSION_CLIENT_BUCKETS chains, allocated on first use. */
 	struct session_client **client_buckets;
+	/* Live sessions by id (session_find), SESSION_ID_BUCKETS chains. */
+	struct session **id_buckets;
 	uint64_t nsessions;
 	uint64_t max_connections;      /* SMTPD_MAX_CONNECTIONS, lowered to fit RLIMIT_NOFILE */
 	struct auth_limit *auth_limit; /* failed AUTH per address; NULL: AUTH off or no limit */
 	uint64_t next_session_id;
-	uint64_t next_message_id; /* ids of discarded messages */
 
 	bool draining;
 	bool grace_over;
@@ -139,6 +140,10 @@ void session_accept(struct listener *l);
 /* Draining: idle sessions get 421 4.3.2 now, the others when their transaction
  * ends; with `force`, every session is told and closed now. */
 void session_drain(struct session *s, bool force);
+/* The live session with this id, or NULL (issue 14: delivery's way back). */
+struct session *session_find(struct server *srv, uint64_t sid);
+/* What delivery calls back (deliver.h), with the server as owner. */
+extern const struct deliver_hooks session_deliver_hooks;
 struct session *session_next(struct session *s);
 
 /* server.c, for sessions */

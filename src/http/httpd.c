@@ -616,16 +616,15 @@ static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *con
 	httpd_metric(&b, "mailport_message_bytes_total", "counter", "Bytes of accepted messages.",
 	             c.messages_bytes);
 	if (h->spool != NULL) {
-		/* Group commit (issue 8): directory renames made durable, and the
-		 * directory fsyncs that did it; renames/fsyncs is the batch size. */
-		uint64_t renames, fsyncs;
-		spool_sync_stats(h->spool, &renames, &fsyncs);
-		httpd_metric(&b, "mailport_spool_dir_renames_total", "counter",
-		             "Renames into meta/ and new/ made durable before a 250.", renames);
-		httpd_metric(
-		    &b, "mailport_spool_dir_fsyncs_total", "counter",
-		    "Directory fsyncs that made them durable (shared by concurrent stores).",
-		    fsyncs);
+		/* Group commit (issue 14): messages per journal sync is the batch size. */
+		uint64_t messages, syncs, failures;
+		spool_sync_stats(h->spool, &messages, &syncs, &failures);
+		httpd_metric(&b, "mailport_journal_messages_total", "counter",
+		             "Messages committed through the journal before their 250.", messages);
+		httpd_metric(&b, "mailport_journal_syncs_total", "counter",
+		             "Journal syncs (one per batch of messages).", syncs);
+		httpd_metric(&b, "mailport_journal_sync_failures_total", "counter",
+		             "Journal syncs that failed (their messages got 451 4.3.0).", failures);
 	}
 	httpd_metric(&b, "mailport_store_failures_total", "counter",
 	             "Messages not stored because of a storage error.", c.store_failures);

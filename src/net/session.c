@@ -9,8 +9,10 @@
  * session's memory is bounded by configuration, never by what the peer sends.
  *
  * Lifetime: one teardown path, session_close(); the memory is released in the
- * last close callback, and not before a storage job that still points at the
- * session has come back (s->storing).
+ * last close callback. Delivery never holds a session pointer (issue 14): the
+ * message being received streams into delivery (deliver.h) and its progress and
+ * verdict come back by session id (session_find), so a session that closed
+ * meanwhile is simply not found.
  *
  * I/O (SPEC 6): the socket is read and written through a connection type,
  * plain TCP or TLS (OpenSSL over memory BIOs, tlsio.c), which implement the
@@ -46,12 +48,11 @@ struct session *session_next(struct session *s)
 static void session_on_handle_closed(uv_handle_t *h)
 {
 	struct session *s = h->data;
-	if (--s->handles_open > 0 || s->storing)
+	if (--s->handles_open > 0)
 		return;
 	smtp_proto_free(s->proto);
 	tlsio_free(s->tls);
 	buf_free(&s->in);
-	buf_free(&s->body);
 	struct server *srv = s->srv;
 	free(s);
 	server_session_gone(srv);
@@ -76,6 +77,11 @@ void session_close(struct session *s)
 		session_client_add(srv, s->client_addr, -1);
 		s->counted = false;
 	}
+	session_id_remove(s);
+	/* A message still arriving goes (its tmp/ file too); one already ended is
+	 * delivery's, and its verdict will not find this session. */
+	deliver_abort(s->msg);
+	s->msg = NULL;
 
 	stats_lock(&srv->stats);
 	srv->stats.c.connections_active--;
@@ -266,118 +272,6 @@ static void session_auth_start(struct session *s)
 	}
 }
 
-/* The verdict on a message: count it, log it, answer it. Pumps only when it
- * came back asynchronously; a synchronous verdict (discard) returns into the
- * pump loop that started it, which goes on by itself. */
-static void session_delivered(struct deliver_job *job, const struct deliver_verdict *v)
-{
-	struct session *s = job->ctx;
-	struct server *srv = s->srv;
-	s->storing = false;
-
-	stats_lock(&srv->stats);
-	if (v->code == 250) {
-		srv->stats.c.messages_accepted++;
-		srv->stats.c.messages_bytes += job->env.size;
-		srv->stats.listeners[s->l->index].messages_accepted++;
-		stats_observe_accept(&srv->stats.c, (uv_hrtime() - s->eom_ns) / 1000);
-	} else {
-		srv->stats.c.messages_rejected++;
-		if (v->code >= 500)
-			srv->stats.c.rejected_5xx++;
-		else
-			srv->stats.c.rejected_4xx++;
-	}
-	readiness_store_result(&srv->stats.c, v->err, v->stored); /* issue 12 */
-	stats_unlock(&srv->stats);
-
-	char size[24];
-	snprintf(size, sizeof size, "%llu", (unsigned long long)job->env.size);
-	if (v->code == 250) {
-		const char *kv[] = {"id", job->id, "from", job->env.mail_from, "size", size, NULL};
-		log_event(CONFIG_LOG_INFO, &s->log,
-		          v->stored ? "message stored" : "message discarded", kv);
-	} else {
-		char reply[16];
-		snprintf(reply, sizeof reply, "%u", v->code);
-		const char *kv[] = {"id",
-		                    job->id,
-		                    "reply",
-		                    reply,
-		                    "text",
-		                    v->text,
-		                    v->err ? "error" : NULL,
-		                    v->err ? strerror(-v->err) : NULL,
-		                    NULL};
-		log_event(v->err ? CONFIG_LOG_ERROR : CONFIG_LOG_INFO, &s->log,
-		          "message not accepted", kv);
-	}
-
-	if (!s->closing) {
-		smtp_proto_resume(s->proto, v->code, v->enhanced, v->text);
-		buf_reset(&s->body);
-	}
-	deliver_job_free(job);
-
-	if (s->closing) {
-		/* The client went away (or the drain closed it) while we stored: the
-		 * 250 was never sent, so the client retries. Finish the teardown that
-		 * waited for this job. */
-		if (s->handles_open == 0) {
-			s->handles_open = 1;
-			session_on_handle_closed((uv_handle_t *)&s->tcp);
-		}
-		return;
-	}
-	if (!s->pumping)
-		session_pump(s);
-}
-
-/* The core has a complete message: hand it to delivery, resume on its verdict. */
-static void session_end_of_message(struct session *s)
-{
-	struct server *srv = s->srv;
-	size_t n = smtp_proto_rcpt_count(s->proto);
-	struct deliver_job *job = deliver_job_new(srv, n);
-	if (job == NULL) {
-		smtp_proto_resume(s->proto, 451, "4.3.0", "Error: out of memory");
-		return;
-	}
-	for (size_t i = 0; i < n; i++)
-		job->rcpt[i] = smtp_proto_rcpt(s->proto, i);
-	struct spool_envelope *e = &job->env;
-	e->mail_from = smtp_proto_mail_from(s->proto);
-	e->helo = smtp_proto_helo(s->proto);
-	e->esmtp = smtp_proto_esmtp(s->proto);
-	e->client_addr = s->client_addr;
-	e->client_port = s->client_port;
-	e->local_addr = s->local_addr;
-	e->local_port = s->local_port;
-	e->auth_user = smtp_proto_auth_user(s->proto);
-	e->auth_param = smtp_proto_auth_param(s->proto);
-	if (s->tls_version[0] != '\0') {
-		e->tls_version = s->tls_version;
-		e->tls_cipher = s->tls_cipher;
-	}
-	if (s->proxied) {
-		e->proxy_src_addr = s->proxy_src;
-		e->proxy_src_port = s->proxy_src_port;
-		e->proxy_dst_addr = s->proxy_dst;
-		e->proxy_dst_port = s->proxy_dst_port;
-	}
-	e->size = smtp_proto_message_size(s->proto);
-	clock_gettime(CLOCK_REALTIME, &e->received_at);
-	e->hostname = srv->cfg->hostname;
-	job->body = s->body.data;
-	job->len = s->body.len;
-	job->done = session_delivered;
-	s->eom_ns = uv_hrtime();
-	job->ctx = s;
-	job->log = &s->log;
-	s->storing = true;
-	deliver_start(job);
-}
-
 /* One turn of the session: feed what we hold to the core (nread bytes of it
  * just arrived), act on what it asks, flush its replies, move the deadline,
  * and decide whether to read more. */
@@ -401,7 +295,17 @@ static void session_pump_read(struct session *s, size_t nread)
 		}
 		if (s->in.len == 0)
 			break;
-		size_t n = smtp_proto_feed(s->proto, s->in.data, s->in.len);
+		/* A message's bytes go no faster than its writer takes them
+		 * (issue 14: memory bounded by a chunk, not by the message). */
+		size_t feed = s->in.len;
+		if (s->msg != NULL && smtp_proto_in_data(s->proto)) {
+			size_t room = deliver_room(s->msg);
+			if (room == 0)
+				break; /* session_on_room pumps again */
+			if (room < feed)
+				feed = room;
+		}
+		size_t n = smtp_proto_feed(s->proto, s->in.data, feed);
 		buf_consume(&s->in, n);
 		enum smtp_wait wait = smtp_proto_pending(s->proto);
 		if (wait == SMTP_WAIT_EOM && !s->storing) {
@@ -501,6 +405,7 @@ void session_update_reading(struct session *s)
 	const char *unused;
 	bool want = !s->closing && !smtp_proto_closing(s->proto) &&
 	            smtp_proto_pending(s->proto) == SMTP_WAIT_NONE && !s->storing &&
+	            !(s->msg != NULL && deliver_room(s->msg) == 0) &&
 	            s->in.len < SESSION_INPUT_MAX && s->writes_pending < SMTP_PROTO_OUTPUT_HIGH &&
 	            smtp_proto_output(s->proto, &unused) < SMTP_PROTO_OUTPUT_HIGH;
 	if (want && !s->reading) {
@@ -512,11 +417,6 @@ void session_update_reading(struct session *s)
 	}
 }
 
-static int session_body(void *ctx, const char *data, size_t len)
-{
-	struct session *s = ctx;
-	return buf_append(&s->body, data, len) == 0 ? 0 : -1;
-}
 
 /* Issue 13: every refused command is logged at info with its verb and reply,
  * never its arguments (an AUTH payload stays out), SESSION_REFUSALS_LOGGED per
@@ -546,11 +446,13 @@ static void session_event(void *ctx, const struct smtp_event *ev)
 		stats_rejected(&srv->stats, ev->arg ? (unsigned)strtoul(ev->arg, NULL, 10) : 500);
 		const char *kv[] = {"reply", ev->arg ? ev->arg : "", NULL};
 		log_event(CONFIG_LOG_INFO, &s->log, "message rejected", kv);
-		buf_reset(&s->body);
+		deliver_abort(s->msg);
+		s->msg = NULL;
 		break;
 	}
 	case SMTP_EV_RSET:
-		buf_reset(&s->body);
+		deliver_abort(s->msg);
+		s->msg = NULL;
 		break;
 	case SMTP_EV_HELO:
 	case SMTP_EV_MAIL:
@@ -830,7 +732,6 @@ void session_accept(struct listener *l)
 	s->l = l;
 	s->conn = &session_conn_plain;
 	buf_init(&s->in, SESSION_INPUT_MAX);
-	buf_init(&s->body, srv->cfg->max_message_size);
 	uv_tcp_init(srv->loop, &s->tcp);
 	uv_timer_init(srv->loop, &s->timer);
 	s->handles_open = 2;
@@ -844,7 +745,9 @@ void session_accept(struct listener *l)
 		return;
 	}
 	uv_tcp_nodelay(&s->tcp, 1);
-	snprintf(s->id, sizeof s->id, "%08llx", (unsigned long long)++srv->next_session_id);
+	s->sid = ++srv->next_session_id;
+	snprintf(s->id, sizeof s->id, "%08llx", (unsigned long long)s->sid);
+	session_id_add(s);
 	struct sockaddr_storage peer;
 	int plen = sizeof peer;
 	if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&peer, &plen) == 0) {

@@ -55,9 +55,12 @@ struct session {
 	int handles_open; /* tcp and timer: freed when both are closed */
 
 	struct smtp_proto *proto;
-	struct buf in;   /* received, not yet consumed by the core */
-	struct buf body; /* the message being received, LF line ends */
+	struct buf in;           /* received, not yet consumed by the core */
+	struct deliver_msg *msg; /* the message arriving (deliver.h), until its end */
 
+	uint64_t sid; /* delivery finds the session by this (session_find) */
+	struct session *id_next;
+	bool id_listed;
 	char id[16];
 	char client_addr[ENDPOINT_TEXT_MAX];
 	uint16_t client_port;
@@ -83,7 +86,7 @@ struct session {
 	size_t writes_pending; /* bytes handed to uv_write, not yet written */
 	bool reading;
 	bool closing;      /* session_close called */
-	bool storing;      /* a delivery job points at this session */
+	bool storing;      /* a message of this session waits for its verdict */
 	bool counted;      /* counted in srv->client_buckets under client_addr */
 	bool pumping;      /* inside session_pump (no re-entry) */
 	bool replied;      /* output was flushed since the deadline was last set */
@@ -109,12 +112,19 @@ struct session {
 };
 
 /* session.c */
+struct deliver_msg;
 void session_pump(struct session *s);
 void session_close(struct session *s);
 void session_begin(struct session *s);
 void session_update_reading(struct session *s);
 void session_set_deadline(struct session *s, uint64_t deadline);
 void session_on_write(uv_write_t *req, int status);
+
+/* session_deliver.c: the delivery boundary (sessions by id, the message). */
+void session_id_add(struct session *s);
+void session_id_remove(struct session *s);
+int session_body(void *ctx, const char *data, size_t len);
+void session_end_of_message(struct session *s);
 
 /* session_io.c: the connection types, STARTTLS and implicit TLS. */
 extern const struct session_conn session_conn_plain;

@@ -1,142 +1,193 @@
-/* deliver: filter, store, forward (SPEC 5). See deliver.h. */
+/* deliver: stream, filter, store, forward (SPEC 5). See deliver.h. */
 #include "deliver.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "buf.h"
 #include "filter.h"
-#include "log.h"
-#include "server.h"
+#include "spool_commit.h"
+#include "spool_writer.h"
+#include "stats.h"
 #include "webhook.h"
 
 extern char **environ;
 
-struct deliver_state {
+struct deliver_env {
+	uv_loop_t *loop;
+	const struct config *cfg;
+	struct spool *spool;
+	struct stats *stats;
+	struct deliver_hooks hooks;
+	struct spool_commit *commit;
 	struct webhook *webhook;
-	struct deliver_job *filtering; /* jobs whose filter runs */
+	int tmp_fd;                 /* where a filter's input goes when nothing is stored */
+	uint64_t ids;               /* ids of discarded messages */
+	struct deliver_msg *ending; /* messages between their end and their verdict */
+	size_t nending;
 	bool stopping;
 };
 
-struct deliver_job *deliver_job_new(struct server *srv, size_t nrcpt)
+enum deliver_step { STEP_DATA, STEP_FILTER, STEP_SYNC, STEP_COMMIT, STEP_DONE };
+
+struct deliver_msg {
+	struct deliver_env *de;
+	uint64_t sid;
+	char id[SPOOL_ID_MAX];
+	struct spool_writer *w; /* NULL: discard without a filter (bytes only counted) */
+	uint64_t len;           /* trace + message bytes */
+	uint64_t size;          /* the message, as the envelope counts it */
+	enum deliver_step step;
+	char *mail_from;
+	char *env_json; /* the envelope, for the sync webhook and the meta file */
+	char *meta;     /* meta/<id>.json's bytes */
+	size_t meta_len;
+	bool to_cur;
+	struct journal_entry entry;
+	struct iovec iov[1];
+	struct filter_run *filter;
+	char **envp; /* the filter's, until it starts */
+	char text[SPOOL_ID_MAX + 256];
+	/* The log context, the session's strings copied: the session may be gone. */
+	char log_session[24];
+	char log_client[ENDPOINT_TEXT_MAX + 8];
+	struct log_ctx log;
+	struct deliver_msg *prev, *next; /* de->ending */
+};
+
+/* ---- messages ------------------------------------------------------------------------- */
+
+static void deliver_msg_free(struct deliver_msg *m, bool remove)
 {
-	struct deliver_job *job = calloc(1, sizeof *job);
-	if (job == NULL)
-		return NULL;
-	job->rcpt = calloc(nrcpt ? nrcpt : 1, sizeof *job->rcpt);
-	if (job->rcpt == NULL) {
-		free(job);
-		return NULL;
-	}
-	job->srv = srv;
-	if (srv->spool)
-		spool_new_id(srv->spool, job->id, sizeof job->id);
-	else
-		snprintf(job->id, sizeof job->id, "discard.%llu",
-		         (unsigned long long)++srv->next_message_id);
-	job->env.id = job->id;
-	job->env.rcpt = job->rcpt;
-	job->env.nrcpt = nrcpt;
-	buf_init(&job->trace, 0);
-	return job;
+	spool_writer_release(m->w, remove);
+	filter_env_free(m->envp);
+	free(m->mail_from);
+	free(m->env_json);
+	free(m->meta);
+	free(m);
 }
 
-void deliver_job_free(struct deliver_job *job)
+static void deliver_unlink(struct deliver_msg *m)
 {
-	if (job == NULL)
-		return;
-	buf_free(&job->trace);
-	free(job->delivery_json);
-	free(job->rcpt);
-	free(job);
+	struct deliver_env *de = m->de;
+	if (m->prev)
+		m->prev->next = m->next;
+	else if (de->ending == m)
+		de->ending = m->next;
+	if (m->next)
+		m->next->prev = m->prev;
+	m->prev = m->next = NULL;
+	de->nending--;
 }
 
-/* ---- verdicts ------------------------------------------------------------------- */
-
-static void deliver_reply(struct deliver_job *job, unsigned code, const char *enhanced,
+/* The verdict: to the session (found by id, or gone), then the message goes;
+ * `keep` when its file is now the spool's (stored), else its name goes too. */
+static void deliver_reply(struct deliver_msg *m, unsigned code, const char *enhanced,
                           const char *text, bool stored, int err)
 {
-	struct deliver_verdict v = {
-	    .code = code, .enhanced = enhanced, .text = text, .stored = stored, .err = err};
-	job->done(job, &v);
+	struct deliver_env *de = m->de;
+	m->step = STEP_DONE;
+	deliver_unlink(m);
+	struct deliver_verdict v = {.code = code,
+	                            .enhanced = enhanced,
+	                            .text = text,
+	                            .stored = stored,
+	                            .err = err,
+	                            .id = m->id,
+	                            .mail_from = m->mail_from ? m->mail_from : "",
+	                            .size = m->size};
+	de->hooks.verdict(de->hooks.owner, m->sid, &v);
+	deliver_msg_free(m, !stored);
 }
 
 /* 250 with the id; a filter's text, when it gave one, leads. */
-static void deliver_accept(struct deliver_job *job, bool stored)
+static void deliver_accept(struct deliver_msg *m, bool stored)
 {
-	if (job->text[0])
-		snprintf(job->text + strlen(job->text), sizeof job->text - strlen(job->text),
-		         ": queued as %s", job->id);
+	if (m->text[0])
+		snprintf(m->text + strlen(m->text), sizeof m->text - strlen(m->text),
+		         ": queued as %s", m->id);
 	else
-		snprintf(job->text, sizeof job->text, "Ok: queued as %s", job->id);
-	deliver_reply(job, 250, "2.0.0", job->text, stored, 0);
+		snprintf(m->text, sizeof m->text, "Ok: queued as %s", m->id);
+	deliver_reply(m, 250, "2.0.0", m->text, stored, 0);
 }
 
-static void deliver_store_failed(struct deliver_job *job, int rc)
+static void deliver_store_failed(struct deliver_msg *m, int rc)
 {
-	deliver_reply(job, 451, "4.3.0", "Error: queue file write error", false, rc);
+	deliver_reply(m, 451, "4.3.0", "Error: queue file write error", false, rc);
 }
 
-/* ---- store (and forward) ------------------------------------------------------------- */
+/* ---- the group commit -------------------------------------------------------------- */
 
-static void deliver_store_work(uv_work_t *req)
+static void deliver_committed(struct journal_entry *e, void *arg)
 {
-	struct deliver_job *job = req->data;
-	struct spool_store_opts opts = {
-	    .to_cur = job->delivery_json != NULL,
-	    .delivery_json = job->delivery_json,
-	};
-	job->rc = spool_store_ex(job->srv->spool, &job->env, job->body, job->len, &opts);
-}
-
-static void deliver_store_done(uv_work_t *req, int status)
-{
-	struct deliver_job *job = req->data;
-	int rc = status < 0 ? status : job->rc;
-	if (rc < 0) {
-		deliver_store_failed(job, rc);
+	struct deliver_msg *m = arg;
+	(void)e;
+	if (m->entry.rc < 0) {
+		deliver_store_failed(m, m->entry.rc);
 		return;
 	}
-	struct deliver_state *ds = job->srv->deliver;
 	/* Store and forward: queued only once it is durably in new/. */
-	if (ds && ds->webhook && job->delivery_json == NULL)
-		webhook_enqueue(ds->webhook, job->id);
-	deliver_accept(job, true);
+	if (m->de->webhook && !m->to_cur)
+		webhook_enqueue(m->de->webhook, m->id);
+	deliver_accept(m, true);
 }
 
-static void deliver_store(struct deliver_job *job)
+static void deliver_commit(struct deliver_msg *m)
 {
-	/* fsync is slow by design: it runs on the thread pool so one slow disk
-	 * never stalls the other sessions (SPEC 5). */
-	job->work.data = job;
-	int rc = uv_queue_work(job->srv->loop, &job->work, deliver_store_work, deliver_store_done);
-	if (rc < 0)
-		deliver_store_failed(job, rc);
+	struct deliver_env *de = m->de;
+	m->step = STEP_COMMIT;
+	if (m->meta == NULL) {
+		m->meta = malloc(strlen(m->env_json) + 2);
+		if (m->meta == NULL) {
+			deliver_store_failed(m, -ENOMEM);
+			return;
+		}
+		m->meta_len = (size_t)sprintf(m->meta, "%s\n", m->env_json);
+	}
+	int fd = spool_writer_fd(m->w);
+	m->entry = (struct journal_entry){
+	    .id = m->id,
+	    .to_cur = m->to_cur,
+	    .meta = m->meta,
+	    .meta_len = m->meta_len,
+	    .fd = fd,
+	    .len = m->len,
+	    .done = deliver_committed,
+	    .arg = m,
+	};
+	if (fd < 0) {
+		m->entry.iovcnt = spool_writer_iov(m->w, m->iov);
+		m->entry.iov = m->iov;
+	}
+	spool_commit_submit(de->commit, &m->entry);
 }
 
-/* ---- SMTPD_WEBHOOK_SYNC ------------------------------------------------------------------ */
+/* ---- SMTPD_WEBHOOK_SYNC ---------------------------------------------------------------- */
 
 static void deliver_sync_done(void *ctx, bool delivered, const char *reason)
 {
-	struct deliver_job *job = ctx;
-	struct server *srv = job->srv;
+	struct deliver_msg *m = ctx;
+	struct deliver_env *de = m->de;
 	if (!delivered) {
-		const char *kv[] = {"id", job->id, "reason", reason, NULL};
-		log_event(CONFIG_LOG_WARN, job->log, "webhook did not take the message", kv);
+		const char *kv[] = {"id", m->id, "reason", reason, NULL};
+		log_event(CONFIG_LOG_WARN, &m->log, "webhook did not take the message", kv);
 		/* The reason may name internal hosts: the client gets a plain 451. */
-		deliver_reply(job, 451, "4.3.0", "Error: the message could not be delivered now",
+		deliver_reply(m, 451, "4.3.0", "Error: the message could not be delivered now",
 		              false, 0);
 		return;
 	}
-	stats_lock(&srv->stats);
-	srv->stats.c.delivery_delivered++;
-	stats_unlock(&srv->stats);
-	const char *kv[] = {"id", job->id, "attempt", "1", NULL};
-	log_event(CONFIG_LOG_INFO, job->log, "webhook delivered", kv);
-	if (!srv->cfg->webhook_keep) {
-		deliver_accept(job, false);
+	stats_lock(de->stats);
+	de->stats->c.delivery_delivered++;
+	stats_unlock(de->stats);
+	const char *kv[] = {"id", m->id, "attempt", "1", NULL};
+	log_event(CONFIG_LOG_INFO, &m->log, "webhook delivered", kv);
+	if (!de->cfg->webhook_keep) {
+		deliver_accept(m, false);
 		return;
 	}
 	char when[32];
@@ -144,77 +195,66 @@ static void deliver_sync_done(void *ctx, bool delivered, const char *reason)
 	time_t now = time(NULL);
 	gmtime_r(&now, &tm);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-	char delivery[160];
-	snprintf(delivery, sizeof delivery,
-	         "{\"state\":\"delivered\",\"attempts\":1,\"delivered_at\":\"%s\",\"sync\":true}",
-	         when);
-	job->delivery_json = strdup(delivery);
-	if (job->delivery_json == NULL) {
-		deliver_store_failed(job, -ENOMEM);
+	/* The envelope with "delivery" added: its closing brace replaced. */
+	size_t n = strlen(m->env_json);
+	m->meta = malloc(n + 160);
+	if (m->meta == NULL || n == 0 || m->env_json[n - 1] != '}') {
+		deliver_store_failed(m, -ENOMEM);
 		return;
 	}
-	deliver_store(job);
+	m->meta_len = (size_t)sprintf(
+	    m->meta,
+	    "%.*s,\"delivery\":{\"state\":\"delivered\",\"attempts\":1,\"delivered_at\":\"%s\","
+	    "\"sync\":true}}\n",
+	    (int)(n - 1), m->env_json, when);
+	m->to_cur = true;
+	deliver_commit(m);
 }
 
-static void deliver_sync(struct deliver_job *job, struct webhook *wh)
+static void deliver_sync(struct deliver_msg *m)
 {
-	char *env = spool_envelope_json(&job->env);
-	int rc =
-	    env ? webhook_post(wh, job->id, env, job->parts, 2, deliver_sync_done, job) : -ENOMEM;
-	free(env);
+	m->step = STEP_SYNC;
+	int rc = webhook_post(m->de->webhook, m->id, m->env_json, spool_writer_fd(m->w), m->len,
+	                      deliver_sync_done, m);
 	if (rc < 0)
-		deliver_reply(job, 451, "4.3.0", "Error: the message could not be delivered now",
+		deliver_reply(m, 451, "4.3.0", "Error: the message could not be delivered now",
 		              false, 0);
 }
 
-/* ---- after the filter --------------------------------------------------------------------- */
+/* ---- after the filter ---------------------------------------------------------------- */
 
-static void deliver_continue(struct deliver_job *job)
+static void deliver_continue(struct deliver_msg *m)
 {
-	struct server *srv = job->srv;
-	struct deliver_state *ds = srv->deliver;
-	if (srv->cfg->deliver == CONFIG_DELIVER_DISCARD || srv->spool == NULL) {
-		deliver_accept(job, false);
+	struct deliver_env *de = m->de;
+	if (de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL) {
+		deliver_accept(m, false);
 		return;
 	}
-	if (ds && ds->webhook && srv->cfg->webhook_sync) {
-		deliver_sync(job, ds->webhook);
+	if (de->webhook && de->cfg->webhook_sync) {
+		deliver_sync(m);
 		return;
 	}
-	deliver_store(job);
+	deliver_commit(m);
 }
 
-/* ---- SMTPD_FILTER ---------------------------------------------------------------------------- */
-
-static void deliver_filter_unlink(struct deliver_job *job)
-{
-	struct deliver_state *ds = job->srv->deliver;
-	if (job->prev)
-		job->prev->next = job->next;
-	else if (ds->filtering == job)
-		ds->filtering = job->next;
-	if (job->next)
-		job->next->prev = job->prev;
-	job->prev = job->next = NULL;
-}
+/* ---- SMTPD_FILTER ------------------------------------------------------------------------ */
 
 static void deliver_filter_done(void *ctx, const struct filter_result *r)
 {
-	struct deliver_job *job = ctx;
-	struct server *srv = job->srv;
-	job->filter = NULL;
-	deliver_filter_unlink(job);
+	struct deliver_msg *m = ctx;
+	struct deliver_env *de = m->de;
+	m->filter = NULL;
 
-	stats_lock(&srv->stats);
+	stats_lock(de->stats);
 	if (r->verdict == FILTER_ACCEPT)
-		srv->stats.c.filter_accepted++;
+		de->stats->c.filter_accepted++;
 	else if (r->verdict == FILTER_REJECT)
-		srv->stats.c.filter_rejected++;
+		de->stats->c.filter_rejected++;
 	else
-		srv->stats.c.filter_tempfailed++;
+		de->stats->c.filter_tempfailed++;
 	if (r->timed_out)
-		srv->stats.c.filter_timeouts++;
-	stats_unlock(&srv->stats);
+		de->stats->c.filter_timeouts++;
+	stats_unlock(de->stats);
 
 	char status[32] = "";
 	if (r->term_signal)
@@ -222,104 +262,266 @@ static void deliver_filter_done(void *ctx, const struct filter_result *r)
 	else if (!r->timed_out && !r->spawn_failed)
 		snprintf(status, sizeof status, "%lld", (long long)r->exit_status);
 	const char *verdicts[] = {"accept", "tempfail", "reject"};
-	const char *kv[] = {"id",      job->id,
+	const char *kv[] = {"id",      m->id,
 	                    "verdict", verdicts[r->verdict],
 	                    "status",  r->timed_out ? "timeout" : status,
 	                    "text",    r->text,
 	                    NULL};
-	log_event(r->verdict == FILTER_ACCEPT ? CONFIG_LOG_DEBUG : CONFIG_LOG_INFO, job->log,
+	log_event(r->verdict == FILTER_ACCEPT ? CONFIG_LOG_DEBUG : CONFIG_LOG_INFO, &m->log,
 	          "filter", kv);
 
 	switch (r->verdict) {
 	case FILTER_ACCEPT:
-		snprintf(job->text, sizeof job->text, "%s", r->text);
-		deliver_continue(job);
+		snprintf(m->text, sizeof m->text, "%s", r->text);
+		if (de->stopping) {
+			deliver_reply(m, 451, "4.3.0", "Error: shutting down, try again later",
+			              false, 0);
+			return;
+		}
+		deliver_continue(m);
 		return;
 	case FILTER_TEMPFAIL:
 		if (r->timed_out)
-			deliver_reply(job, 451, "4.3.0", "Error: content filter timed out", false,
-			              0);
+			deliver_reply(m, 451, "4.3.0", "Error: content filter timed out", false, 0);
 		else if (r->spawn_failed)
-			deliver_reply(job, 451, "4.3.0", "Error: content filter unavailable", false,
+			deliver_reply(m, 451, "4.3.0", "Error: content filter unavailable", false,
 			              0);
 		else {
-			snprintf(job->text, sizeof job->text, "%s",
+			snprintf(m->text, sizeof m->text, "%s",
 			         r->text[0] ? r->text : "Error: try again later");
-			deliver_reply(job, 451, "4.3.0", job->text, false, 0);
+			deliver_reply(m, 451, "4.3.0", m->text, false, 0);
 		}
 		return;
 	case FILTER_REJECT:
-		snprintf(job->text, sizeof job->text, "%s",
+		snprintf(m->text, sizeof m->text, "%s",
 		         r->text[0] ? r->text : "Error: message content rejected");
-		deliver_reply(job, 554, "5.7.1", job->text, false, 0);
+		deliver_reply(m, 554, "5.7.1", m->text, false, 0);
 		return;
 	}
 }
 
-static void deliver_filter(struct deliver_job *job)
+/* ---- the end of the data --------------------------------------------------------------- */
+
+/* The file is complete on disk (a filter or the sync webhook reads it). */
+static void deliver_flushed(void *arg, int rc)
 {
-	struct server *srv = job->srv;
-	struct deliver_state *ds = srv->deliver;
-	char **envp = filter_env_build(&job->env, environ);
-	int rc = envp ? 0 : -ENOMEM;
-	if (rc == 0)
-		rc = filter_start(srv->loop, srv->cfg->filter, srv->cfg->filter_timeout * 1000,
-		                  envp, job->parts, 2, job->id, job->log, deliver_filter_done, job,
-		                  &job->filter);
-	/* The child has its own copy by now. */
-	filter_env_free(envp);
+	struct deliver_msg *m = arg;
 	if (rc < 0) {
-		deliver_reply(job, 451, "4.3.0", "Error: out of memory", false, rc);
+		deliver_store_failed(m, rc);
 		return;
 	}
-	job->next = ds->filtering;
-	if (ds->filtering)
-		ds->filtering->prev = job;
-	ds->filtering = job;
+	deliver_continue(m);
 }
 
-/* ---- entry points
- * -------------------------------------------------------------------------------- */
-
-void deliver_start(struct deliver_job *job)
+/* The filter's environment is made at the end of the data (the envelope is
+ * the session's until then); the file must be on disk before it starts. */
+static void deliver_flushed_for_filter(void *arg, int rc)
 {
-	struct server *srv = job->srv;
-	struct deliver_state *ds = srv->deliver;
-	bool filter = srv->cfg->filter[0] != '\0';
-	bool sync = ds && ds->webhook && srv->cfg->webhook_sync && srv->spool;
-	if (filter && (ds == NULL || ds->stopping)) {
+	struct deliver_msg *m = arg;
+	if (rc < 0) {
+		deliver_store_failed(m, rc);
+		return;
+	}
+	struct deliver_env *de = m->de;
+	char **envp = m->envp;
+	m->envp = NULL;
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", spool_writer_fd(m->w));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	rc = fd < 0 ? -errno : 0;
+	if (rc == 0)
+		rc = filter_start(de->loop, de->cfg->filter, de->cfg->filter_timeout * 1000, envp,
+		                  fd, m->id, &m->log, deliver_filter_done, m, &m->filter);
+	if (fd >= 0)
+		close(fd);
+	filter_env_free(envp);
+	if (rc < 0)
+		deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, rc);
+}
+
+void deliver_end(struct deliver_msg *m, const struct spool_envelope *env)
+{
+	struct deliver_env *de = m->de;
+	m->size = env->size;
+	m->next = de->ending;
+	if (de->ending)
+		de->ending->prev = m;
+	de->ending = m;
+	de->nending++;
+	struct spool_envelope e = *env;
+	e.id = m->id;
+	m->mail_from = strdup(env->mail_from ? env->mail_from : "");
+	m->env_json = spool_envelope_json(&e);
+	if (m->mail_from == NULL || m->env_json == NULL) {
+		deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, -ENOMEM);
+		return;
+	}
+	bool filter = de->cfg->filter[0] != '\0';
+	bool discard = de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL;
+	bool sync = !discard && de->webhook && de->cfg->webhook_sync;
+	if (filter && de->stopping) {
 		/* Pipelined input may complete a message after the drain killed the
 		 * filters: it must not slip through unfiltered. */
-		deliver_reply(job, 451, "4.3.0", "Error: shutting down, try again later", false, 0);
+		deliver_reply(m, 451, "4.3.0", "Error: shutting down, try again later", false, 0);
 		return;
 	}
-	if (filter || sync) {
-		/* What the filter and the webhook see is the stored file, its trace
-		 * headers included: SpamAssassin and friends want the Received line. */
-		if (spool_trace_headers(srv->spool, &job->env, &job->trace) < 0) {
-			deliver_reply(job, 451, "4.3.0", "Error: out of memory", false, -ENOMEM);
-			return;
-		}
-		job->parts[0] = uv_buf_init(job->trace.data, (unsigned)job->trace.len);
-		job->parts[1] = uv_buf_init((char *)job->body, (unsigned)job->len);
+	if (m->w == NULL) { /* discard, no filter */
+		deliver_accept(m, false);
+		return;
 	}
 	if (filter) {
-		deliver_filter(job);
+		char **envp = filter_env_build(&e, environ);
+		if (envp == NULL) {
+			deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, -ENOMEM);
+			return;
+		}
+		m->step = STEP_FILTER;
+		m->envp = envp;
+		int rc = spool_writer_finish(m->w, true, deliver_flushed_for_filter, m);
+		if (rc != 1)
+			deliver_store_failed(m, rc < 0 ? rc : -EIO);
 		return;
 	}
-	deliver_continue(job);
+	if (discard) {
+		deliver_accept(m, false);
+		return;
+	}
+	m->step = sync ? STEP_SYNC : STEP_COMMIT;
+	int rc = spool_writer_finish(m->w, sync, deliver_flushed, m);
+	if (rc == 1)
+		return;
+	if (rc < 0) {
+		deliver_store_failed(m, rc);
+		return;
+	}
+	deliver_continue(m);
 }
 
-int deliver_init(struct server *srv, char *err, size_t errlen)
+/* ---- the data --------------------------------------------------------------------------- */
+
+static void deliver_on_room(void *arg)
 {
-	const struct config *cfg = srv->cfg;
-	struct deliver_state *ds = calloc(1, sizeof *ds);
-	if (ds == NULL) {
+	struct deliver_msg *m = arg;
+	m->de->hooks.room(m->de->hooks.owner, m->sid);
+}
+
+struct deliver_msg *deliver_begin(struct deliver_env *de, uint64_t sid,
+                                  const struct spool_envelope *env, const struct log_ctx *log)
+{
+	struct deliver_msg *m = calloc(1, sizeof *m);
+	if (m == NULL)
+		return NULL;
+	m->de = de;
+	m->sid = sid;
+	if (de->spool)
+		spool_new_id(de->spool, m->id, sizeof m->id);
+	else
+		snprintf(m->id, sizeof m->id, "discard.%llu", (unsigned long long)++de->ids);
+	if (log) {
+		snprintf(m->log_session, sizeof m->log_session, "%s",
+		         log->session ? log->session : "");
+		snprintf(m->log_client, sizeof m->log_client, "%s", log->client ? log->client : "");
+		m->log = (struct log_ctx){log->session ? m->log_session : NULL,
+		                          log->client ? m->log_client : NULL, log->listener};
+	}
+	bool filter = de->cfg->filter[0] != '\0';
+	bool discard = de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL;
+	if (discard && !filter)
+		return m; /* counted, never kept */
+	if (discard && de->tmp_fd < 0) {
+		free(m);
+		return NULL;
+	}
+	m->w = spool_writer_new(de->loop, discard ? de->tmp_fd : spool_tmp_fd(de->spool),
+	                        discard ? NULL : m->id);
+	if (m->w == NULL) {
+		free(m);
+		return NULL;
+	}
+	spool_writer_on_room(m->w, deliver_on_room, m);
+	/* The trace headers (Return-Path, Received) ahead of the data. */
+	struct spool_envelope e = *env;
+	e.id = m->id;
+	clock_gettime(CLOCK_REALTIME, &e.received_at);
+	struct buf trace;
+	buf_init(&trace, 0);
+	int rc = spool_trace_headers(de->spool, &e, &trace);
+	if (rc == 0)
+		rc = spool_writer_write(m->w, trace.data, trace.len);
+	m->len = trace.len;
+	buf_free(&trace);
+	if (rc < 0) {
+		deliver_msg_free(m, true);
+		return NULL;
+	}
+	return m;
+}
+
+const char *deliver_msg_id(const struct deliver_msg *m)
+{
+	return m->id;
+}
+
+int deliver_write(struct deliver_msg *m, const char *data, size_t len)
+{
+	if (m->w == NULL)
+		return 0;
+	m->len += len;
+	return spool_writer_write(m->w, data, len) == 0 ? 0 : -1;
+}
+
+size_t deliver_room(const struct deliver_msg *m)
+{
+	return m->w ? spool_writer_room(m->w) : SIZE_MAX;
+}
+
+void deliver_abort(struct deliver_msg *m)
+{
+	if (m != NULL)
+		deliver_msg_free(m, true);
+}
+
+size_t deliver_in_progress(const struct deliver_env *de)
+{
+	return de ? de->nending : 0;
+}
+
+/* ---- set-up and drain ----------------------------------------------------------------- */
+
+int deliver_new(uv_loop_t *loop, const struct config *cfg, struct spool *spool, struct stats *stats,
+                const struct deliver_hooks *hooks, struct deliver_env **out, char *err,
+                size_t errlen)
+{
+	*out = NULL;
+	struct deliver_env *de = calloc(1, sizeof *de);
+	if (de == NULL) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	srv->deliver = ds;
-	if (cfg->webhook_url[0] == '\0' || srv->spool == NULL)
+	de->loop = loop;
+	de->cfg = cfg;
+	de->spool = spool;
+	de->stats = stats;
+	de->hooks = *hooks;
+	de->tmp_fd = -1;
+	*out = de;
+	if (spool != NULL && (de->commit = spool_commit_new(loop, spool)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (spool == NULL && cfg->filter[0] != '\0') {
+		/* Discard with a filter: the filter's input goes to an unnamed
+		 * file, nothing is kept. */
+		const char *dir = getenv("TMPDIR");
+		de->tmp_fd = open(dir && dir[0] ? dir : "/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (de->tmp_fd < 0) {
+			snprintf(err, errlen,
+			         "SMTPD_FILTER: cannot open %s for the filter's input: %s",
+			         dir && dir[0] ? dir : "/tmp", strerror(errno));
+			return -1;
+		}
+	}
+	if (cfg->webhook_url[0] == '\0' || spool == NULL)
 		return 0;
 	struct webhook_options opt = {
 	    .url = cfg->webhook_url,
@@ -334,9 +536,9 @@ int deliver_init(struct server *srv, char *err, size_t errlen)
 	        cfg->webhook_concurrency > 1000 ? 1000u : (unsigned)cfg->webhook_concurrency,
 	    .version = MAILPORT_VERSION,
 	};
-	if (webhook_new(srv->loop, &opt, srv->spool, &srv->stats, &ds->webhook, err, errlen) < 0)
+	if (webhook_new(loop, &opt, spool, stats, &de->webhook, err, errlen) < 0)
 		return -1;
-	webhook_scan(ds->webhook);
+	webhook_scan(de->webhook);
 	/* Not the URL: it may carry credentials. */
 	log_info("webhook delivery on: format %s%s, concurrency %u",
 	         cfg->webhook_format == CONFIG_WEBHOOK_RAW ? "raw" : "json",
@@ -344,27 +546,28 @@ int deliver_init(struct server *srv, char *err, size_t errlen)
 	return 0;
 }
 
-void deliver_stop(struct server *srv)
+void deliver_stop(struct deliver_env *de)
 {
-	struct deliver_state *ds = srv->deliver;
-	if (ds == NULL || ds->stopping)
+	if (de == NULL || de->stopping)
 		return;
-	ds->stopping = true;
-	/* filter_kill may finish the job at once, which unlinks it. */
-	while (ds->filtering) {
-		struct deliver_job *job = ds->filtering;
-		deliver_filter_unlink(job);
-		filter_kill(job->filter);
+	de->stopping = true;
+	/* filter_kill finishes the message from the loop later (451). */
+	for (struct deliver_msg *m = de->ending, *next; m != NULL; m = next) {
+		next = m->next;
+		if (m->filter)
+			filter_kill(m->filter);
 	}
-	webhook_stop(ds->webhook);
+	webhook_stop(de->webhook);
+	spool_commit_stop(de->commit);
 }
 
-void deliver_free(struct server *srv)
+void deliver_free(struct deliver_env *de)
 {
-	struct deliver_state *ds = srv->deliver;
-	if (ds == NULL)
+	if (de == NULL)
 		return;
-	webhook_free(ds->webhook);
-	free(ds);
-	srv->deliver = NULL;
+	webhook_free(de->webhook);
+	spool_commit_free(de->commit);
+	if (de->tmp_fd >= 0)
+		close(de->tmp_fd);
+	free(de);
 }

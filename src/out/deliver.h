@@ -1,32 +1,40 @@
-/* deliver: what happens to a complete message between its end of data and its
- * reply (SPEC 5), so the session only ever sees "a message went in, a verdict
- * came out":
- *   1. SMTPD_FILTER, when set (filter.c): 451/554 end it here;
- *   2. SMTPD_DELIVER=discard: 250 without storing;
- *   3. SMTPD_WEBHOOK_SYNC=1: posted before the answer (webhook.c); 2xx stores
- *      it straight into cur/ already marked delivered (or keeps nothing with
- *      SMTPD_WEBHOOK_KEEP=0) and answers 250, anything else 451 4.3.0;
- *   4. otherwise the spool, on the thread pool; with SMTPD_WEBHOOK_URL the
- *      stored message is then queued for the webhook (store and forward).
+/* deliver: what happens to a message from its first byte to its verdict
+ * (SPEC 5), so a session only ever sees "bytes went in, a verdict came out".
  *
- * The session fills a job, calls deliver_start(), and gets job->done exactly
- * once with the verdict — possibly before deliver_start() returns (discard),
- * otherwise from the loop after the work is finished. The body stays the
- * session's and must stay untouched until done runs. */
+ * While the message arrives its bytes stream to tmp/<id> (spool_writer.h):
+ * memory per message is bounded by a chunk, never by the message's size. At
+ * its end:
+ *   1. SMTPD_FILTER, when set (filter.c): the filter reads the message file on
+ *      its stdin; 451/554 end it here;
+ *   2. SMTPD_DELIVER=discard: 250 without storing;
+ *   3. SMTPD_WEBHOOK_SYNC=1: posted from the file before the answer
+ *      (webhook.c); 2xx commits it straight into cur/ marked delivered (or
+ *      keeps nothing with SMTPD_WEBHOOK_KEEP=0) and answers 250, anything else
+ *      451 4.3.0;
+ *   4. otherwise the group commit (spool_commit.h, journal.h); with
+ *      SMTPD_WEBHOOK_URL the stored message is then queued for the webhook.
+ *
+ * The boundary (issue 14): delivery has its own environment (the loop, the
+ * settings, the spool, the stats) and never sees a session. A message is
+ * tagged with its session's id; progress and verdicts go back through the
+ * hooks with that id, and the session layer looks the id up: a session that
+ * closed meanwhile is simply not found. No session pointer crosses the thread
+ * pool. Loop thread only. */
 #ifndef MAILPORT_DELIVER_H
 #define MAILPORT_DELIVER_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
-#include "buf.h"
+#include "config.h"
+#include "log.h"
 #include "spool.h"
 
-struct server;
-struct deliver_job;
-struct filter_run;
-struct log_ctx;
+struct stats;
+struct deliver_env;
+struct deliver_msg;
 
 struct deliver_verdict {
 	unsigned code;        /* 250, 451, 554 ... */
@@ -34,50 +42,53 @@ struct deliver_verdict {
 	const char *text;     /* "Ok: queued as <id>" */
 	bool stored;          /* the message is durably in the spool */
 	int err;              /* negative errno of a storage failure, else 0 */
+	const char *id;       /* the message's id, for the log */
+	const char *mail_from;
+	uint64_t size;
 };
 
-typedef void (*deliver_done_fn)(struct deliver_job *job, const struct deliver_verdict *v);
-
-struct deliver_job {
-	/* Filled by the caller. */
-	struct server *srv;
-	struct spool_envelope env; /* env.id points at job->id */
-	const char *body;          /* LF line ends; borrowed until done */
-	size_t len;
-	deliver_done_fn done;
-	void *ctx;
-	const struct log_ctx *log; /* the session's, for log lines; may stay NULL */
-
-	/* Owned by the job. */
-	char id[SPOOL_ID_MAX];
-	const char **rcpt; /* env.rcpt; freed by deliver_job_free */
-	uv_work_t work;
-	int rc;
-	char text[SPOOL_ID_MAX + 256];
-	struct buf trace;  /* Return-Path and Received, as they will be stored */
-	uv_buf_t parts[2]; /* trace + body: what the filter and the sync webhook see */
-	struct filter_run *filter;
-	struct deliver_job *prev, *next; /* jobs with a filter running */
-	char *delivery_json; /* SMTPD_WEBHOOK_SYNC: the "delivery" of a delivered message */
+/* How delivery reaches back: owner is the session layer's, sid a session id. */
+struct deliver_hooks {
+	void *owner;
+	/* The verdict on the message the session ended with deliver_end. */
+	void (*verdict)(void *owner, uint64_t sid, const struct deliver_verdict *v);
+	/* deliver_room() is no longer 0: the session may feed its client again. */
+	void (*room)(void *owner, uint64_t sid);
 };
 
-/* A job for the current transaction: allocates the recipient array and gives
- * the message its id. NULL on out of memory. */
-struct deliver_job *deliver_job_new(struct server *srv, size_t nrcpt);
-void deliver_job_free(struct deliver_job *job);
-
-/* Start the job; job->done runs exactly once. */
-void deliver_start(struct deliver_job *job);
-
-/* server.c: set up what delivery needs (the webhook: curl on the loop, the
- * messages left in new/ queued again). Returns 0, or -1 with a message in err. */
-int deliver_init(struct server *srv, char *err, size_t errlen);
-/* server.c, when the grace period ends and when the loop is to end: running
- * filters are killed (451), synchronous posts fail (451), queued webhook work is
+/* Set up what delivery needs (the webhook: curl on the loop, the messages
+ * left in new/ queued again; the group commit). spool is NULL for discard.
+ * Returns 0, or -1 with a message in err. */
+int deliver_new(uv_loop_t *loop, const struct config *cfg, struct spool *spool, struct stats *stats,
+                const struct deliver_hooks *hooks, struct deliver_env **out, char *err,
+                size_t errlen);
+/* When the grace period ends and when the loop is to end: running filters
+ * are killed (451), synchronous posts fail (451), queued webhook work is
  * abandoned (it stays in new/), and every handle delivery owns is closed.
- * Idempotent. */
-void deliver_stop(struct server *srv);
-/* server.c, after the loop has ended. */
-void deliver_free(struct server *srv);
+ * Messages already in a commit still get their verdict. Idempotent. */
+void deliver_stop(struct deliver_env *de);
+/* After the loop has ended. NULL is a no-op. */
+void deliver_free(struct deliver_env *de);
+
+/* The first byte of a message's data (or its end, for an empty one): env is
+ * the envelope so far (its id is ignored: delivery names the message). The
+ * trace headers are written ahead of the data. NULL on out of memory. */
+struct deliver_msg *deliver_begin(struct deliver_env *de, uint64_t sid,
+                                  const struct spool_envelope *env, const struct log_ctx *log);
+const char *deliver_msg_id(const struct deliver_msg *m);
+/* Message bytes (LF line ends, dot-unstuffed). 0, or -1 (out of memory: the
+ * core answers 452 and the session ends the message with deliver_abort). */
+int deliver_write(struct deliver_msg *m, const char *data, size_t len);
+/* Bytes the session may feed before it must wait for hooks.room. */
+size_t deliver_room(const struct deliver_msg *m);
+/* The end of the data: env is final (size, received_at). From here the
+ * message is delivery's: the session forgets m and gets hooks.verdict once,
+ * possibly inside this call (discard). */
+void deliver_end(struct deliver_msg *m, const struct spool_envelope *env);
+/* The message is refused or the session went away before its end. */
+void deliver_abort(struct deliver_msg *m);
+
+/* Messages between their end and their verdict (for the drain and /status). */
+size_t deliver_in_progress(const struct deliver_env *de);
 
 #endif

@@ -175,9 +175,8 @@ enum filter_verdict filter_verdict_of(bool exited, int64_t exit_status, int term
 struct filter_run {
 	uv_loop_t *loop;
 	uv_process_t proc;
-	uv_pipe_t in, out, err;
+	uv_pipe_t out, err;
 	uv_timer_t timer;
-	uv_write_t write;
 	int handles_open;
 	filter_done_fn done;
 	void *ctx;
@@ -191,8 +190,7 @@ struct filter_run {
 	unsigned err_lines;
 	char read_buf[16384]; /* shared by stdout and stderr reads: each read is consumed at once */
 
-	bool write_pending; /* libuv still points at the caller's buffers */
-	bool in_open, out_open, err_open, timer_open, proc_open;
+	bool out_open, err_open, timer_open, proc_open;
 	bool exited;
 	bool decided;   /* the verdict is known */
 	bool done_sent; /* done() ran */
@@ -221,11 +219,9 @@ static void filter_close(struct filter_run *r, uv_handle_t *h, bool *open)
 	uv_close(h, filter_on_close);
 }
 
-/* done() only once libuv no longer points at the caller's buffers: a closed
- * stdin pipe cancels its pending write, whose callback then comes here. */
 static void filter_maybe_done(struct filter_run *r)
 {
-	if (!r->decided || r->write_pending || r->done_sent)
+	if (!r->decided || r->done_sent)
 		return;
 	r->done_sent = true;
 	r->done(r->ctx, &r->result);
@@ -252,7 +248,7 @@ static void filter_log_stderr_line(struct filter_run *r)
 }
 
 /* Decide the verdict: from the timeout, or from the exit status and the output
- * read so far. Closes what still runs; done() follows once stdin is settled. */
+ * read so far. Closes what still runs and reports. */
 static void filter_decide(struct filter_run *r, bool timed_out)
 {
 	if (r->decided)
@@ -265,7 +261,6 @@ static void filter_decide(struct filter_run *r, bool timed_out)
 		filter_reply_text(r->out_keep, r->out_len, res->text);
 	if (r->err_len > 0)
 		filter_log_stderr_line(r);
-	filter_close(r, (uv_handle_t *)&r->in, &r->in_open);
 	filter_close(r, (uv_handle_t *)&r->out, &r->out_open);
 	filter_close(r, (uv_handle_t *)&r->err, &r->err_open);
 	filter_close(r, (uv_handle_t *)&r->timer, &r->timer_open);
@@ -365,16 +360,6 @@ static void filter_on_stderr(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	}
 }
 
-static void filter_on_write(uv_write_t *w, int status)
-{
-	struct filter_run *r = w->data;
-	(void)status; /* EPIPE (the filter did not read it all) is fine: the exit status decides */
-	r->write_pending = false;
-	/* End of the message: the filter sees EOF on stdin. */
-	filter_close(r, (uv_handle_t *)&r->in, &r->in_open);
-	filter_maybe_done(r);
-}
-
 static void filter_spawn_failed(uv_timer_t *t)
 {
 	struct filter_run *r = t->data;
@@ -383,8 +368,8 @@ static void filter_spawn_failed(uv_timer_t *t)
 }
 
 int filter_start(uv_loop_t *loop, const char *command, uint64_t timeout_ms, char **envp,
-                 const uv_buf_t *input, unsigned ninput, const char *log_id,
-                 const struct log_ctx *log, filter_done_fn done, void *ctx, struct filter_run **out)
+                 int input_fd, const char *id, const struct log_ctx *log, filter_done_fn done,
+                 void *ctx, struct filter_run **out)
 {
 	struct filter_run *r = calloc(1, sizeof *r);
 	if (r == NULL)
@@ -394,21 +379,23 @@ int filter_start(uv_loop_t *loop, const char *command, uint64_t timeout_ms, char
 	r->loop = loop;
 	r->done = done;
 	r->ctx = ctx;
-	snprintf(r->log_id, sizeof r->log_id, "%s", log_id ? log_id : "");
-	r->proc.data = r->in.data = r->out.data = r->err.data = r->timer.data = r;
-	r->write.data = r;
+	snprintf(r->log_id, sizeof r->log_id, "%s", id ? id : "");
+	r->proc.data = r->out.data = r->err.data = r->timer.data = r;
 	uv_timer_init(loop, &r->timer);
-	uv_pipe_init(loop, &r->in, 0);
 	uv_pipe_init(loop, &r->out, 0);
 	uv_pipe_init(loop, &r->err, 0);
-	r->handles_open = 4;
-	r->timer_open = r->in_open = r->out_open = r->err_open = true;
+	r->handles_open = 3;
+	r->timer_open = r->out_open = r->err_open = true;
 	if (out)
 		*out = r;
 
 	char *args[] = {"/bin/sh", "-c", (char *)command, NULL};
+	/* stdin is the message file itself (issue 14): the child gets its own
+	 * descriptor (dup2 in the child), so nothing here keeps input_fd, nothing
+	 * is copied through a pipe, and the message is never in our memory.
+	 * UV_IGNORE is /dev/null. */
 	uv_stdio_container_t stdio[3] = {
-	    {.flags = UV_CREATE_PIPE | UV_READABLE_PIPE, .data.stream = (uv_stream_t *)&r->in},
+	    {.flags = input_fd >= 0 ? UV_INHERIT_FD : UV_IGNORE, .data.fd = input_fd},
 	    {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&r->out},
 	    {.flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE, .data.stream = (uv_stream_t *)&r->err},
 	};
@@ -440,12 +427,6 @@ int filter_start(uv_loop_t *loop, const char *command, uint64_t timeout_ms, char
 	r->handles_open++;
 	uv_read_start((uv_stream_t *)&r->out, filter_alloc, filter_on_stdout);
 	uv_read_start((uv_stream_t *)&r->err, filter_alloc, filter_on_stderr);
-	/* One write of all the buffers: libuv writes what the pipe takes and the
-	 * rest as it drains, pointing into the caller's memory (no copy). */
-	if (uv_write(&r->write, (uv_stream_t *)&r->in, input, ninput, filter_on_write) == 0)
-		r->write_pending = true;
-	else
-		filter_close(r, (uv_handle_t *)&r->in, &r->in_open);
 	uv_timer_start(&r->timer, filter_on_timer, timeout_ms, 0);
 	return 0;
 }

@@ -3,11 +3,12 @@
  *
  * `/bin/sh -c <command>` is spawned through uv_spawn for each message, in a
  * process group of its own, with the message on stdin and the envelope in
- * SMTPD_* variables. Nothing here ever blocks the loop:
- *   - stdin is written from the caller's buffers by libuv as the pipe drains (no
- *     copy, no unbounded queue); a filter that never reads it just leaves the
- *     write pending, and EPIPE when it exits is not an error: the exit status
- *     decides;
+ * SMTPD_* variables. Nothing here ever blocks the loop, and the message is
+ * never held in memory (issue 14):
+ *   - stdin IS the stored message file: the caller's read-only descriptor is
+ *     inherited as the child's fd 0, so the filter reads it at its own pace
+ *     straight from the file system; the service writes nothing, and a filter
+ *     that never reads it costs nothing;
  *   - stdout is read continuously: the first FILTER_STDOUT_KEEP bytes are kept
  *     (for the reply text), the rest is read and thrown away, so a filter that
  *     floods its output neither blocks on a full pipe nor grows our memory;
@@ -85,18 +86,24 @@ enum filter_verdict filter_verdict_of(bool exited, int64_t exit_status, int term
 
 /* ---- the running filter ---- */
 
-/* Spawn `command` with envp and input[0..ninput) on stdin. The buffers must stay
- * valid until done runs. done(ctx, result) runs exactly once, from the loop,
- * never before filter_start returns; a spawn failure is reported through done
- * as well (spawn_failed). *out (may be NULL) is the handle for filter_kill(),
- * valid until done runs. log_id (the message id) and log (the session's
- * context, may be NULL) label the log lines; both must stay valid until done.
+/* Spawn `command` with envp and the file input_fd as its stdin. input_fd is
+ * open for reading and positioned where the filter should start (offset 0 for
+ * the whole message); the child gets its own copy of the descriptor, sharing
+ * the file offset with it (so the caller should not read input_fd with read(2)
+ * meanwhile; pread is fine). filter_start keeps nothing of input_fd: the caller
+ * may close it as soon as filter_start returns. A negative input_fd gives the
+ * filter an empty stdin (/dev/null).
+ * done(ctx, result) runs exactly once, from the loop, never before
+ * filter_start returns; a spawn failure is reported through done as well
+ * (spawn_failed). *out (may be NULL) is the handle for filter_kill(), valid
+ * until done runs. id (the message id, copied) and log (the session's context,
+ * may be NULL; the strings it points to must stay valid until done) label the
+ * log lines.
  * Returns 0, or -ENOMEM (then done never runs). */
 struct log_ctx;
 int filter_start(uv_loop_t *loop, const char *command, uint64_t timeout_ms, char **envp,
-                 const uv_buf_t *input, unsigned ninput, const char *log_id,
-                 const struct log_ctx *log, filter_done_fn done, void *ctx,
-                 struct filter_run **out);
+                 int input_fd, const char *id, const struct log_ctx *log, filter_done_fn done,
+                 void *ctx, struct filter_run **out);
 
 /* Kill the filter now (shutdown): as a timeout, the verdict is 451. */
 void filter_kill(struct filter_run *r);

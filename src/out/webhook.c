@@ -2,8 +2,10 @@
  * the pure parts (body, signature, backoff) are in webhook_build.c.
  *
  * Life of one delivery (a job), all of it counted against the concurrency:
- *   prep   (thread pool) read meta/<id>.json and new/<id>, build the request;
- *   post   (loop)        one curl easy handle on the shared multi handle;
+ *   prep   (thread pool) read meta/<id>.json, open new/<id>, build the request
+ *                        (with a secret, one pass over the file for the HMAC);
+ *   post   (loop)        one curl easy handle on the shared multi handle, the
+ *                        body streamed from the file (read on the thread pool);
  *   result (thread pool) rewrite the envelope, move or remove the message;
  *   back on the loop: count it, requeue a retry, start the next job.
  * The post itself (the curl-multi glue on the loop) is in webhook_curl.c; the
@@ -11,6 +13,7 @@
 #include "webhook.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +147,7 @@ static struct webhook_job *webhook_job_new(struct webhook *wh)
 		return NULL;
 	j->wh = wh;
 	j->work.data = j;
+	j->sync_fd = -1;
 	j->next = wh->jobs;
 	if (wh->jobs)
 		wh->jobs->prev = j;
@@ -172,7 +176,10 @@ static void webhook_job_release(struct webhook_job *j)
 		curl_easy_cleanup(j->easy);
 	}
 	curl_slist_free_all(j->hdrs);
+	webhook_upload_release(j->upload);
 	webhook_request_free(&j->req);
+	if (j->sync_fd >= 0)
+		close(j->sync_fd);
 	json_decref(j->meta);
 	free(j->sync_envelope);
 	free(j->item);
@@ -241,11 +248,12 @@ static void webhook_prep_sync(struct webhook_job *j)
 	    .id = j->sync_id,
 	    .attempt = 1,
 	    .envelope = env,
-	    .parts = j->parts,
-	    .nparts = j->nparts,
+	    .fd = j->sync_fd,
+	    .size = j->sync_size,
 	    .timestamp = (int64_t)time(NULL),
 	    .version = wh->version,
 	};
+	j->sync_fd = -1; /* the request's now */
 	j->attempt = 1;
 	j->err = webhook_build(&in, &j->req);
 	j->prep = j->err ? WEBHOOK_PREP_ERROR : WEBHOOK_PREP_POST;
@@ -291,9 +299,10 @@ static void webhook_prep_work(uv_work_t *w)
 		j->not_before = next;
 		return;
 	}
-	char *data = NULL;
-	size_t len = 0;
-	rc = spool_read_message(wh->spool, SPOOL_STATE_NEW, id, SIZE_MAX, &data, &len);
+	/* Opened, not read: the body streams from it (issue 14). */
+	int fd = -1;
+	uint64_t size = 0;
+	rc = spool_open_message(wh->spool, SPOOL_STATE_NEW, id, &fd, &size);
 	if (rc == -ENOENT) {
 		j->prep = WEBHOOK_PREP_GONE;
 		return;
@@ -304,21 +313,25 @@ static void webhook_prep_work(uv_work_t *w)
 		return;
 	}
 	json_t *env = webhook_envelope_of(meta);
-	uv_buf_t part = uv_buf_init(data, (unsigned)len);
 	struct webhook_build_in in = {
 	    .format = wh->opt.format,
 	    .secret = wh->secret,
 	    .id = id,
 	    .attempt = j->attempt,
 	    .envelope = env,
-	    .parts = &part,
-	    .nparts = 1,
+	    .fd = fd,
+	    .size = size,
 	    .timestamp = (int64_t)time(NULL),
 	    .version = wh->version,
 	};
-	rc = env ? webhook_build(&in, &j->req) : -ENOMEM;
+	/* webhook_build owns fd, whatever it returns. */
+	if (env)
+		rc = webhook_build(&in, &j->req);
+	else {
+		close(fd);
+		rc = -ENOMEM;
+	}
 	json_decref(env);
-	free(data);
 	j->prep = rc ? WEBHOOK_PREP_ERROR : WEBHOOK_PREP_POST;
 	j->err = rc;
 }
@@ -701,8 +714,8 @@ void webhook_enqueue(struct webhook *wh, const char *id)
 	webhook_dispatch(wh);
 }
 
-int webhook_post(struct webhook *wh, const char *id, const char *envelope_json,
-                 const uv_buf_t *parts, unsigned nparts, webhook_post_fn done, void *ctx)
+int webhook_post(struct webhook *wh, const char *id, const char *envelope_json, int fd,
+                 uint64_t size, webhook_post_fn done, void *ctx)
 {
 	if (wh == NULL || wh->stopping)
 		return -ESHUTDOWN;
@@ -714,9 +727,16 @@ int webhook_post(struct webhook *wh, const char *id, const char *envelope_json,
 		webhook_job_free(j);
 		return -ENOMEM;
 	}
+	/* Our own descriptor: the caller closes theirs when we return. Read
+	 * with pread only, so the shared offset is never moved. */
+	j->sync_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (j->sync_fd < 0) {
+		int rc = -errno;
+		webhook_job_free(j);
+		return rc;
+	}
 	snprintf(j->sync_id, sizeof j->sync_id, "%s", id);
-	j->parts = parts;
-	j->nparts = nparts;
+	j->sync_size = size;
 	j->done = done;
 	j->ctx = ctx;
 	if (wh->sync_tail)

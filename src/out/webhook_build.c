@@ -1,15 +1,17 @@
 /* webhook_build: the webhook's pure parts (SPEC 5), no loop, no curl: the
- * retry delay, what an answer means, the request body and headers with their
- * HMAC signature, the failure reason. Declared in webhook.h; unit-tested by
- * tests/unit/test_webhook.c. */
+ * retry delay, what an answer means, the request body streamed from the
+ * message file and the headers with their HMAC signature, the failure reason.
+ * Declared in webhook.h; unit-tested by tests/unit/test_webhook.c. */
 #include "webhook.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/core_names.h>
@@ -43,16 +45,14 @@ enum webhook_outcome webhook_classify(long status)
 	return WEBHOOK_RETRY;
 }
 
-/* HMAC-SHA256 through OpenSSL 3's EVP_MAC, fed in pieces so the body is never
- * copied next to its timestamp. */
-int webhook_sign(const char *secret, const char *timestamp, const void *body, size_t len,
-                 char out[WEBHOOK_SIGNATURE_MAX])
+/* HMAC-SHA256 through OpenSSL 3's EVP_MAC, fed in pieces: the body is never
+ * copied next to its timestamp, nor held whole. */
+static EVP_MAC_CTX *webhook_hmac_new(const char *secret, const char *timestamp)
 {
 	EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	/* The context holds its own reference to mac. */
 	EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
-	int rc = -1;
-	unsigned char md[32];
-	size_t mdlen = 0;
+	EVP_MAC_free(mac);
 	char digest[] = "SHA256";
 	OSSL_PARAM params[] = {
 	    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
@@ -60,9 +60,19 @@ int webhook_sign(const char *secret, const char *timestamp, const void *body, si
 	};
 	if (ctx && EVP_MAC_init(ctx, (const unsigned char *)secret, strlen(secret), params) == 1 &&
 	    EVP_MAC_update(ctx, (const unsigned char *)timestamp, strlen(timestamp)) == 1 &&
-	    EVP_MAC_update(ctx, (const unsigned char *)".", 1) == 1 &&
-	    EVP_MAC_update(ctx, body, len) == 1 && EVP_MAC_final(ctx, md, &mdlen, sizeof md) == 1 &&
-	    mdlen == sizeof md) {
+	    EVP_MAC_update(ctx, (const unsigned char *)".", 1) == 1)
+		return ctx;
+	EVP_MAC_CTX_free(ctx);
+	return NULL;
+}
+
+/* "sha256=<hex>" into out, and the context freed. Returns 0 or -1. */
+static int webhook_hmac_end(EVP_MAC_CTX *ctx, char out[WEBHOOK_SIGNATURE_MAX])
+{
+	unsigned char md[32];
+	size_t mdlen = 0;
+	int rc = -1;
+	if (EVP_MAC_final(ctx, md, &mdlen, sizeof md) == 1 && mdlen == sizeof md) {
 		static const char hex[] = "0123456789abcdef";
 		memcpy(out, "sha256=", 7);
 		for (size_t i = 0; i < mdlen; i++) {
@@ -73,49 +83,241 @@ int webhook_sign(const char *secret, const char *timestamp, const void *body, si
 		rc = 0;
 	}
 	EVP_MAC_CTX_free(ctx);
-	EVP_MAC_free(mac);
 	return rc;
 }
 
-size_t webhook_base64(const uv_buf_t *parts, unsigned n, char *out)
+int webhook_sign(const char *secret, const char *timestamp, const void *body, size_t len,
+                 char out[WEBHOOK_SIGNATURE_MAX])
 {
-	unsigned char carry[3];
-	size_t nc = 0, o = 0;
-	for (unsigned i = 0; i < n; i++) {
-		const unsigned char *p = (const unsigned char *)parts[i].base;
-		size_t len = parts[i].len;
-		while (nc > 0 && nc < 3 && len > 0) {
-			carry[nc++] = *p++;
-			len--;
-		}
-		if (nc == 3) {
-			o += (size_t)EVP_EncodeBlock((unsigned char *)out + o, carry, 3);
-			nc = 0;
-		}
-		/* EVP_EncodeBlock takes an int: whole groups, in pieces well below it. */
-		while (len >= 3) {
-			size_t chunk = len - len % 3;
-			if (chunk > (size_t)3 << 20)
-				chunk = (size_t)3 << 20;
-			o += (size_t)EVP_EncodeBlock((unsigned char *)out + o, p, (int)chunk);
-			p += chunk;
-			len -= chunk;
-		}
-		while (len > 0) {
-			carry[nc++] = *p++;
-			len--;
-		}
+	EVP_MAC_CTX *ctx = webhook_hmac_new(secret, timestamp);
+	if (ctx == NULL)
+		return -1;
+	if (EVP_MAC_update(ctx, body, len) != 1) {
+		EVP_MAC_CTX_free(ctx);
+		return -1;
 	}
-	if (nc > 0)
-		o += (size_t)EVP_EncodeBlock((unsigned char *)out + o, carry, (int)nc);
-	return o;
+	return webhook_hmac_end(ctx, out);
 }
+
+/* ---- the body, streamed from the message file (issue 14) ---------------------------------- */
+
+static const char webhook_json_head[] = "{\"envelope\":", webhook_json_raw[] = ",\"raw\":\"",
+                  webhook_json_tail[] = "\"}";
+
+static size_t webhook_body_tail_len(const struct webhook_body *b)
+{
+	return b->format == CONFIG_WEBHOOK_RAW ? 0 : sizeof webhook_json_tail - 1;
+}
+
+int webhook_body_new(enum config_webhook_format format, json_t *envelope, int fd, uint64_t size,
+                     struct webhook_body **out)
+{
+	*out = NULL;
+	struct webhook_body *b = calloc(1, sizeof *b);
+	if (b == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
+	b->format = format;
+	b->fd = fd;
+	b->size = size;
+	char *env = NULL;
+	if (format == CONFIG_WEBHOOK_RAW) {
+		b->head = strdup("");
+		b->len = size;
+	} else {
+		env = json_dumps(envelope, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		size_t el = env ? strlen(env) : 0;
+		b->head_len = sizeof webhook_json_head - 1 + el + sizeof webhook_json_raw - 1;
+		b->head = env ? malloc(b->head_len + 1) : NULL;
+		if (b->head) {
+			char *p = b->head;
+			memcpy(p, webhook_json_head, sizeof webhook_json_head - 1);
+			p += sizeof webhook_json_head - 1;
+			memcpy(p, env, el);
+			p += el;
+			memcpy(p, webhook_json_raw, sizeof webhook_json_raw);
+		}
+		b->len = b->head_len + (size + 2) / 3 * 4 + webhook_body_tail_len(b);
+	}
+	free(env);
+	/* The raw format swaps the two buffers instead of copying (feed); the
+	 * JSON one encodes `in` into `out`, with room for EVP_EncodeBlock's NUL. */
+	b->in = malloc(WEBHOOK_CHUNK / 3 * 4 + 1);
+	b->out = malloc(WEBHOOK_CHUNK / 3 * 4 + 1);
+	if (b->head == NULL || b->in == NULL || b->out == NULL) {
+		webhook_body_free(b);
+		return -ENOMEM;
+	}
+	*out = b;
+	return 0;
+}
+
+void webhook_body_free(struct webhook_body *b)
+{
+	if (b == NULL)
+		return;
+	if (b->fd >= 0)
+		close(b->fd);
+	free(b->head);
+	free(b->in);
+	free(b->out);
+	free(b);
+}
+
+void webhook_body_rewind(struct webhook_body *b)
+{
+	b->pos = 0;
+	b->fed = 0;
+	b->out_len = b->out_off = 0;
+}
+
+bool webhook_body_done(const struct webhook_body *b)
+{
+	return b->pos == b->len;
+}
+
+size_t webhook_body_next(const struct webhook_body *b, uint64_t *off)
+{
+	*off = b->fed;
+	uint64_t left = b->size - b->fed;
+	return left < WEBHOOK_CHUNK ? (size_t)left : WEBHOOK_CHUNK;
+}
+
+bool webhook_body_can_feed(const struct webhook_body *b)
+{
+	return b->fed < b->size && b->out_off == b->out_len;
+}
+
+void webhook_body_feed(struct webhook_body *b, size_t n)
+{
+	uint64_t off;
+	size_t want = webhook_body_next(b, &off);
+	assert(webhook_body_can_feed(b) && n == want);
+	(void)want;
+	if (b->format == CONFIG_WEBHOOK_RAW) {
+		unsigned char *t = b->out;
+		b->out = b->in;
+		b->in = t;
+		b->out_len = n;
+	} else {
+		/* Whole groups of 3 but for the file's last chunk: these encodings
+		 * put end to end are the encoding of the whole file. */
+		b->out_len = (size_t)EVP_EncodeBlock(b->out, b->in, (int)n);
+	}
+	b->out_off = 0;
+	b->fed += n;
+}
+
+/* The body's ready bytes at its position: the head, the chunk fed last, or
+ * the tail. 0 at the end or when the next chunk is needed. */
+static size_t webhook_body_peek(const struct webhook_body *b, const char **p)
+{
+	uint64_t data_end = b->len - webhook_body_tail_len(b);
+	if (b->pos < b->head_len) {
+		*p = b->head + b->pos;
+		return b->head_len - (size_t)b->pos;
+	}
+	if (b->pos < data_end) {
+		*p = (const char *)b->out + b->out_off;
+		return b->out_len - b->out_off;
+	}
+	*p = webhook_json_tail + (b->pos - data_end);
+	return (size_t)(b->len - b->pos);
+}
+
+static void webhook_body_skip(struct webhook_body *b, size_t n)
+{
+	if (b->pos >= b->head_len && b->pos < b->len - webhook_body_tail_len(b))
+		b->out_off += n;
+	b->pos += n;
+}
+
+size_t webhook_body_fill(struct webhook_body *b, char *dst, size_t cap)
+{
+	size_t n = 0;
+	while (n < cap) {
+		const char *p;
+		size_t k = webhook_body_peek(b, &p);
+		if (k == 0)
+			break;
+		if (k > cap - n)
+			k = cap - n;
+		memcpy(dst + n, p, k);
+		webhook_body_skip(b, k);
+		n += k;
+	}
+	return n;
+}
+
+int webhook_body_load(struct webhook_body *b)
+{
+	uint64_t off;
+	size_t n = webhook_body_next(b, &off);
+	if (!webhook_body_can_feed(b))
+		return 0;
+	for (size_t got = 0; got < n;) {
+		ssize_t r = pread(b->fd, b->in + got, n - got, (off_t)(off + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		/* Shorter than when it was opened: a stored message never changes,
+		 * so something is wrong; sending a body shorter than its
+		 * Content-Length would only hang the receiver. */
+		if (r == 0)
+			return -EIO;
+		got += (size_t)r;
+	}
+	webhook_body_feed(b, n);
+	return 0;
+}
+
+int64_t webhook_body_read(struct webhook_body *b, char *dst, size_t cap)
+{
+	size_t n = 0;
+	while (cap > 0 && (n = webhook_body_fill(b, dst, cap)) == 0 && !webhook_body_done(b)) {
+		int rc = webhook_body_load(b);
+		if (rc < 0)
+			return rc;
+	}
+	return (int64_t)n;
+}
+
+int webhook_body_sign(struct webhook_body *b, const char *secret, const char *timestamp,
+                      char out[WEBHOOK_SIGNATURE_MAX])
+{
+	EVP_MAC_CTX *ctx = webhook_hmac_new(secret, timestamp);
+	if (ctx == NULL)
+		return -ENOMEM;
+	webhook_body_rewind(b);
+	int rc = 0;
+	while (rc == 0 && !webhook_body_done(b)) {
+		const char *p;
+		size_t k = webhook_body_peek(b, &p);
+		if (k == 0) {
+			rc = webhook_body_load(b);
+			continue;
+		}
+		if (EVP_MAC_update(ctx, (const unsigned char *)p, k) != 1)
+			rc = -ENOMEM;
+		webhook_body_skip(b, k);
+	}
+	webhook_body_rewind(b);
+	if (rc < 0) {
+		EVP_MAC_CTX_free(ctx);
+		return rc;
+	}
+	return webhook_hmac_end(ctx, out) == 0 ? 0 : -ENOMEM;
+}
+
+/* ---- the request ------------------------------------------------------------------------- */
 
 void webhook_request_free(struct webhook_request *r)
 {
 	if (r == NULL)
 		return;
-	free(r->body);
+	webhook_body_free(r->body);
 	for (size_t i = 0; i < r->nheaders; i++)
 		free(r->headers[i]);
 	free(r->headers);
@@ -164,44 +366,14 @@ static int webhook_raw_headers(struct webhook_request *r, json_t *env)
 int webhook_build(const struct webhook_build_in *in, struct webhook_request *out)
 {
 	memset(out, 0, sizeof *out);
-	size_t total = 0;
-	for (unsigned i = 0; i < in->nparts; i++)
-		total += in->parts[i].len;
-	int rc = 0;
+	int rc = webhook_body_new(in->format, in->envelope, in->fd, in->size, &out->body);
+	if (rc < 0)
+		return rc;
 	if (in->format == CONFIG_WEBHOOK_RAW) {
-		out->body = malloc(total ? total : 1);
-		if (out->body == NULL)
-			return -ENOMEM;
-		for (unsigned i = 0; i < in->nparts; i++) {
-			memcpy(out->body + out->len, in->parts[i].base, in->parts[i].len);
-			out->len += in->parts[i].len;
-		}
 		rc = webhook_header(out, "Content-Type", "message/rfc822");
 		if (rc == 0)
 			rc = webhook_raw_headers(out, in->envelope);
 	} else {
-		char *env = json_dumps(in->envelope, JSON_COMPACT | JSON_PRESERVE_ORDER);
-		if (env == NULL)
-			return -ENOMEM;
-		static const char a[] = "{\"envelope\":", b[] = ",\"raw\":\"", c[] = "\"}";
-		size_t el = strlen(env), b64 = (total + 2) / 3 * 4;
-		out->body = malloc(sizeof a + el + sizeof b + b64 + sizeof c);
-		if (out->body == NULL) {
-			free(env);
-			return -ENOMEM;
-		}
-		char *p = out->body;
-		memcpy(p, a, sizeof a - 1);
-		p += sizeof a - 1;
-		memcpy(p, env, el);
-		p += el;
-		memcpy(p, b, sizeof b - 1);
-		p += sizeof b - 1;
-		p += webhook_base64(in->parts, in->nparts, p);
-		memcpy(p, c, sizeof c - 1);
-		p += sizeof c - 1;
-		out->len = (size_t)(p - out->body);
-		free(env);
 		rc = webhook_header(out, "Content-Type", "application/json");
 	}
 	char num[32], ua[64];
@@ -211,9 +383,11 @@ int webhook_build(const struct webhook_build_in *in, struct webhook_request *out
 	if (rc == 0)
 		rc = webhook_header(out, "X-Mailport-Attempt", num);
 	if (rc == 0 && in->secret && in->secret[0]) {
+		/* A first pass over the file: the signature goes in a header, before
+		 * the body it covers. */
 		char sig[WEBHOOK_SIGNATURE_MAX];
 		snprintf(num, sizeof num, "%" PRId64, in->timestamp);
-		rc = webhook_sign(in->secret, num, out->body, out->len, sig) == 0 ? 0 : -ENOMEM;
+		rc = webhook_body_sign(out->body, in->secret, num, sig);
 		if (rc == 0)
 			rc = webhook_header(out, "X-Mailport-Timestamp", num);
 		if (rc == 0)
@@ -225,6 +399,10 @@ int webhook_build(const struct webhook_build_in *in, struct webhook_request *out
 	/* No "Expect: 100-continue" round trip (curl adds it to large bodies). */
 	if (rc == 0)
 		rc = webhook_header(out, "Expect", "");
+	/* The first chunk now, off the loop: most messages fit in one, and are
+	 * then sent without a file read during the request. */
+	if (rc == 0)
+		rc = webhook_body_load(out->body);
 	if (rc < 0)
 		webhook_request_free(out);
 	return rc;

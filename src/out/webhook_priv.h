@@ -40,6 +40,20 @@ struct webhook_sock {
 	curl_socket_t fd;
 };
 
+/* The body of a request on the wire, read ahead one chunk on the thread pool
+ * (webhook_curl.c). Its own allocation: a read may still be running when the
+ * job is over, and then the read's callback frees it. */
+struct webhook_upload {
+	uv_loop_t *loop;
+	uv_fs_t fs;
+	struct webhook_body *body;
+	struct webhook_job *job; /* NULL: orphaned with a read in flight */
+	uint64_t rd_off;         /* the chunk in body->in, or being read into it */
+	size_t rd_len, rd_got;
+	int err; /* a read failed: -errno */
+	bool reading, ready, paused;
+};
+
 struct webhook_job {
 	struct webhook *wh;
 	struct webhook_job *prev, *next; /* every live job */
@@ -53,8 +67,8 @@ struct webhook_job {
 	void *ctx;
 	char sync_id[SPOOL_ID_MAX];
 	char *sync_envelope;
-	const uv_buf_t *parts;
-	unsigned nparts;
+	int sync_fd; /* our dup() of the caller's file until the request owns it; -1 */
+	uint64_t sync_size;
 
 	/* Prepared on the thread pool. */
 	enum webhook_prep prep;
@@ -65,6 +79,7 @@ struct webhook_job {
 	struct webhook_request req;
 
 	/* The request. */
+	struct webhook_upload *upload; /* req.body, once curl reads it */
 	CURL *easy;
 	struct curl_slist *hdrs;
 	char errbuf[CURL_ERROR_SIZE];
@@ -110,5 +125,7 @@ void webhook_start_post(struct webhook_job *j);
 int webhook_on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp);
 int webhook_on_timer(CURLM *m, long timeout_ms, void *ud);
 void webhook_sock_close(struct webhook_sock *ws);
+/* The job no longer needs its upload: freed now, or by its read in flight. */
+void webhook_upload_release(struct webhook_upload *u);
 
 #endif

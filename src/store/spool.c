@@ -2,6 +2,7 @@
 #include "spool_priv.h"
 
 #include "buf.h"
+#include "journal.h"
 #include "log.h"
 
 #include <dirent.h>
@@ -223,10 +224,17 @@ static void spool_clean_tmp(struct spool *s)
 		return;
 	}
 	time_t cutoff = time(NULL) - SPOOL_TMP_MAX_AGE;
+	size_t hostlen = strlen(s->host);
 	for (size_t i = 0; i < names.n; i++) {
 		struct stat st;
+		/* Ours from an earlier run (the id ends in our host part; the
+		 * journal's replay has moved what was committed): a message cut off
+		 * by a crash while it arrived, never answered 250. */
+		size_t n = strlen(names.v[i]);
+		bool ours = n > hostlen + 1 && names.v[i][n - hostlen - 1] == '.' &&
+		            strcmp(names.v[i] + n - hostlen, s->host) == 0;
 		if (fstatat(s->tmp_fd, names.v[i], &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    S_ISDIR(st.st_mode) || st.st_mtime >= cutoff)
+		    S_ISDIR(st.st_mode) || (!ours && st.st_mtime >= cutoff))
 			continue;
 		if (unlinkat(s->tmp_fd, names.v[i], 0) == 0)
 			s->tmp_removed++;
@@ -618,19 +626,33 @@ int spool_trace_headers(const struct spool *s, const struct spool_envelope *env,
 	return spool_headers(out, s, env);
 }
 
-/* The meta/ JSON of a new message: the envelope, plus a "delivery" object when
- * one is given (a message stored already delivered, SMTPD_WEBHOOK_SYNC). */
-static char *spool_meta_json(const struct spool_envelope *env, const char *delivery)
+/* The meta/ file of a new message: the envelope, plus a "delivery" object
+ * when one is given (a message stored already delivered, SMTPD_WEBHOOK_SYNC),
+ * and the newline the file ends with. */
+char *spool_meta_file(const struct spool_envelope *env, const char *delivery, size_t *len)
 {
-	if (delivery == NULL)
-		return spool_envelope_json(env);
-	json_t *o = spool_envelope_obj(env);
-	json_t *d = json_loads(delivery, 0, NULL);
-	char *out = NULL;
-	if (o != NULL && d != NULL && json_object_set(o, "delivery", d) == 0)
-		out = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(d);
-	json_decref(o);
+	char *json = NULL;
+	if (delivery == NULL) {
+		json = spool_envelope_json(env);
+	} else {
+		json_t *o = spool_envelope_obj(env);
+		json_t *d = json_loads(delivery, 0, NULL);
+		if (o != NULL && d != NULL && json_object_set(o, "delivery", d) == 0)
+			json = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		json_decref(d);
+		json_decref(o);
+	}
+	if (json == NULL)
+		return NULL;
+	size_t n = strlen(json);
+	char *out = realloc(json, n + 2);
+	if (out == NULL) {
+		free(json);
+		return NULL;
+	}
+	out[n] = '\n';
+	out[n + 1] = '\0';
+	*len = n + 1;
 	return out;
 }
 
@@ -639,121 +661,38 @@ int spool_store(struct spool *s, const struct spool_envelope *env, const char *b
 	return spool_store_ex(s, env, body, len, NULL);
 }
 
-/* A store whose rename into new/ (or cur/) was not made durable: the client
- * gets 451 4.3.0 and sends again, so the message must not stay in new/ as if
- * accepted. It is removed, and its envelope only once that removal is durable:
- * should the directory keep failing and the machine crash, a message that comes
- * back has its envelope (delivered twice, never without it). An envelope left
- * here is removed by the next spool_open() (spool_clean_meta). */
-static void spool_unstore(struct spool *s, int dest_fd, const char *dest, const char *id,
-                          const char *meta)
-{
-	if (unlinkat(dest_fd, id, 0) < 0) {
-		/* Still there: the index must say so. It may be delivered twice. */
-		log_error("spool: cannot take %s back out of %s/%s/: %s", id, s->dir, dest,
-		          strerror(errno));
-		spool_index_put(s->index, id,
-		                dest_fd == s->new_fd ? SPOOL_STATE_NEW : SPOOL_STATE_CUR);
-		return;
-	}
-	if (fsync(dest_fd) < 0) {
-		log_error("spool: fsync of %s/%s/ failed again (%s): meta/%s kept until restart",
-		          s->dir, dest, strerror(errno), meta);
-		return;
-	}
-	unlinkat(s->meta_fd, meta, 0);
-}
-
-/* The order is spool.h's; each failing step is logged and undone, so that on
- * any failure (of a write, a rename or any of the four fsyncs) nothing of the
- * message is left in new/ or cur/ and the caller answers 451 4.3.0 (SPEC 5:
- * "a failed sync gives 451 4.3.0 to exactly the messages it covered"). */
+/* The blocking store (tests, tools): one message as a batch of its own. The
+ * service streams through spool_writer.h and batches through spool_commit.h. */
 int spool_store_ex(struct spool *s, const struct spool_envelope *env, const char *body, size_t len,
                    const struct spool_store_opts *opts)
 {
 	if (!spool_id_ok(env->id))
 		return -EINVAL;
-	char meta[SPOOL_ID_MAX + 16], meta_tmp[SPOOL_ID_MAX + 16];
-	snprintf(meta, sizeof meta, "%s.json", env->id);
-	snprintf(meta_tmp, sizeof meta_tmp, ".%s.json.tmp", env->id);
-	bool to_cur = opts && opts->to_cur;
-	const char *dest = to_cur ? "cur" : "new";
-	int dest_fd = s->new_fd, cur_fd = -1;
-	const char *step = "the store", *op = "preparing";
-
 	struct buf hdr;
 	buf_init(&hdr, 0);
-	char *json = NULL;
+	size_t meta_len = 0;
+	char *meta = NULL;
 	int rc = spool_headers(&hdr, s, env);
-	if (rc == 0 && (json = spool_meta_json(env, opts ? opts->delivery_json : NULL)) == NULL)
+	if (rc == 0 &&
+	    (meta = spool_meta_file(env, opts ? opts->delivery_json : NULL, &meta_len)) == NULL)
 		rc = -ENOMEM;
-	if (rc == 0 && to_cur) {
-		cur_fd = openat(s->dir_fd, "cur", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (cur_fd < 0)
-			rc = -errno;
-		dest_fd = cur_fd;
+	if (rc == 0) {
+		struct iovec iov[2] = {{hdr.data, hdr.len}, {(void *)body, len}};
+		struct journal_entry e = {
+		    .id = env->id,
+		    .to_cur = opts && opts->to_cur,
+		    .meta = meta,
+		    .meta_len = meta_len,
+		    .fd = -1,
+		    .iov = iov,
+		    .iovcnt = 2,
+		    .len = hdr.len + len,
+		};
+		struct journal_entry *pe = &e;
+		journal_commit(s->journal, &pe, 1);
+		rc = e.rc;
 	}
-	if (rc < 0)
-		goto out;
-	struct iovec msg[2] = {{hdr.data, hdr.len}, {(void *)body, len}};
-	struct iovec env_iov[2] = {{json, strlen(json)}, {(void *)"\n", 1}};
-
-	/* 1. The message in tmp/, fsynced. (One syncfs(2) shared by concurrent
-	 * stores instead of the two file fsyncs was measured slower here: it
-	 * flushes the whole filesystem; see bench/RESULTS.md.) */
-	step = "the message file in tmp/";
-	rc = spool_write_file(s->tmp_fd, env->id, msg, 2, &op);
-	if (rc < 0)
-		goto out;
-
-	/* 2. The envelope, through a temporary name so meta/<id>.json is never
-	 * partial, and meta/ fsynced before the message can appear in new/. The
-	 * directory fsyncs are group commits shared by concurrent stores. */
-	step = "the envelope file in meta/";
-	rc = spool_write_file(s->meta_fd, meta_tmp, env_iov, 2, &op);
-	if (rc < 0)
-		goto drop_tmp;
-	step = "meta/";
-	op = "rename into";
-	if (renameat(s->meta_fd, meta_tmp, s->meta_fd, meta) < 0) {
-		rc = -errno;
-		unlinkat(s->meta_fd, meta_tmp, 0);
-		goto drop_tmp;
-	}
-	op = "fsync of";
-	if ((rc = spool_gsync(&s->meta_sync, s->meta_fd, NULL)) < 0)
-		goto drop_meta;
-
-	/* 3. Into new/ (or cur/), and 4. make that rename durable before the 250. */
-	step = to_cur ? "cur/" : "new/";
-	op = "rename into";
-	if (renameat(s->tmp_fd, env->id, dest_fd, env->id) < 0) {
-		rc = -errno;
-		goto drop_meta;
-	}
-	op = "fsync of";
-	rc = to_cur ? (fsync(dest_fd) < 0 ? -errno : 0) : spool_gsync(&s->new_sync, dest_fd, NULL);
-	if (rc < 0) {
-		spool_unstore(s, dest_fd, dest, env->id, meta);
-		goto out;
-	}
-	/* Stored: the messages API lists it from now on. The index is memory only;
-	 * failing to add to it must not turn a durable message into a 451. */
-	if (spool_index_put(s->index, env->id, to_cur ? SPOOL_STATE_CUR : SPOOL_STATE_NEW) < 0)
-		log_error("spool: %s stored but not in the index: out of memory", env->id);
-	goto out;
-
-drop_meta:
-	unlinkat(s->meta_fd, meta, 0);
-drop_tmp:
-	unlinkat(s->tmp_fd, env->id, 0);
-out:
-	if (rc < 0)
-		log_error("spool: cannot store %s: %s %s failed: %s", env->id, op, step,
-		          strerror(-rc));
-	if (cur_fd >= 0)
-		close(cur_fd);
-	free(json);
+	free(meta);
 	buf_free(&hdr);
 	return rc;
 }
@@ -801,8 +740,6 @@ int spool_open(const char *dir, const char *hostname, struct spool **out, char *
 	}
 	s->dir_fd = s->tmp_fd = s->new_fd = s->meta_fd = -1;
 	atomic_init(&s->counter, 0);
-	spool_gsync_init(&s->meta_sync);
-	spool_gsync_init(&s->new_sync);
 	for (size_t n = strlen(s->dir); n > 1 && s->dir[n - 1] == '/'; n--)
 		s->dir[n - 1] = '\0';
 	/* Maildir names always carry a host part. */
@@ -830,11 +767,14 @@ int spool_open(const char *dir, const char *hostname, struct spool **out, char *
 	    (rc = spool_subdir(s, "cur", false, NULL, err, errlen)) < 0 ||
 	    (rc = spool_subdir(s, "meta", true, &s->meta_fd, err, errlen)) < 0)
 		goto fail;
-	/* tmp/ first: a message it drops may leave an envelope the next step sees. */
+	/* The index first: the journal's replay asks it where messages are and
+	 * adds what it moves into new/. Then what a crash left: tmp/ before
+	 * meta/, since a message it drops may leave an envelope the next step sees. */
+	if ((rc = spool_index_load(s, err, errlen)) < 0 ||
+	    (rc = journal_open(s, s->dir_fd, &s->journal, err, errlen)) < 0)
+		goto fail;
 	spool_clean_tmp(s);
 	spool_clean_meta(s);
-	if ((rc = spool_index_load(s, err, errlen)) < 0)
-		goto fail;
 	*out = s;
 	return 0;
 fail:
@@ -842,20 +782,52 @@ fail:
 	return rc;
 }
 
+void spool_crash(struct spool *s)
+{
+	if (s == NULL)
+		return;
+	journal_abandon(s->journal);
+	s->journal = NULL;
+	spool_close(s);
+}
+
 void spool_close(struct spool *s)
 {
 	if (s == NULL)
 		return;
+	journal_close(s->journal);
 	int fds[] = {s->dir_fd, s->tmp_fd, s->new_fd, s->meta_fd};
 	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
-	spool_gsync_destroy(&s->meta_sync);
-	spool_gsync_destroy(&s->new_sync);
 	spool_index_free(s->index);
 	free(s->dir);
 	free(s->hostname);
 	free(s);
+}
+
+void spool_sync_stats(struct spool *s, uint64_t *messages, uint64_t *syncs, uint64_t *failures)
+{
+	struct journal_stats st;
+	journal_get_stats(s->journal, &st);
+	*messages = st.messages;
+	*syncs = st.syncs;
+	*failures = st.sync_failures;
+}
+
+struct journal *spool_journal(struct spool *s)
+{
+	return s->journal;
+}
+
+int spool_tmp_fd(const struct spool *s)
+{
+	return s->tmp_fd;
+}
+
+const char *spool_host(const struct spool *s)
+{
+	return s->host;
 }
 
 const char *spool_dir(const struct spool *s)

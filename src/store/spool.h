@@ -5,13 +5,13 @@
  * run off the loop (uv_queue_work); everything it touches is its arguments, so
  * several stores may run at once on the thread pool.
  *
- * Durability order (SPEC 5), so a crash at any point leaves either a complete
- * message in new/ or none:
- *   1. write tmp/<id> (Return-Path, Received, then the message), fsync it;
- *   2. write meta/<id>.json (through a temporary name and rename), fsync it;
- *   3. rename tmp/<id> -> new/<id>;
- *   4. fsync meta/ and new/;
- * only then may the caller answer 250.
+ * Durability (SPEC 5, issue 14): a message streams into tmp/<id> while it
+ * arrives (spool_writer.h); at its end a group commit (journal.h, batched by
+ * spool_commit.h) appends it with its envelope to the journal, syncs the journal
+ * once for the whole batch, then writes meta/<id>.json and renames tmp/<id>
+ * into new/ without further syncs; only then may the caller answer 250. The
+ * journal is replayed at spool_open(), so a crash at any point leaves every
+ * acknowledged message in new/ exactly once, with its envelope.
  *
  * The spool also keeps an index of its messages in memory (spool_index.h): the
  * messages API lists pages from it instead of reading directories. spool_open()
@@ -20,7 +20,7 @@
  * out of new/, cur/ or failed/ while mailport runs is seen at the next start
  * (a message found gone when read is dropped from the index then).
  *
- * Sources: spool.c (open, ids, envelope, store), spool_sync.c (group commit),
+ * Sources: spool.c (open, ids, envelope, store), journal.c (group commit),
  * spool_access.c (reading, moving, removing), spool_index.c; spool_priv.h is
  * what they share. */
 #ifndef MAILPORT_SPOOL_H
@@ -79,6 +79,8 @@ struct spool;
  * accepts anything; failures of that cleanup are not errors. */
 int spool_open(const char *dir, const char *hostname, struct spool **out, char *err, size_t errlen);
 void spool_close(struct spool *s); /* NULL is a no-op */
+/* Tests: close as a crash would, the journal's segments left for the next open. */
+void spool_crash(struct spool *s);
 
 /* A new unique Maildir base name (time.MusecPpidQcounter.host, with '/' and ':'
  * in the host written as \057 and \072). Thread-safe.
@@ -89,20 +91,11 @@ void spool_close(struct spool *s); /* NULL is a no-op */
 void spool_new_id(struct spool *s, char *id, size_t len);
 
 /* Store one message whose content (LF line ends) is body[0..len) with its
- * envelope, in the order above. Blocking: call it from the thread pool. On
- * failure nothing is left in new/ or meta/ (the failure is logged), and the
- * caller must answer 451 4.3.0. Returns 0 or a negative errno: a failure of any
- * write, rename or fsync (of the message file, of the envelope file, of meta/ or
- * of new/) is returned, and each store gets the result of exactly the directory
- * fsync that covered its own rename (never a later one's success). Should the
- * message have reached new/ when the fsync of new/ failed, it is taken out
- * again; its envelope goes too once that removal is fsynced, else it stays for
- * the next spool_open() to clean (a message that came back after a crash still
- * has its envelope).
- * The meta/ directory is fsynced right after the envelope's rename, before the
- * rename into new/ (step 4 moved earlier, same number of fsyncs), so that even a
- * filesystem that does not order metadata updates cannot keep the message
- * without its envelope. -EINVAL when env->id is not a plain file name. */
+ * envelope, as a group commit of its own (journal.h). Blocking: call it from
+ * the thread pool, one at a time with any other commit (tests and tools; the
+ * service batches through spool_commit.h). On failure nothing is left in new/
+ * or meta/ (the failure is logged), and the caller must answer 451 4.3.0.
+ * Returns 0 or a negative errno; -EINVAL when env->id is not a plain file name. */
 int spool_store(struct spool *s, const struct spool_envelope *env, const char *body, size_t len);
 
 /* The envelope JSON exactly as written to meta/<id>.json (SPEC 5), malloc'ed,
@@ -181,9 +174,25 @@ int spool_meta_remove(struct spool *s, const char *id);
 int spool_list_ids(struct spool *s, enum spool_state st, char ***ids, size_t *n);
 void spool_ids_free(char **ids, size_t n);
 
-/* Group commit figures (issue 8): renames into meta/ and new/ made durable,
- * and the directory fsyncs that did it. Thread-safe. */
-void spool_sync_stats(struct spool *s, uint64_t *renames, uint64_t *fsyncs);
+/* Group commit figures (issue 14): messages committed and journal syncs
+ * (one per batch), failed syncs. Thread-safe. */
+void spool_sync_stats(struct spool *s, uint64_t *messages, uint64_t *syncs, uint64_t *failures);
+
+/* The journal (journal.h), owned by the spool. */
+struct journal;
+struct journal *spool_journal(struct spool *s);
+
+/* meta/<id>.json's bytes for a new message (the envelope JSON, "delivery"
+ * added when delivery_json is not NULL, and a newline), malloc'ed with its
+ * length in *len; NULL on out of memory. */
+char *spool_meta_file(const struct spool_envelope *env, const char *delivery_json, size_t *len);
+
+/* tmp/'s descriptor: where messages stream while they arrive (spool_writer.h). */
+int spool_tmp_fd(const struct spool *s);
+
+/* The escaped host part of this spool's ids (tmp/ files of a previous run of
+ * this host are dead at start-up). */
+const char *spool_host(const struct spool *s);
 
 /* The directory the spool lives in. */
 const char *spool_dir(const struct spool *s);

@@ -1,5 +1,5 @@
 /* spool_priv: what the files of the spool module share (spool.c: open, ids,
- * envelope and store; spool_sync.c: the group commit; spool_access.c: reading,
+ * envelope and store; journal.c: the group commit; spool_access.c: reading,
  * moving and removing messages for delivery and the messages API). Not a public
  * header: everything else uses spool.h. */
 #ifndef MAILPORT_SPOOL_PRIV_H
@@ -11,36 +11,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/uio.h>
-
-/* Group commit of a directory (issue 8). Every store renames a file into
- * meta/ and new/ and must see that rename durable before its 250; concurrent
- * stores share one fsync of the directory instead of one each. A store takes a
- * ticket after its rename; an fsync that starts later covers every ticket
- * issued before it started, so each store waits for the first fsync that began
- * after its own rename, and at most one fsync of a directory runs at a time.
- * Each waiter gets the result of exactly that fsync (issue 12): the fsync's
- * runner hands its result to every waiter it covered before anyone can start
- * the next one, so a later fsync that succeeds never hides one that failed. */
-struct spool_gwait; /* one waiting caller, on its own stack */
-struct spool_gsync {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	uint64_t issued; /* tickets handed out */
-	bool running;
-	uint64_t covers;             /* while running: the last ticket it covers */
-	struct spool_gwait *waiters; /* callers whose fsync has not completed */
-	uint64_t fsyncs;             /* for tests and benchmarks */
-	uint64_t failures;           /* fsyncs that failed */
-	int (*sync)(int fd);         /* fsync(2); tests put a fake here */
-};
-
-void spool_gsync_init(struct spool_gsync *g);
-void spool_gsync_destroy(struct spool_gsync *g);
-/* fsync(fd) on behalf of a rename made just before the call, sharing the
- * fsync with every concurrent caller. Returns 0 or -errno of the fsync that
- * covered this call; its ticket in *ticket when not NULL (for tests).
- * Blocking: thread pool only. */
-int spool_gsync(struct spool_gsync *g, int fd, uint64_t *ticket);
 
 struct spool {
 	char *dir;                     /* as given, trailing slashes removed */
@@ -55,9 +25,8 @@ struct spool {
 	atomic_uint_fast64_t counter;
 	size_t tmp_removed;
 	size_t meta_removed;
-	struct spool_gsync meta_sync; /* fsync of meta/ */
-	struct spool_gsync new_sync;  /* fsync of new/ */
-	struct spool_index *index;    /* the messages of new/, cur/, failed/ */
+	struct journal *journal;   /* the group commit (journal.h) */
+	struct spool_index *index; /* the messages of new/, cur/, failed/ */
 };
 
 /* "new", "cur", "failed": the directory of each enum spool_state. */

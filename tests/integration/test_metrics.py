@@ -142,13 +142,14 @@ class TestMetrics(h.MailportTestCase):
         self.assertGreater(total, 0)
         self.assertLess(total, 10)
 
-        # group commit: every stored message made two renames durable (meta/, new/),
-        # and no more directory fsyncs than renames were needed for that
-        renames = fams["mailport_spool_dir_renames_total"]["samples"][0][2]
-        fsyncs = fams["mailport_spool_dir_fsyncs_total"]["samples"][0][2]
-        self.assertEqual(renames, 2 * status["messages"]["accepted"])
-        self.assertGreaterEqual(fsyncs, 1)
-        self.assertLessEqual(fsyncs, renames)
+        # group commit (issue 14): every stored message went through the journal,
+        # and no more journal syncs than messages were needed for that
+        committed = fams["mailport_journal_messages_total"]["samples"][0][2]
+        syncs = fams["mailport_journal_syncs_total"]["samples"][0][2]
+        self.assertEqual(committed, status["messages"]["accepted"])
+        self.assertGreaterEqual(syncs, 1)
+        self.assertLessEqual(syncs, committed)
+        self.assertEqual(fams["mailport_journal_sync_failures_total"]["samples"][0][2], 0)
 
         per = {(l["address"], l["port"]): v
                for _, l, v in fams["mailport_listener_messages_accepted_total"]["samples"]}

@@ -2,7 +2,8 @@
  * exit status mapping, and real /bin/sh filters on a private libuv loop
  * (accept, tempfail, reject with text, flood, never reading stdin, hang and
  * kill, a background child), each ending with the loop closed and no handle
- * left. */
+ * left. The message reaches the filter as a file on its stdin (issue 14): the
+ * filter reads every byte of it, and filter_start keeps no descriptor. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,11 +14,14 @@
 #include "filter.h"
 #include "log.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *env_get(char **envp, const char *name)
 {
@@ -181,8 +185,53 @@ static void walk_count(uv_handle_t *h, void *arg)
 	(*(int *)arg)++;
 }
 
+/* Descriptors of this process open on a message file of these tests: after
+ * the caller closed its own, filter_start must have kept none. (libuv keeps
+ * descriptors of its own, its signal pipe, so a plain count would not do.) */
+static int message_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		char link[300], target[256];
+		snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+		ssize_t l = readlink(link, target, sizeof target - 1);
+		if (l <= 0)
+			continue;
+		target[l] = '\0';
+		n += strstr(target, "mailport-test-filter-") != NULL;
+	}
+	closedir(d);
+	return n;
+}
+
+/* The message as the service hands it over: a read-only descriptor of a file
+ * holding a trace header and then input, positioned at 0, its name already
+ * gone. */
+static int message_fd(const char *input, size_t len)
+{
+	char path[] = "/tmp/mailport-test-filter-XXXXXX";
+	int w = mkstemp(path);
+	assert_true(w >= 0);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	unlink(path);
+	const char trace[] = "Received: x\n";
+	assert_int_equal(write(w, trace, sizeof trace - 1), (ssize_t)(sizeof trace - 1));
+	for (size_t off = 0; off < len;) {
+		ssize_t n = write(w, input + off, len - off);
+		assert_true(n > 0);
+		off += (size_t)n;
+	}
+	close(w);
+	return fd;
+}
+
 /* Run `cmd` with input and the given timeout; returns the result and the
- * seconds it took. The loop must end with every handle closed. */
+ * seconds it took. The loop must end with every handle closed, and no
+ * descriptor may be left behind. */
 static struct filter_result run_filter(const char *cmd, const char *input, size_t len,
                                        uint64_t timeout_ms, double *secs)
 {
@@ -199,14 +248,15 @@ static struct filter_result run_filter(const char *cmd, const char *input, size_
 	char *parent[] = {"PATH=/usr/bin:/bin", NULL};
 	char **envp = filter_env_build(&env, parent);
 	assert_non_null(envp);
-	uv_buf_t parts[2] = {uv_buf_init((char *)"Received: x\n", 12),
-	                     uv_buf_init((char *)input, (unsigned)len)};
+	int fd = message_fd(input, len);
 	struct run run = {0};
 	struct timespec a, b;
 	clock_gettime(CLOCK_MONOTONIC, &a);
 	assert_int_equal(
-	    filter_start(&loop, cmd, timeout_ms, envp, parts, 2, env.id, NULL, on_done, &run, NULL),
-	    0);
+	    filter_start(&loop, cmd, timeout_ms, envp, fd, env.id, NULL, on_done, &run, NULL), 0);
+	/* The caller closes its descriptor at once: the child has its own. */
+	close(fd);
+	assert_int_equal(message_fds(), 0);
 	filter_env_free(envp);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	clock_gettime(CLOCK_MONOTONIC, &b);
@@ -216,6 +266,7 @@ static struct filter_result run_filter(const char *cmd, const char *input, size_
 	uv_walk(&loop, walk_count, &open);
 	assert_int_equal(open, 0);
 	assert_int_equal(uv_loop_close(&loop), 0);
+	assert_int_equal(message_fds(), 0);
 	return run.r;
 }
 
@@ -258,7 +309,7 @@ static void test_run_hostile(void **state)
 {
 	(void)state;
 	double t;
-	/* 2 MB in, never read: EPIPE for us, the exit status decides. */
+	/* 2 MB in, never read: nothing waits on it, the exit status decides. */
 	size_t big = 2u << 20;
 	char *in = malloc(big);
 	assert_non_null(in);
@@ -301,15 +352,84 @@ static void test_run_hostile(void **state)
 	assert_int_equal(r.exit_status, 127);
 }
 
+/* The filter reads the whole file, byte for byte, however large: its stdin
+ * is the file itself, not a copy in our memory. */
+static void test_run_reads_file(void **state)
+{
+	(void)state;
+	double t;
+	size_t big = (3u << 20) + 7;
+	char *in = malloc(big);
+	assert_non_null(in);
+	for (size_t i = 0; i < big; i++)
+		in[i] = (char)('a' + i % 26);
+	in[big - 1] = '\n';
+	char want[32];
+	snprintf(want, sizeof want, "%zu", big + 12);
+	struct filter_result r = run_filter("wc -c | tr -d ' '", in, big, 10000, &t);
+	assert_int_equal(r.verdict, FILTER_ACCEPT);
+	assert_string_equal(r.text, want);
+
+	/* Exactly the bytes: the trace header first, then the message. */
+	char path[] = "/tmp/mailport-test-filter-out-XXXXXX";
+	int o = mkstemp(path);
+	assert_true(o >= 0);
+	close(o);
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "cat > %s", path);
+	r = run_filter(cmd, in, big, 10000, &t);
+	assert_int_equal(r.verdict, FILTER_ACCEPT);
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	char *got = malloc(big + 12 + 1);
+	assert_non_null(got);
+	size_t n = fread(got, 1, big + 12 + 1, f);
+	fclose(f);
+	unlink(path);
+	assert_int_equal(n, big + 12);
+	assert_memory_equal(got, "Received: x\n", 12);
+	assert_memory_equal(got + 12, in, big);
+	free(got);
+
+	/* An empty message: the filter sees just the trace header, then EOF. */
+	r = run_filter("wc -c | tr -d ' '", "", 0, 5000, &t);
+	assert_int_equal(r.verdict, FILTER_ACCEPT);
+	assert_string_equal(r.text, "12");
+	free(in);
+}
+
+/* Without a message descriptor the filter's stdin is empty (/dev/null). */
+static void test_run_no_input(void **state)
+{
+	(void)state;
+	uv_loop_t loop;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	char *envp[] = {"PATH=/usr/bin:/bin", NULL};
+	struct run run = {0};
+	assert_int_equal(filter_start(&loop, "n=$(wc -c); echo \"got $n\"", 5000, envp, -1, "x",
+	                              NULL, on_done, &run, NULL),
+	                 0);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	assert_true(run.done);
+	assert_int_equal(run.r.verdict, FILTER_ACCEPT);
+	assert_string_equal(run.r.text, "got 0");
+	assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
-	/* As the service does (server_run): a filter that stops reading gives EPIPE. */
+	/* As the service does (server_run). */
 	signal(SIGPIPE, SIG_IGN);
 	log_setup(CONFIG_LOG_TEXT, CONFIG_LOG_ERROR);
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_env),        cmocka_unit_test(test_env_rcpt_json),
-	    cmocka_unit_test(test_reply_text), cmocka_unit_test(test_verdict),
-	    cmocka_unit_test(test_run_simple), cmocka_unit_test(test_run_hostile),
+	    cmocka_unit_test(test_env),
+	    cmocka_unit_test(test_env_rcpt_json),
+	    cmocka_unit_test(test_reply_text),
+	    cmocka_unit_test(test_verdict),
+	    cmocka_unit_test(test_run_simple),
+	    cmocka_unit_test(test_run_hostile),
+	    cmocka_unit_test(test_run_reads_file),
+	    cmocka_unit_test(test_run_no_input),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

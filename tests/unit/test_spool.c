@@ -9,6 +9,7 @@
 #include "spool.h"
 #include "spool_index.h"
 #include "spool_priv.h"
+#include "journal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -660,147 +661,44 @@ static void test_stale_cleanup(void **state)
 	assert_true(exists(path_in(fx, "cur", "1.M1P1Q4.h:2,S")));
 }
 
-/* ---- group commit: each caller gets the result of its own fsync (issue 12) ---- */
+/* ---- a failed sync (the journal's, issue 14; test_journal.c has the rest) ---- */
 
-#define GS_THREADS 8
-#define GS_CALLS   300
-#define GS_FSYNCS  (GS_THREADS * GS_CALLS)
-
-/* The fake fsync logs, in order (one runs at a time), what each fsync covered
- * and what it answered; about a third fail, and each takes a little while so
- * that callers pile up behind it and get woken together. */
-static struct {
-	pthread_mutex_t mu;
-	struct spool_gsync *g;
-	uint64_t covers[GS_FSYNCS];
-	int rc[GS_FSYNCS];
-	size_t n;
-	unsigned seed;
-} gs_log = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static int gs_fake_fsync(int fd)
-{
-	(void)fd;
-	pthread_mutex_lock(&gs_log.g->mu);
-	uint64_t covers = gs_log.g->covers;
-	pthread_mutex_unlock(&gs_log.g->mu);
-	pthread_mutex_lock(&gs_log.mu);
-	int fail = rand_r(&gs_log.seed) % 3 == 0;
-	unsigned pause = (unsigned)rand_r(&gs_log.seed) % 200;
-	assert_true(gs_log.n < GS_FSYNCS);
-	gs_log.covers[gs_log.n] = covers;
-	gs_log.rc[gs_log.n++] = fail ? -EIO : 0;
-	pthread_mutex_unlock(&gs_log.mu);
-	usleep(pause);
-	if (fail) {
-		errno = EIO;
-		return -1;
-	}
-	return 0;
-}
-
-struct gs_caller {
-	struct spool_gsync *g;
-	uint64_t ticket[GS_CALLS];
-	int rc[GS_CALLS];
-};
-
-static void *gs_worker(void *arg)
-{
-	struct gs_caller *c = arg;
-	for (int i = 0; i < GS_CALLS; i++) {
-		c->rc[i] = spool_gsync(c->g, -1, &c->ticket[i]);
-		if (i % 7 == 0)
-			sched_yield();
-	}
-	return NULL;
-}
-
-static void test_group_commit_results(void **state)
-{
-	(void)state;
-	struct spool_gsync g;
-	spool_gsync_init(&g);
-	g.sync = gs_fake_fsync;
-	gs_log.g = &g;
-	gs_log.n = 0;
-	gs_log.seed = 7;
-	static struct gs_caller callers[GS_THREADS];
-	pthread_t th[GS_THREADS];
-	for (int i = 0; i < GS_THREADS; i++) {
-		callers[i].g = &g;
-		assert_int_equal(pthread_create(&th[i], NULL, gs_worker, &callers[i]), 0);
-	}
-	for (int i = 0; i < GS_THREADS; i++)
-		assert_int_equal(pthread_join(th[i], NULL), 0);
-	/* Tickets 1..N, each covered by the first fsync that covers it. */
-	size_t shared = 0, failed = 0;
-	for (int t = 0; t < GS_THREADS; t++) {
-		for (int i = 0; i < GS_CALLS; i++) {
-			uint64_t ticket = callers[t].ticket[i];
-			size_t f = 0;
-			while (f < gs_log.n && gs_log.covers[f] < ticket)
-				f++;
-			assert_true(f < gs_log.n);
-			if (callers[t].rc[i] != gs_log.rc[f])
-				fail_msg("ticket %llu got %d, its fsync (%zu, covering up to %llu) "
-				         "answered %d",
-				         (unsigned long long)ticket, callers[t].rc[i], f,
-				         (unsigned long long)gs_log.covers[f], gs_log.rc[f]);
-			failed += callers[t].rc[i] < 0;
-		}
-	}
-	for (size_t f = 1; f < gs_log.n; f++)
-		shared += gs_log.covers[f] - gs_log.covers[f - 1] > 1;
-	assert_int_equal(g.issued, GS_FSYNCS);
-	assert_int_equal(g.fsyncs, gs_log.n);
-	/* The test means something only if fsyncs were shared and some failed. */
-	assert_true(shared > 10);
-	assert_true(failed > 10 && failed < GS_FSYNCS);
-	assert_null(g.waiters);
-	spool_gsync_destroy(&g);
-}
-
-static int gs_always_eio(int fd)
+static int always_eio(int fd)
 {
 	(void)fd;
 	errno = EIO;
 	return -1;
 }
 
-/* A failed fsync of meta/ or of new/: the store fails, and nothing of the
- * message stays in new/ or meta/ or the index. */
-static void test_store_dir_fsync_fails(void **state)
+/* A failed sync: the store fails, and nothing of the message stays in new/,
+ * meta/, tmp/ or the index; the next store works. */
+static void test_store_sync_fails(void **state)
 {
 	struct fx *fx = *state;
 	fx_open(fx, "mx.example");
-	struct spool_gsync *gs[] = {&fx->s->meta_sync, &fx->s->new_sync};
-	for (size_t i = 0; i < 2; i++) {
-		char id[SPOOL_ID_MAX];
-		spool_new_id(fx->s, id, sizeof id);
-		struct spool_envelope e = base_env(id);
-		gs[i]->sync = gs_always_eio;
-		assert_int_equal(spool_store(fx->s, &e, body, strlen(body)), -EIO);
-		gs[i]->sync = fsync;
-		assert_int_equal(count_files(path_in(fx, "new", ""), NULL), 0);
-		assert_int_equal(count_files(path_in(fx, "meta", ""), NULL), 0);
-		assert_int_equal(count_files(path_in(fx, "tmp", ""), NULL), 0);
-		enum spool_state st;
-		assert_int_equal(spool_index_get(spool_get_index(fx->s), id, &st), -ENOENT);
-		assert_int_equal(spool_locate(fx->s, id, &st), -ENOENT);
-	}
-	/* and the next store works */
 	char id[SPOOL_ID_MAX];
 	spool_new_id(fx->s, id, sizeof id);
 	struct spool_envelope e = base_env(id);
+	journal_set_sync(spool_journal(fx->s), always_eio);
+	assert_int_equal(spool_store(fx->s, &e, body, strlen(body)), -EIO);
+	journal_set_sync(spool_journal(fx->s), NULL);
+	assert_int_equal(count_files(path_in(fx, "new", ""), NULL), 0);
+	assert_int_equal(count_files(path_in(fx, "meta", ""), NULL), 0);
+	assert_int_equal(count_files(path_in(fx, "tmp", ""), NULL), 0);
+	enum spool_state st;
+	assert_int_equal(spool_index_get(spool_get_index(fx->s), id, &st), -ENOENT);
+	assert_int_equal(spool_locate(fx->s, id, &st), -ENOENT);
+	spool_new_id(fx->s, id, sizeof id);
+	e = base_env(id);
 	assert_int_equal(spool_store(fx->s, &e, body, strlen(body)), 0);
 	assert_int_equal(count_files(path_in(fx, "new", ""), NULL), 1);
 	assert_int_equal(count_files(path_in(fx, "meta", ""), NULL), 1);
 	assert_int_equal(spool_index_total(spool_get_index(fx->s), NULL), 1);
-	uint64_t renames, fsyncs;
-	spool_sync_stats(fx->s, &renames, &fsyncs);
-	assert_int_equal(renames, 5); /* meta/ by each store, new/ by the last two */
-	assert_int_equal(fx->s->meta_sync.failures + fx->s->new_sync.failures, 2);
+	uint64_t messages, syncs, failures;
+	spool_sync_stats(fx->s, &messages, &syncs, &failures);
+	assert_int_equal(messages, 1);
+	assert_int_equal(syncs, 2);
+	assert_int_equal(failures, 1);
 }
 
 int main(void)
@@ -818,8 +716,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_store_failure_cleans_up, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_store_concurrent, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(test_stale_cleanup, fx_setup, fx_teardown),
-	    cmocka_unit_test(test_group_commit_results),
-	    cmocka_unit_test_setup_teardown(test_store_dir_fsync_fails, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_store_sync_fails, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
