@@ -1,5 +1,5 @@
-/* fsync_fault: a test-only LD_PRELOAD library that makes fsync(2) and
- * fdatasync(2) fail with EIO, to prove that mailport never answers 250 for a
+/* fsync_fault: a test-only LD_PRELOAD library that makes fsync(2),
+ * fdatasync(2) and syncfs(2) fail with EIO, to prove that mailport never answers 250 for a
  * message whose sync failed (SPEC 5, issue 12). Built only with BUILD_TESTING;
  * never installed.
  *
@@ -11,6 +11,10 @@
  *                               Unset or empty: every fd.
  *   MAILPORT_FAULT_FSYNC_AFTER  this many matching calls pass first (default 0).
  *   MAILPORT_FAULT_FSYNC_COUNT  then this many fail (default: all that follow).
+ *   MAILPORT_FAULT_FSYNC_TRIGGER  when set, matching calls pass (and are not
+ *                               counted) until this file exists; the first
+ *                               counted call removes it, so a test arms the
+ *                               fault at the moment it chooses (issue 14).
  *   MAILPORT_FAULT_FSYNC_LOG    a file that gets one line per matching call,
  *                               "<n> <path> ok|EIO", so the test can check that
  *                               the faults it asked for really happened.
@@ -81,6 +85,15 @@ static int fsync_fault_should_fail(int fd)
 	path[n] = '\0';
 	if (!fsync_fault_match(path, getenv("MAILPORT_FAULT_FSYNC_PATH")))
 		return 0;
+	const char *trigger = getenv("MAILPORT_FAULT_FSYNC_TRIGGER");
+	if (trigger != NULL && *trigger != '\0') {
+		static int armed;
+		if (!__atomic_load_n(&armed, __ATOMIC_SEQ_CST)) {
+			if (unlink(trigger) < 0)
+				return 0; /* not armed yet (or another thread took it) */
+			__atomic_store_n(&armed, 1, __ATOMIC_SEQ_CST);
+		}
+	}
 	unsigned long k = __atomic_add_fetch(&fsync_fault_calls, 1, __ATOMIC_SEQ_CST);
 	long after = fsync_fault_env("MAILPORT_FAULT_FSYNC_AFTER", 0);
 	long count = fsync_fault_env("MAILPORT_FAULT_FSYNC_COUNT", -1);
@@ -101,6 +114,12 @@ static int fsync_fault_call(const char *name, int fd)
 		return -1;
 	}
 	return real(fd);
+}
+
+int syncfs(int fd);
+int syncfs(int fd)
+{
+	return fsync_fault_call("syncfs", fd);
 }
 
 int fsync(int fd)

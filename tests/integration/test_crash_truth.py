@@ -11,9 +11,9 @@ size), under the name its "queued as" id gave; every stored file, acknowledged
 or not, is one complete sent message; no file lacks its envelope; no envelope
 is left without its message.
 
-test_failed_sync_batch: mailport runs with tests/shim/failsync.c preloaded; a
-trigger file armed just before 20 concurrent final dots makes the next sync of
-the spool fail with EIO: at least one message gets 451 4.3.0, every 250 is
+test_failed_sync_batch: mailport runs with tests/faultinject/fsync_fault.c
+preloaded; a trigger file armed just before 20 concurrent final dots makes the
+next sync of the spool fail with EIO: at least one message gets 451 4.3.0, every 250 is
 stored exactly once after a restart without the shim, nothing answered 451 is
 in new/, cur/ or meta/, mailport goes on storing and its log names the error.
 
@@ -402,12 +402,12 @@ def asan_runtime(binary):
 
 
 def failsync_lib():
-    p = os.environ.get("MAILPORT_FAILSYNC_LIB")
+    p = os.environ.get("MAILPORT_FSYNC_FAULT_LIB")
     if p:
         return p
     for d in (os.environ.get("MAILPORT_BUILD_DIR"), os.path.join(h.SOURCE_DIR, "build")):
         if d:
-            cand = os.path.join(d, "tests", "libfailsync.so")
+            cand = os.path.join(d, "tests", "libmailport_fsync_fault.so")
             if os.path.exists(cand):
                 return cand
     return None
@@ -586,7 +586,7 @@ class TestFailedSync(CrashTruthCase):
         super().setUp()
         self.shim = failsync_lib()
         if self.shim is None:
-            self.skipTest("the failsync library is not built (MAILPORT_FAILSYNC_LIB)")
+            self.skipTest("the fsync fault library is not built (MAILPORT_FSYNC_FAULT_LIB)")
 
     def open_in_data(self, port, i):
         """A connection of message i, its body sent, all but the final dot."""
@@ -632,7 +632,8 @@ class TestFailedSync(CrashTruthCase):
         opts = os.environ.get("ASAN_OPTIONS", "")
         env = {"SMTPD_PORTS": str(port), "SMTPD_SPOOL": spool, "SMTPD_SPOOL_MIN_FREE": "0",
                "LD_PRELOAD": "%s:%s" % (asan, self.shim) if asan else self.shim,
-               "FAILSYNC_TRIGGER": trigger, "FAILSYNC_PATH": spool, "FAILSYNC_LOG": flog}
+               "MAILPORT_FAULT_FSYNC_TRIGGER": trigger, "MAILPORT_FAULT_FSYNC_PATH": spool,
+               "MAILPORT_FAULT_FSYNC_COUNT": "1", "MAILPORT_FAULT_FSYNC_LOG": flog}
         if not asan:  # a build without ASan, or ldd did not say: let ASan not object
             env["ASAN_OPTIONS"] = (opts + ":" if opts else "") + "verify_asan_link_order=0"
         mp.start(env, wait=False)
@@ -657,7 +658,7 @@ class TestFailedSync(CrashTruthCase):
         log("replies: %s" % {i: r[1][-1][:60] for i, r in replies.items()})
         try:
             with open(flog) as f:
-                failed = [l.strip() for l in f if l.strip()]
+                failed = [l.strip() for l in f if l.strip().endswith(" EIO")]
         except FileNotFoundError:
             failed = []
         log("failed syncs: %s" % failed)
