@@ -413,15 +413,24 @@ static bool journal_checkpoint_due_locked(struct journal *j)
 	return false;
 }
 
-static int journal_checkpoint_locked(struct journal *j, bool all)
+/* The syncfs runs without the lock, so commits go on meanwhile: the segments
+ * it covers are closed (nothing is appended to them any more), and a checkpoint
+ * never runs twice at once (spool_commit.c; journal_close after the loop). */
+int journal_checkpoint(struct journal *j, bool all)
 {
+	pthread_mutex_lock(&j->mu);
 	time_t now = time(NULL);
 	if (j->seg_fd >= 0 && (all || now - j->last_commit >= JOURNAL_SEGMENT_IDLE))
 		journal_close_segment(j);
 	size_t due = 0;
+	uint64_t last = 0; /* the newest segment this checkpoint removes */
 	for (size_t i = 0; i < j->nclosed; i++)
-		if (all || now - j->closed[i].closed >= JOURNAL_CHECKPOINT_AGE)
+		if (all || now - j->closed[i].closed >= JOURNAL_CHECKPOINT_AGE) {
 			due++;
+			if (j->closed[i].seq >= last)
+				last = j->closed[i].seq;
+		}
+	pthread_mutex_unlock(&j->mu);
 	if (due == 0)
 		return 0;
 	/* Everything the segments cover (files in tmp/ renamed into new/, meta/)
@@ -432,9 +441,11 @@ static int journal_checkpoint_locked(struct journal *j, bool all)
 		          strerror(e));
 		return -e;
 	}
+	pthread_mutex_lock(&j->mu);
 	size_t kept = 0, removed = 0;
 	for (size_t i = 0; i < j->nclosed; i++) {
-		if (!all && now - j->closed[i].closed < JOURNAL_CHECKPOINT_AGE) {
+		if (j->closed[i].seq > last ||
+		    (!all && now - j->closed[i].closed < JOURNAL_CHECKPOINT_AGE)) {
 			j->closed[kept++] = j->closed[i];
 			continue;
 		}
@@ -444,6 +455,7 @@ static int journal_checkpoint_locked(struct journal *j, bool all)
 			removed++;
 	}
 	j->nclosed = kept;
+	pthread_mutex_unlock(&j->mu);
 	fsync(j->dir_fd);
 	return (int)removed;
 }
@@ -453,14 +465,6 @@ void journal_commit(struct journal *j, struct journal_entry **e, size_t n)
 	pthread_mutex_lock(&j->mu);
 	journal_commit_locked(j, e, n);
 	pthread_mutex_unlock(&j->mu);
-}
-
-int journal_checkpoint(struct journal *j, bool all)
-{
-	pthread_mutex_lock(&j->mu);
-	int rc = journal_checkpoint_locked(j, all);
-	pthread_mutex_unlock(&j->mu);
-	return rc;
 }
 
 /* ---- replay ---------------------------------------------------------------------------- */

@@ -31,8 +31,9 @@
  * kept JOURNAL_CHECKPOINT_AGE seconds first, so that the kernel's own writeback
  * has usually written those files and the syncfs has little left to do.
  *
- * Threads: journal_commit and journal_checkpoint must not run at the same
- * time (spool_commit.c runs them one at a time on the thread pool); the
+ * Threads: commits are serialised by a mutex, and a checkpoint takes it only
+ * around its bookkeeping, so its syncfs runs while commits go on; two
+ * checkpoints must not run at once (spool_commit.c runs one at a time). The
  * counters are atomic. */
 #ifndef MAILPORT_JOURNAL_H
 #define MAILPORT_JOURNAL_H

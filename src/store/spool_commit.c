@@ -20,8 +20,10 @@ struct spool_commit {
 	struct journal_entry *batch[SPOOL_COMMIT_BATCH_MAX];
 	size_t nbatch;
 	uv_work_t work;
-	bool busy;          /* a commit or a checkpoint is on the pool */
-	bool checkpointing; /* ... and it is a checkpoint */
+	bool busy; /* a commit is on the pool */
+	/* Checkpoints run beside the commits (journal.h), one at a time. */
+	uv_work_t ckpt;
+	bool ckpt_busy;
 	uv_timer_t tick;
 	bool stopped;
 	int ckpt_rc;
@@ -32,29 +34,35 @@ static void spool_commit_next(struct spool_commit *c);
 static void spool_commit_work(uv_work_t *w)
 {
 	struct spool_commit *c = w->data;
-	if (c->checkpointing)
-		c->ckpt_rc = journal_checkpoint(c->j, false);
-	else
-		journal_commit(c->j, c->batch, c->nbatch);
+	journal_commit(c->j, c->batch, c->nbatch);
 }
 
 static void spool_commit_after(uv_work_t *w, int status)
 {
 	struct spool_commit *c = w->data;
 	c->busy = false;
-	if (c->checkpointing) {
-		c->checkpointing = false;
-	} else {
-		size_t n = c->nbatch;
-		c->nbatch = 0;
-		for (size_t i = 0; i < n; i++) {
-			struct journal_entry *e = c->batch[i];
-			if (status < 0 && e->rc == 0)
-				e->rc = status; /* cancelled: never ran */
-			e->done(e, e->arg);
-		}
+	size_t n = c->nbatch;
+	c->nbatch = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct journal_entry *e = c->batch[i];
+		if (status < 0 && e->rc == 0)
+			e->rc = status; /* cancelled: never ran */
+		e->done(e, e->arg);
 	}
 	spool_commit_next(c);
+}
+
+static void spool_commit_ckpt_work(uv_work_t *w)
+{
+	struct spool_commit *c = w->data;
+	c->ckpt_rc = journal_checkpoint(c->j, false);
+}
+
+static void spool_commit_ckpt_after(uv_work_t *w, int status)
+{
+	struct spool_commit *c = w->data;
+	(void)status;
+	c->ckpt_busy = false;
 }
 
 static void spool_commit_next(struct spool_commit *c)
@@ -86,15 +94,12 @@ static void spool_commit_next(struct spool_commit *c)
 static void spool_commit_on_tick(uv_timer_t *t)
 {
 	struct spool_commit *c = t->data;
-	if (c->busy || c->head != NULL || !journal_checkpoint_due(c->j))
+	if (c->ckpt_busy || !journal_checkpoint_due(c->j))
 		return;
-	c->busy = true;
-	c->checkpointing = true;
-	c->work.data = c;
-	if (uv_queue_work(c->loop, &c->work, spool_commit_work, spool_commit_after) < 0) {
-		c->busy = false;
-		c->checkpointing = false;
-	}
+	c->ckpt_busy = true;
+	c->ckpt.data = c;
+	if (uv_queue_work(c->loop, &c->ckpt, spool_commit_ckpt_work, spool_commit_ckpt_after) < 0)
+		c->ckpt_busy = false;
 }
 
 struct spool_commit *spool_commit_new(uv_loop_t *loop, struct spool *sp)

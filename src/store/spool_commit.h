@@ -4,8 +4,8 @@
  * commit runs on the thread pool at a time, and it takes every message
  * submitted before it started. While it syncs, the next batch gathers, so the
  * batch grows with the load by itself: no timer, no fixed window, one message
- * alone is committed at once. A checkpoint (journal_checkpoint) runs every few
- * seconds in a gap between commits.
+ * alone is committed at once. A checkpoint (journal_checkpoint) is considered
+ * every 2 s and runs beside the commits (its syncfs holds no lock).
  *
  * Loop thread only. Each entry's done(e, arg) runs exactly once from the
  * loop, with e->rc set (0: in new/ or cur/, answer 250; else 451 4.3.0). */
