@@ -269,6 +269,20 @@ class RawSMTP:
         self.close()
 
 
+def fsync_fault_lib():
+    """tests/faultinject/fsync_fault.c built as a library (MAILPORT_FSYNC_FAULT_LIB, or
+    found in the build directory), or None."""
+    p = os.environ.get("MAILPORT_FSYNC_FAULT_LIB")
+    if p:
+        return p
+    for d in (os.environ.get("MAILPORT_BUILD_DIR"), os.path.join(SOURCE_DIR, "build")):
+        if d:
+            cand = os.path.join(d, "tests", "libmailport_fsync_fault.so")
+            if os.path.exists(cand):
+                return cand
+    return None
+
+
 def send_message_raw(c, mail_from, rcpts, data_crlf, ehlo="client.example"):
     """EHLO (if ehlo), MAIL, RCPT..., DATA, the dot-stuffed data (must end with
     CRLF), '.'; returns the final reply (code, lines)."""

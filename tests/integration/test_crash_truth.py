@@ -401,18 +401,6 @@ def asan_runtime(binary):
     return m.group(1) if m else None
 
 
-def failsync_lib():
-    p = os.environ.get("MAILPORT_FSYNC_FAULT_LIB")
-    if p:
-        return p
-    for d in (os.environ.get("MAILPORT_BUILD_DIR"), os.path.join(h.SOURCE_DIR, "build")):
-        if d:
-            cand = os.path.join(d, "tests", "libmailport_fsync_fault.so")
-            if os.path.exists(cand):
-                return cand
-    return None
-
-
 class CrashTruthCase(h.MailportTestCase):
     def start_mp(self, spool, port, extra=None, timeout=RESTART_TIMEOUT, wait=True):
         mp = self.new_mailport()
@@ -584,7 +572,7 @@ class TestFailedSync(CrashTruthCase):
 
     def setUp(self):
         super().setUp()
-        self.shim = failsync_lib()
+        self.shim = h.fsync_fault_lib()
         if self.shim is None:
             self.skipTest("the fsync fault library is not built (MAILPORT_FSYNC_FAULT_LIB)")
 

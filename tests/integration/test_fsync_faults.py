@@ -26,18 +26,6 @@ import mailport_harness as h  # noqa: E402
 TOKEN_RE = re.compile(rb"^Subject: fault-token (\S+)$", re.M)
 
 
-def shim_path():
-    p = os.environ.get("MAILPORT_FSYNC_FAULT_LIB")
-    if p:
-        return p
-    for d in (os.environ.get("MAILPORT_BUILD_DIR"), os.path.join(h.SOURCE_DIR, "build")):
-        if d:
-            cand = os.path.join(d, "tests", "libmailport_fsync_fault.so")
-            if os.path.exists(cand):
-                return cand
-    return None
-
-
 def message(token):
     return ("From: a@x.example\r\nTo: b@y.example\r\nSubject: fault-token %s\r\n"
             "Date: %s\r\n\r\nbody of %s\r\n" % (token, email.utils.formatdate(), token)).encode()
@@ -46,7 +34,7 @@ def message(token):
 class FsyncFaultCase(h.MailportTestCase):
     def setUp(self):
         super().setUp()
-        self.shim = shim_path()
+        self.shim = h.fsync_fault_lib()
         if self.shim is None:
             self.skipTest("the fsync fault library is not built (MAILPORT_FSYNC_FAULT_LIB)")
 
