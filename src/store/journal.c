@@ -207,6 +207,13 @@ static int journal_write_tmp(struct journal *j, struct journal_entry *e)
 	return rc;
 }
 
+/* A large message already on disk is not copied: its file is synced where it
+ * is, and the record carries only its length (and the envelope). */
+static bool journal_external(const struct journal_entry *e)
+{
+	return e->fd >= 0 && e->len >= JOURNAL_EXTERNAL_MIN;
+}
+
 /* Append one record at j->seg_off. On failure nothing past seg_off counts. */
 static int journal_append(struct journal *j, struct journal_entry *e)
 {
@@ -220,7 +227,9 @@ static int journal_append(struct journal *j, struct journal_entry *e)
 	int rc = journal_pwrite_all(j->seg_fd, e->id, idlen, off);
 	EVP_DigestUpdate(md, e->id, idlen);
 	off += idlen;
-	if (e->fd < 0) {
+	if (journal_external(e)) {
+		/* The data stays in tmp/<id>, synced there (journal_commit). */
+	} else if (e->fd < 0) {
 		for (int i = 0; rc == 0 && i < e->iovcnt; i++) {
 			rc = journal_pwrite_all(j->seg_fd, e->iov[i].iov_base, e->iov[i].iov_len,
 			                        off);
@@ -253,7 +262,8 @@ static int journal_append(struct journal *j, struct journal_entry *e)
 		return rc;
 	char hdr[JREC_HDR + 1];
 	int n = snprintf(hdr, sizeof hdr, "MPJR %c %016" PRIx64 " %08zx %04zx ",
-	                 e->to_cur ? 'c' : 'n', e->len, e->meta_len, idlen);
+	                 journal_external(e) ? (e->to_cur ? 'C' : 'N') : (e->to_cur ? 'c' : 'n'),
+	                 e->len, e->meta_len, idlen);
 	for (int i = 0; i < 32; i++)
 		n += snprintf(hdr + n, sizeof hdr - (size_t)n, "%02x", sum[i]);
 	hdr[n++] = '\n';
@@ -326,7 +336,7 @@ static void journal_commit_locked(struct journal *j, struct journal_entry **e, s
 		log_error("journal: cannot create a segment in %s/journal/: %s", spool_dir(j->sp),
 		          strerror(-rc));
 	uint64_t start = j->seg_off;
-	size_t appended = 0;
+	size_t appended = 0, external = 0;
 	for (size_t i = 0; i < n; i++) {
 		e[i]->rc = rc;
 		if (rc < 0)
@@ -340,6 +350,15 @@ static void journal_commit_locked(struct journal *j, struct journal_entry **e, s
 			          strerror(-e[i]->rc));
 			continue;
 		}
+		if (journal_external(e[i])) {
+			if (j->sync(e[i]->fd) < 0) {
+				e[i]->rc = -errno;
+				log_error("journal: sync of %s/tmp/%s failed: %s", spool_dir(j->sp),
+				          e[i]->id, strerror(-e[i]->rc));
+				continue;
+			}
+			external++;
+		}
 		uint64_t before = j->seg_off;
 		if ((e[i]->rc = journal_append(j, e[i])) < 0) {
 			log_error("journal: cannot append %s: %s", e[i]->id, strerror(-e[i]->rc));
@@ -350,8 +369,11 @@ static void journal_commit_locked(struct journal *j, struct journal_entry **e, s
 		appended++;
 	}
 	if (appended > 0) {
-		/* The one sync of the batch. */
-		int src = j->sync(j->seg_fd) < 0 ? -errno : 0;
+		/* The one sync of the batch (and, for large messages synced in
+		 * tmp/, one of tmp/ for their names). */
+		int src = external > 0 && fsync(j->sp->tmp_fd) < 0 ? -errno : 0;
+		if (src == 0)
+			src = j->sync(j->seg_fd) < 0 ? -errno : 0;
 		if (src == 0 && j->seg_new)
 			src = fsync(j->dir_fd) < 0 ? -errno : 0;
 		atomic_fetch_add(&j->syncs, 1);
@@ -471,11 +493,13 @@ void journal_commit(struct journal *j, struct journal_entry **e, size_t n)
 
 struct jrec {
 	bool to_cur;
+	bool external; /* the data is in tmp/<id> (or new/), not in the record */
 	uint64_t len;
 	size_t meta_len;
 	size_t idlen;
 	char id[SPOOL_ID_MAX];
 	uint64_t data_off; /* in the segment */
+	uint64_t meta_off;
 };
 
 static int journal_hex(const char *p, size_t n, uint64_t *out)
@@ -505,7 +529,7 @@ static int journal_read_record(struct journal *j, int fd, uint64_t off, uint64_t
 		return 0;
 	uint64_t len, meta_len, idlen;
 	unsigned char want[32];
-	if (memcmp(hdr, "MPJR ", 5) != 0 || (hdr[5] != 'n' && hdr[5] != 'c') || hdr[6] != ' ' ||
+	if (memcmp(hdr, "MPJR ", 5) != 0 || strchr("ncNC", hdr[5]) == NULL || hdr[6] != ' ' ||
 	    journal_hex(hdr + 7, 16, &len) < 0 || journal_hex(hdr + 24, 8, &meta_len) < 0 ||
 	    journal_hex(hdr + 33, 4, &idlen) < 0 || hdr[JREC_HDR - 1] != '\n')
 		return 0;
@@ -515,14 +539,17 @@ static int journal_read_record(struct journal *j, int fd, uint64_t off, uint64_t
 			return 0;
 		want[i] = (unsigned char)b;
 	}
-	uint64_t end = off + JREC_HDR + idlen + len + meta_len;
+	bool external = hdr[5] == 'N' || hdr[5] == 'C';
+	uint64_t end = off + JREC_HDR + idlen + (external ? 0 : len) + meta_len;
 	if (idlen == 0 || idlen >= SPOOL_ID_MAX || end > size || end < off)
 		return 0;
-	r->to_cur = hdr[5] == 'c';
+	r->to_cur = hdr[5] == 'c' || hdr[5] == 'C';
+	r->external = external;
 	r->len = len;
 	r->meta_len = (size_t)meta_len;
 	r->idlen = (size_t)idlen;
 	r->data_off = off + JREC_HDR + idlen;
+	r->meta_off = r->data_off + (external ? 0 : len);
 	if (journal_pread_all(fd, r->id, r->idlen, off + JREC_HDR) < 0)
 		return 0;
 	r->id[r->idlen] = '\0';
@@ -569,6 +596,13 @@ static bool journal_same(struct journal *j, int dir_fd, const char *name, int se
 	return same;
 }
 
+/* Whether file `name` in dir_fd is len bytes long. */
+static bool journal_size_is(int dir_fd, const char *name, uint64_t len)
+{
+	struct stat st;
+	return fstatat(dir_fd, name, &st, 0) == 0 && (uint64_t)st.st_size == len;
+}
+
 /* tmp/<id> written again from the record. */
 static int journal_restore_tmp(struct journal *j, int seg, const struct jrec *r)
 {
@@ -606,7 +640,7 @@ static int journal_replay_record(struct journal *j, int seg, const struct jrec *
 	char *meta = malloc(r->meta_len ? r->meta_len : 1);
 	if (meta == NULL)
 		return -ENOMEM;
-	int rc = journal_pread_all(seg, meta, r->meta_len, r->data_off + r->len);
+	int rc = journal_pread_all(seg, meta, r->meta_len, r->meta_off);
 	/* Where the message is, from the index (one listing at open), not a
 	 * search of cur/ per record. */
 	enum spool_state st;
@@ -616,7 +650,13 @@ static int journal_replay_record(struct journal *j, int seg, const struct jrec *
 	} else if (known && st != SPOOL_STATE_NEW) {
 		/* Taken further by delivery or a consumer: theirs now. */
 	} else if (known) {
-		if (!journal_same(j, sp->new_fd, r->id, seg, r->data_off, r->len)) {
+		if (r->external) {
+			/* Synced in place before its record: only its length to check. */
+			if (!journal_size_is(sp->new_fd, r->id, r->len))
+				log_error("journal: %s/new/%s is not %" PRIu64 " bytes long as its "
+				          "record says; left as it is",
+				          spool_dir(sp), r->id, r->len);
+		} else if (!journal_same(j, sp->new_fd, r->id, seg, r->data_off, r->len)) {
 			/* Short after a machine crash: written again, over it. */
 			rc = journal_restore_tmp(j, seg, r);
 			if (rc == 0 && renameat(sp->tmp_fd, r->id, sp->new_fd, r->id) < 0)
@@ -625,11 +665,17 @@ static int journal_replay_record(struct journal *j, int seg, const struct jrec *
 		}
 		if (rc == 0 && !journal_meta_present(sp, r->id))
 			rc = journal_write_meta(sp, r->id, meta, r->meta_len);
-	} else if (faccessat(sp->tmp_fd, r->id, F_OK, AT_SYMLINK_NOFOLLOW) == 0 || !same_boot) {
+	} else if (faccessat(sp->tmp_fd, r->id, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
+	           (!same_boot && !r->external)) {
 		/* Committed but not yet moved into new/ (or cur/), or moved and
 		 * lost with the page cache of an earlier boot. */
-		if (!journal_same(j, sp->tmp_fd, r->id, seg, r->data_off, r->len))
-			rc = journal_restore_tmp(j, seg, r);
+		if (r->external ? !journal_size_is(sp->tmp_fd, r->id, r->len)
+		                : !journal_same(j, sp->tmp_fd, r->id, seg, r->data_off, r->len)) {
+			if (r->external)
+				rc = -EIO; /* synced, yet not whole: say so, keep the segment */
+			else
+				rc = journal_restore_tmp(j, seg, r);
+		}
 		if (rc == 0)
 			rc = journal_materialise(sp, r->id, r->to_cur, meta, r->meta_len);
 		j->restored++;

@@ -5,7 +5,8 @@
  * call of journal_commit() takes the whole batch:
  *   1. every message file (trace headers + message) and its envelope are
  *      appended to the current segment file of <spool>/journal/ as one record
- *      each, with a SHA-256 over the record;
+ *      each, with a SHA-256 over the record (a message of JOURNAL_EXTERNAL_MIN
+ *      or more is synced in tmp/ instead, its record holding only its length);
  *   2. ONE fdatasync of the segment covers the batch (plus an fsync of
  *      journal/ when the segment is new);
  *   3. each message is materialised without any fsync: meta/<id>.json written
@@ -46,6 +47,12 @@
 
 struct spool;
 struct journal;
+
+/* A message file of at least this size that is already on disk (streamed) is
+ * not copied into the journal: it is fdatasync'ed where it is (and tmp/ once
+ * per batch), and its record holds its envelope and length only. Below it, the
+ * copy into the shared segment is cheaper than a sync of its own. */
+#define JOURNAL_EXTERNAL_MIN (1u << 20)
 
 /* A segment is closed beyond this size or age ... */
 #define JOURNAL_SEGMENT_MAX (64u << 20)
