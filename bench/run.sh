@@ -3,11 +3,13 @@
 #
 # Builds a Release mailport in build-bench/, compiles the load generator, then
 # in one run: the side-by-side table (bench/bench.py: smtp-sink, mailport
-# discard and maildir, Haraka, aiosmtpd under Postfix's smtp-source) and the
+# discard and maildir, Postfix's durable path (a private instance that holds
+# every message), Haraka, aiosmtpd under Postfix's smtp-source) and the
 # scale test (bench/scale.py: 10,000 concurrent sessions). Prints figures and
 # writes bench/results/*.json; it never fails a build and is not part of ctest.
 # Loopback only. Takes about 8 minutes on 2 cores (--quick: about 2).
 set -u
+CALLER_DIR=$(pwd)
 cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 BUILD=${BENCH_BUILD_DIR:-$ROOT/build-bench}
@@ -16,17 +18,25 @@ SCALE=1
 TABLE=1
 BENCH_ARGS=
 SCALE_ARGS=
+MAILPORT=
 
 usage() {
 	cat <<'EOF'
-usage: bench/run.sh [--install] [--quick] [--no-peers] [--no-scale] [--no-table] [bench.py options]
-  --install   first install what is missing: Postfix's smtp-source/smtp-sink (apt),
-              python3-aiosmtpd (apt), libuv1-dev (apt), Haraka (npm, into bench/.haraka)
+usage: bench/run.sh [--install] [--quick] [--no-peers] [--no-scale] [--no-table]
+                    [--mailport PATH] [--anchors] [bench.py options]
+  --install   first install what is missing: Postfix (apt: smtp-source/smtp-sink and the
+              postfix daemons for the durable anchor), python3-aiosmtpd (apt), libuv1-dev
+              (apt), Haraka (npm, into bench/.haraka)
   --quick     one round with fewer messages, and 2,000 sessions in the scale test
-  --no-peers  only smtp-sink and mailport (skip Haraka and aiosmtpd)
+  --no-peers  only smtp-sink, mailport and Postfix durable (skip Haraka and aiosmtpd)
   --no-scale  skip the 10,000-session test
   --no-table  skip the smtp-source table
-Other options go to bench/bench.py (e.g. --repeat 5, --messages 40000, --variants all).
+  --mailport PATH  measure this binary; do not build one
+  --anchors   issue 14's table only: smtp-sink, mailport discard, mailport maildir and
+              Postfix durable (a private postfix -c instance that holds every message),
+              -s 10/100 with and without -d (= --no-peers --no-scale --variants none); ~5 min
+Other options go to bench/bench.py (e.g. --repeat 5, --messages 40000, --variants all,
+--no-postfix, --maildir-env KEY=VALUE, --durable KEY).
 EOF
 }
 
@@ -42,6 +52,14 @@ while [ $# -gt 0 ]; do
 		SCALE_ARGS="$SCALE_ARGS --no-peers"
 		;;
 	--no-scale) SCALE=0 ;;
+	--mailport)
+		shift
+		MAILPORT=${1:?--mailport needs a path}
+		;;
+	--anchors)
+		BENCH_ARGS="$BENCH_ARGS --no-peers --variants none"
+		SCALE=0
+		;;
 	--no-table) TABLE=0 ;;
 	-h | --help)
 		usage
@@ -66,17 +84,26 @@ if [ "$INSTALL" = 1 ]; then
 	fi
 fi
 
-echo "== building Release mailport in $BUILD"
-if ! { cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$BUILD.log" 2>&1 &&
-	cmake --build "$BUILD" --target mailport -j"$(nproc)" >>"$BUILD.log" 2>&1; }; then
-	tail -20 "$BUILD.log"
-	echo "bench: the build failed (log in $BUILD.log): nothing measured"
-	exit 1
+if [ -n "$MAILPORT" ]; then
+	case $MAILPORT in /*) ;; *) MAILPORT=$CALLER_DIR/$MAILPORT ;; esac
+	if [ ! -x "$MAILPORT" ]; then
+		echo "bench: no executable mailport at $MAILPORT"
+		exit 1
+	fi
+	echo "== using $MAILPORT (not building)"
+else
+	echo "== building Release mailport in $BUILD"
+	if ! { cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$BUILD.log" 2>&1 &&
+		cmake --build "$BUILD" --target mailport -j"$(nproc)" >>"$BUILD.log" 2>&1; }; then
+		tail -20 "$BUILD.log"
+		echo "bench: the build failed (log in $BUILD.log): nothing measured"
+		exit 1
+	fi
+	MAILPORT=$BUILD/mailport
 fi
 
-echo "== compiling bench/loadgen"
 # shellcheck disable=SC2046
-if ! cc -O2 -std=c17 -Wall -Wextra -o bench/loadgen bench/loadgen.c \
+if [ "$SCALE" = 1 ] && echo "== compiling bench/loadgen" && ! cc -O2 -std=c17 -Wall -Wextra -o bench/loadgen bench/loadgen.c \
 	$(pkg-config --cflags --libs libuv); then
 	echo "bench: cannot compile bench/loadgen.c (libuv1-dev?): skipping the scale test"
 	SCALE=0
@@ -90,11 +117,11 @@ status=0
 if [ "$TABLE" = 1 ]; then
 	echo "== smtp-source table"
 	# shellcheck disable=SC2086
-	/usr/bin/python3 bench/bench.py --mailport "$BUILD/mailport" $BENCH_ARGS || status=1
+	/usr/bin/python3 bench/bench.py --mailport "$MAILPORT" $BENCH_ARGS || status=1
 fi
 if [ "$SCALE" = 1 ]; then
 	echo "== scale: concurrent sessions"
 	# shellcheck disable=SC2086
-	/usr/bin/python3 bench/scale.py --mailport "$BUILD/mailport" $SCALE_ARGS || status=1
+	/usr/bin/python3 bench/scale.py --mailport "$MAILPORT" $SCALE_ARGS || status=1
 fi
 exit $status

@@ -2,13 +2,22 @@
 # Offline checks of the container and cluster files (issue 7), no engine, no
 # cluster, no registry but Debian's and npm's:
 #   - docker-compose.yml: `docker-compose config -q` (Debian's docker-compose),
-#     as written and with its commented TLS/secrets examples switched on;
-#   - docker/k8s, docker/k8s/loadbalancer and docker/k8s/example: `kubectl
-#     kustomize` renders them, and docker/k8s-check.mjs type-checks every object
-#     with the npm package kubernetes-models (plus our rules: securityContext,
-#     probes and their timeouts, grace, PDB, NetworkPolicy, spread over nodes,
-#     Secrets the manifests do not create only as optional); base/ and the
-#     overlays built for production hold no Secret (example/ alone does);
+#     as written and with its commented TLS/secrets/Redis examples switched on;
+#     the rspamd service only under the "rspamd" profile (so `up` never pulls
+#     it), mailport's SMTPD_RSPAMD_URL empty unless given, and with
+#     docker-compose.rspamd.yml set and waiting for rspamd's health check;
+#   - docker/k8s, docker/k8s/loadbalancer, docker/k8s/example and
+#     docker/k8s/rspamd (and loadbalancer/ with the rspamd component):
+#     `kubectl kustomize` renders them, and docker/k8s-check.mjs type-checks
+#     every object with the npm package kubernetes-models (plus our rules:
+#     securityContext, probes and their timeouts, grace, PDB, NetworkPolicy,
+#     spread over nodes, Secrets the manifests do not create only as optional,
+#     rspamd as a sidecar with /ping probes, writable DBDIR/RUNDIR, resources,
+#     mailport pointed at it); base/ and the overlays built for production hold
+#     no Secret (example/ alone does);
+#   - rspamd's local settings (docker/k8s/components/rspamd/local.d, mounted by
+#     compose, the ConfigMap in Kubernetes): `rspamadm configtest` and
+#     `configdump` (Debian's rspamd) show the workers and headers relied on;
 #   - Dockerfile: `dockerfile-utils lint` (npm), and every -dev package CI
 #     builds with (the README run command) is installed by the build stage too.
 # npm packages go to docker/.validate/ (git-ignored). Exits non-zero on any
@@ -24,6 +33,17 @@ if ! command -v docker-compose >/dev/null; then
 	step "installing docker-compose"
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+fi
+if ! command -v rspamadm >/dev/null; then
+	step "installing rspamd (rspamadm checks the rspamd settings)"
+	# No daemon from the package's postinst: the tests start their own rspamd.
+	policy=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && policy=1
+	fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rspamd >/dev/null
+	[ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 command -v kubectl >/dev/null || die "kubectl is not installed"
 command -v node >/dev/null && command -v npm >/dev/null || die "node and npm are needed"
@@ -48,24 +68,84 @@ docker-compose -f docker-compose.yml config -q || die "docker-compose.yml"
 sed -E 's/^( *)# (SMTPD_[A-Z_]+: .*)$/\1\2/; s/^( *)# (secrets: \[.*\])$/\1\2/' docker-compose.yml |
 	/usr/bin/python3 -c '
 import re, sys
-out, on = [], False
+out, on, redis = [], False, False
 for line in sys.stdin:
     if line.startswith("# secrets:"):
         on = True
     if on and line.startswith("#"):
         line = line[2:] if line.startswith("# ") else line[1:]
+    # The commented Redis service for rspamd, and its volume.
+    if line == "  # redis:\n":
+        redis = True
+    elif redis and not line.startswith("  #"):
+        redis = False
+    if redis or line == "  # redis-data: {}\n":
+        line = "  " + line[4:]
     out.append(line)
 sys.stdout.write("".join(out))' >"$TMP/docker-compose.yml"
 grep -q '^ *SMTPD_TLS_CERT: /run/secrets/tls_cert' "$TMP/docker-compose.yml" &&
-	grep -q '^secrets:' "$TMP/docker-compose.yml" || die "could not switch the compose examples on"
+	grep -q '^secrets:' "$TMP/docker-compose.yml" &&
+	grep -q '^  redis:$' "$TMP/docker-compose.yml" &&
+	grep -q '^  redis-data: {}$' "$TMP/docker-compose.yml" || die "could not switch the compose examples on"
 mkdir -p "$TMP/secrets"
-(cd "$TMP" && docker-compose -f docker-compose.yml --project-directory "$PWD" config -q) ||
-	die "docker-compose.yml with its TLS/secrets examples switched on"
+(cd "$TMP" && docker-compose -f docker-compose.yml --project-directory "$PWD" --profile rspamd config -q) ||
+	die "docker-compose.yml with its TLS/secrets/Redis examples switched on"
+# rspamd (issue 15): under its profile only, so a plain `up` never pulls the
+# image (and CI starts no compose project at all: podman-test.sh runs the
+# mailport image by itself); mailport's SMTPD_RSPAMD_URL empty (off) unless
+# given; the override points mailport at rspamd and waits for its /ping health
+# check; the mounted settings are there.
+step "docker-compose config: the rspamd profile and docker-compose.rspamd.yml"
+env -u SMTPD_RSPAMD_URL docker-compose -f docker-compose.yml config >"$TMP/plain.yml" ||
+	die "docker-compose.yml config"
+SMTPD_RSPAMD_URL=http://rspamd:11333 docker-compose -f docker-compose.yml --profile rspamd config >"$TMP/env.yml" ||
+	die "docker-compose.yml --profile rspamd config"
+env -u SMTPD_RSPAMD_URL docker-compose -f docker-compose.yml -f docker-compose.rspamd.yml --profile rspamd config \
+	>"$TMP/override.yml" || die "docker-compose.yml + docker-compose.rspamd.yml config"
+/usr/bin/python3 - "$TMP" <<'PY' || die "the compose rspamd profile"
+import os, sys, yaml
+tmp = sys.argv[1]
+load = lambda n: yaml.safe_load(open(os.path.join(tmp, n)))["services"]
+problems = []
+def want(cond, what):
+    if not cond:
+        problems.append(what)
+plain, env, over = load("plain.yml"), load("env.yml"), load("override.yml")
+r = plain.get("rspamd") or {}
+want(r.get("profiles") == ["rspamd"], "the rspamd service is not under (only) the profile rspamd: %r" % r.get("profiles"))
+want(not r.get("ports"), "rspamd publishes ports %r" % r.get("ports"))
+hc = " ".join(r.get("healthcheck", {}).get("test", []))
+want("GET /ping HTTP/" in hc and "/11333 " in hc, "rspamd's health check does not ask /ping on 11333: %r" % hc)
+want(r.get("read_only") is True and "ALL" in (r.get("cap_drop") or []), "rspamd: not read-only, or keeps capabilities")
+want(any(t.startswith("/run/rspamd:") for t in r.get("tmpfs", [])), "rspamd: no writable /run/rspamd")
+vols = [v.split(":") for v in r.get("volumes", [])]
+want(any(v[1] == "/var/lib/rspamd" for v in vols), "rspamd: no volume for /var/lib/rspamd")
+local = [v[0] for v in vols if v[1] == "/etc/rspamd/local.d"]
+want(local and os.path.isfile(os.path.join(local[0], "worker-normal.inc")), "rspamd: the local.d mount %r has no worker-normal.inc" % local)
+m = plain["mailport"]
+want(m["environment"].get("SMTPD_RSPAMD_URL") == "", "mailport's SMTPD_RSPAMD_URL is %r when not given, not empty (off)" % m["environment"].get("SMTPD_RSPAMD_URL"))
+want("rspamd" not in (m.get("depends_on") or {}), "mailport depends on rspamd in docker-compose.yml: a plain `up` would need the profile")
+want(env["mailport"]["environment"].get("SMTPD_RSPAMD_URL") == "http://rspamd:11333", "SMTPD_RSPAMD_URL from the environment is not passed to mailport")
+om = over["mailport"]
+want(om["environment"].get("SMTPD_RSPAMD_URL") == "http://rspamd:11333", "docker-compose.rspamd.yml: SMTPD_RSPAMD_URL is %r" % om["environment"].get("SMTPD_RSPAMD_URL"))
+want((om.get("depends_on") or {}).get("rspamd", {}).get("condition") == "service_healthy", "docker-compose.rspamd.yml: mailport does not wait for rspamd's health check")
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print("rspamd: profile only, no published port, /ping health check, read-only; mailport's SMTPD_RSPAMD_URL off / passed through / set by the override, which waits for rspamd")
+PY
 
 # ---------------------------------------------------------------- kubernetes
-for dir in docker/k8s docker/k8s/loadbalancer docker/k8s/example; do
+# loadbalancer/ with the rspamd component, as an overlay of one's own combines
+# them (written next to the npm packages, git-ignored).
+mkdir -p "$V/lb-rspamd"
+printf '%s\n' 'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' \
+	'resources: [../../k8s/loadbalancer]' 'components: [../../k8s/components/rspamd]' \
+	>"$V/lb-rspamd/kustomization.yaml"
+for dir in docker/k8s docker/k8s/loadbalancer docker/k8s/example docker/k8s/rspamd "$V/lb-rspamd"; do
 	step "kubectl kustomize $dir | kubernetes-models"
 	kubectl kustomize "$dir" >"$TMP/rendered.yaml" || die "kubectl kustomize $dir"
+	cp "$TMP/rendered.yaml" "$TMP/rendered-${dir//\//_}.yaml"    # for teeth below
 	(cd "$V" && node k8s-check.mjs <"$TMP/rendered.yaml") || die "$dir does not type-check"
 	# Issue 12: no placeholder secret outside the example overlay.
 	if [ "$dir" != docker/k8s/example ] && grep -q '^kind: Secret$' "$TMP/rendered.yaml"; then
@@ -79,7 +159,7 @@ grep -q '^kind: Secret$' <(kubectl kustomize docker/k8s/example) || die "docker/
 # to all, no spread over nodes, liveness on a single sample, no probe timeout).
 teeth() {
 	local dir=$1 expr=$2
-	kubectl kustomize "$dir" | sed "$expr" >"$TMP/broken.yaml"
+	sed "$expr" "$TMP/rendered-${dir//\//_}.yaml" >"$TMP/broken.yaml"
 	if (cd "$V" && node k8s-check.mjs <"$TMP/broken.yaml" >/dev/null 2>&1); then
 		die "k8s-check.mjs accepted $dir broken by sed '$expr'"
 	fi
@@ -91,6 +171,70 @@ teeth docker/k8s 's/^\( *\)- podSelector: {}$/\1- namespaceSelector: {}/'
 teeth docker/k8s 's/topologyKey: kubernetes.io\/hostname/topologyKey: topology.kubernetes.io\/zone/'
 teeth docker/k8s '/livenessProbe:/,/failureThreshold/s/failureThreshold: 3/failureThreshold: 1/'
 teeth docker/k8s '/timeoutSeconds: 2/d'
+# rspamd (issue 15): probes not on /ping; a plain init container (it never
+# completes); mailport pointed at the wrong port; no writable RUNDIR; root; no
+# memory request; the sidecar's port opened by the NetworkPolicy; a ConfigMap
+# that is not there; mailport pointed at a Service that is not there.
+teeth docker/k8s/rspamd 's#path: /ping#path: /pong#'
+teeth docker/k8s/rspamd '/restartPolicy: Always/d'
+teeth docker/k8s/rspamd 's#http://127.0.0.1:11333#http://127.0.0.1:11334#'
+teeth docker/k8s/rspamd 's#mountPath: /run/rspamd#mountPath: /run/rspamd-x#'
+teeth docker/k8s/rspamd 's/runAsUser: 11333/runAsUser: 0/'
+teeth docker/k8s/rspamd '/memory: 512Mi/d'
+teeth docker/k8s/rspamd 's/^  ingress:$/&\n  - from:\n    - podSelector: {}\n    ports:\n    - port: 11333/'
+teeth docker/k8s/rspamd '/- configMap:/,/name: rspamd-local/s/rspamd-local-[a-z0-9]*/rspamd-missing/'
+teeth docker/k8s 's#^\(  SMTPD_SHUTDOWN_GRACE: .*\)$#\1\n  SMTPD_RSPAMD_URL: http://rspamd:11333#'
+
+# ---------------------------------------------------------------- rspamd settings
+step "rspamadm configtest/configdump docker/k8s/components/rspamd/local.d"
+# Debian's rspamd with our local.d over its defaults, as the image does it
+# (upstream defaults, then /etc/rspamd/local.d). configtest catches syntax;
+# configdump shows the settings that mailport and the manifests rely on.
+RSPAMD_DIR=docker/k8s/components/rspamd
+rspamadm --var=LOCAL_CONFDIR="$PWD/$RSPAMD_DIR" configtest -c /etc/rspamd/rspamd.conf >"$TMP/configtest.log" 2>&1 ||
+	{ cat "$TMP/configtest.log" >&2; die "rspamadm configtest $RSPAMD_DIR/local.d"; }
+mkdir -p "$TMP/rspamd-bad/local.d"
+cp "$RSPAMD_DIR"/local.d/* "$TMP/rspamd-bad/local.d/"
+echo 'count = ;' >>"$TMP/rspamd-bad/local.d/worker-normal.inc"
+if rspamadm --var=LOCAL_CONFDIR="$TMP/rspamd-bad" configtest -c /etc/rspamd/rspamd.conf >/dev/null 2>&1; then
+	die "rspamadm configtest accepted a broken worker-normal.inc"
+fi
+rspamadm --var=LOCAL_CONFDIR="$PWD/$RSPAMD_DIR" configdump -c /etc/rspamd/rspamd.conf -C worker milter_headers \
+	>"$TMP/configdump.json" 2>/dev/null || die "rspamadm configdump $RSPAMD_DIR/local.d"
+/usr/bin/python3 - "$TMP/configdump.json" "$RSPAMD_DIR" <<'PY' || die "rspamd settings in $RSPAMD_DIR/local.d"
+import json, os, sys
+# configdump -C prints one JSON object per section.
+text, dec, objs, i = open(sys.argv[1]).read(), json.JSONDecoder(), [], 0
+while True:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    if i >= len(text):
+        break
+    o, i = dec.raw_decode(text, i)
+    objs.append(o)
+workers = {k: v for o in objs for k, v in o.items() if isinstance(v, dict)}
+headers = next((o for o in objs if "use" in o), {})
+problems = []
+def want(cond, what):
+    if not cond:
+        problems.append(what)
+n, c, p = workers.get("normal", {}), workers.get("controller", {}), workers.get("rspamd_proxy", {})
+want(n.get("bind_socket") == "*:11333", "the normal worker binds %r, not *:11333 (SMTPD_RSPAMD_URL, the probes)" % n.get("bind_socket"))
+want(isinstance(n.get("count"), int) and n["count"] >= 1, "the normal worker's count %r is not pinned" % n.get("count"))
+want(str(c.get("bind_socket", "")).split(":")[0] in ("localhost", "127.0.0.1"), "the controller binds %r, not loopback" % c.get("bind_socket"))
+want(p.get("enabled") is False, "the milter proxy is not disabled")
+want("authentication-results" in headers.get("use", []), "milter_headers does not add Authentication-Results")
+# The ConfigMap generator ships every file that compose mounts, and only those.
+files = sorted(os.listdir(os.path.join(sys.argv[2], "local.d")))
+listed = sorted(l.strip()[len("- local.d/"):] for l in open(os.path.join(sys.argv[2], "kustomization.yaml"))
+                if l.strip().startswith("- local.d/"))
+want(files == listed, "the configMapGenerator lists %r, local.d holds %r" % (listed, files))
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print("rspamd: normal worker *:11333 (count %d), controller on loopback, proxy off, Authentication-Results; the ConfigMap holds local.d's %d files"
+      % (n["count"], len(files)))
+PY
 
 # ---------------------------------------------------------------- Dockerfile
 step "dockerfile-utils lint Dockerfile"

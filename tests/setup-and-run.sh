@@ -16,12 +16,15 @@ cd "$(dirname "$0")/.."
 #   systemd, man-db: systemd-analyze verify and man on the installed files;
 #   nodejs, ca-certificates: nodemailer (fetched from the npm registry by its
 #   test) as a real client; Debian's npm is not needed for one package.
+#   rspamd, dnsmasq-base, python3-dkim: test_rspamd.py's real rspamd, its
+#   authoritative test DNS (the binary alone: the dnsmasq package would also
+#   install and start a system DNS service), and DKIM-signed messages.
 # The first line is the README run command's list (test_readme.py checks it).
 PKGS=(build-essential cmake pkg-config libuv1-dev libmicrohttpd-dev libjansson-dev libssl-dev
       libcurl4-openssl-dev libcrypt-dev
       libcmocka-dev python3 swaks libnet-ssleay-perl curl iproute2 postfix
       openssl whois util-linux systemd man-db git clang-14 libclang-rt-14-dev llvm-14
-      nodejs ca-certificates)
+      nodejs ca-certificates rspamd dnsmasq-base python3-dkim)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -23,6 +23,8 @@ enum config_mode { CONFIG_MODE_OFF, CONFIG_MODE_OPTIONAL, CONFIG_MODE_REQUIRED }
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
 enum config_log_level { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
 enum config_webhook_format { CONFIG_WEBHOOK_JSON, CONFIG_WEBHOOK_RAW };
+/* SMTPD_RSPAMD_FAIL (SPEC 8): what a message gets when rspamd cannot answer. */
+enum config_rspamd_fail { CONFIG_RSPAMD_TEMPFAIL, CONFIG_RSPAMD_ACCEPT };
 
 /* What the command line asked for besides running the service. */
 enum config_action {
@@ -95,6 +97,16 @@ struct config {
 	char *auth_users_file;
 	bool auth_insecure;
 	uint64_t auth_max_failures; /* per client address, 15 minutes; 0 = no limit */
+
+	/* SPEC 8: inbound recipient policy (policy.h, policy_load.h). */
+	char *domains;         /* SMTPD_DOMAINS comma list; "" = every domain */
+	char *recipients_file; /* SMTPD_RECIPIENTS_FILE; "" = no recipient check */
+
+	/* SPEC 8: rspamd's verdict at the end of the data (rspamd.h). */
+	char *rspamd_url;        /* "" = off */
+	uint64_t rspamd_timeout; /* seconds, per check, queue included */
+	enum config_rspamd_fail rspamd_fail;
+	uint64_t rspamd_concurrency; /* requests in flight at once */
 
 	/* SPEC 7 */
 	uint64_t shutdown_grace; /* seconds */
@@ -215,6 +227,7 @@ int config_parse_min_free(const char *s, uint64_t *bytes, unsigned *percent);
  * struct config_setting's `check`). */
 int config_check_min_free(char *value, char *why, size_t whylen);
 int config_check_cidrs(char *value, char *why, size_t whylen);
+int config_check_domains(char *value, char *why, size_t whylen); /* SMTPD_DOMAINS (SPEC 8) */
 
 /* Walk a port list that passed the table's check ("25, 587", as SMTPD_PROXY_PORTS
  * holds it): returns the next port and moves *cursor past it, 0 at the end. */

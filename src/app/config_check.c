@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "policy.h"
 #include "proxy_proto.h"
 
 unsigned config_port_list_next(const char **cursor)
@@ -25,6 +26,12 @@ int config_check_cidrs(char *value, char *why, size_t whylen)
 	struct proxy_proto_cidr v[PROXY_PROTO_CIDRS_MAX];
 	size_t n;
 	return proxy_proto_cidr_parse(value, v, PROXY_PROTO_CIDRS_MAX, &n, why, whylen);
+}
+
+/* SMTPD_DOMAINS (SPEC 8): parsed by the same code that builds the table. */
+int config_check_domains(char *value, char *why, size_t whylen)
+{
+	return policy_domains_check(value, why, whylen);
 }
 
 int config_parse_min_free(const char *s, uint64_t *bytes, unsigned *percent)

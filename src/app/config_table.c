@@ -12,6 +12,10 @@ static const char *const config_webhook_formats[] = {"json", "raw", NULL};
 static const char *const config_log_formats[] = {"text", "json", NULL};
 static const char *const config_log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const config_tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
+/* SPEC 8: rspamd unreachable. */
+static const char *const config_rspamd_fails[] = {"tempfail", "accept", NULL};
+_Static_assert(sizeof(enum config_rspamd_fail) == sizeof(int) && CONFIG_RSPAMD_ACCEPT == 1,
+               "choices follow the enum");
 
 /* ENUM settings store the index of the choice; the lists above are written in
  * the order of the enums in config.h, and the enums must be int-sized. */
@@ -193,6 +197,38 @@ const struct config_setting config_settings[] = {
 	 .help = "Failed AUTH attempts from one client address (an IPv6 client's /64) within 15 "
 	         "minutes, over all its connections, before AUTH from it is answered 454 4.7.0 for "
 	         "1 minute, doubling each time up to 1 hour. 0: no limit."},
+
+	/* SPEC 8: inbound recipient policy (policy.h, policy_load.h). */
+	{.name = "domains", .env = "SMTPD_DOMAINS", .kind = CONFIG_STRING, .offset = F(domains),
+	 .def = "", .def_text = "every domain", .metavar = "LIST", .check = config_check_domains,
+	 .help = "Comma-separated domains mail is accepted for; *.example.org is every subdomain "
+	         "of example.org but not example.org itself (list both). A recipient in another "
+	         "domain gets 554 5.7.1 Relay access denied unless the session authenticated."},
+	{.name = "recipients-file", .env = "SMTPD_RECIPIENTS_FILE", .kind = CONFIG_STRING,
+	 .offset = F(recipients_file), .def = "", .metavar = "FILE",
+	 .help = "File of the recipients that exist: one address or @domain a line, # comments, "
+	         "case-insensitive. Any other recipient in a served domain gets 550 5.1.1 User "
+	         "unknown, from authenticated sessions too. Reloaded on SIGHUP and when the file "
+	         "changes; a bad file keeps the old list."},
+
+	/* SPEC 8: rspamd's verdict on every message (rspamd.h). */
+	{.name = "rspamd-url", .env = "SMTPD_RSPAMD_URL", .kind = CONFIG_STRING,
+	 .offset = F(rspamd_url), .def = "", .metavar = "URL", .check = config_check_url,
+	 .help = "rspamd's normal worker (http://rspamd:11333): every message is checked at "
+	         "/checkv2 at the end of its data and acted on (reject 554 5.7.1, soft reject and "
+	         "greylist 451 4.7.1, headers), its verdict stored in the envelope. Off when empty."},
+	{.name = "rspamd-timeout", .env = "SMTPD_RSPAMD_TIMEOUT", .kind = CONFIG_DURATION,
+	 .offset = F(rspamd_timeout), .def = "20", .min = 1,
+	 .help = "Longest rspamd check of one message, waiting for a free connection included; "
+	         "then SMTPD_RSPAMD_FAIL decides."},
+	{.name = "rspamd-fail", .env = "SMTPD_RSPAMD_FAIL", .kind = CONFIG_ENUM,
+	 .offset = F(rspamd_fail), .def = "tempfail", .choices = config_rspamd_fails,
+	 .help = "When rspamd cannot answer: 451 4.7.1 (tempfail), or store the message with "
+	         "\"verdict\": null and log a warning (accept)."},
+	{.name = "rspamd-concurrency", .env = "SMTPD_RSPAMD_CONCURRENCY", .kind = CONFIG_COUNT,
+	 .offset = F(rspamd_concurrency), .def = "16", .min = 1,
+	 .help = "Most rspamd checks in flight at once; more messages wait in a queue (at most "
+	         "one per connection, so SMTPD_MAX_CONNECTIONS bounds it)."},
 
 	/* SPEC 7: operations. */
 	{.name = "shutdown-grace", .env = "SMTPD_SHUTDOWN_GRACE", .kind = CONFIG_DURATION,

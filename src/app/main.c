@@ -15,6 +15,7 @@
 #include "endpoint.h"
 #include "httpd.h"
 #include "log.h"
+#include "policy_load.h"
 #include "server.h"
 #include "version_git.h"
 
@@ -171,6 +172,10 @@ int main(int argc, char **argv)
 		rc = ENDPOINT_ECONFIG;
 	if (rc == ENDPOINT_OK &&
 	    main_check_port_list(cfg.tls_ports, "SMTPD_TLS_PORTS", &eps, err, sizeof err) < 0)
+		rc = ENDPOINT_ECONFIG;
+	/* SPEC 8: --check-config reads the recipients file as start-up would. */
+	if (rc == ENDPOINT_OK && cfg.action == CONFIG_ACTION_CHECK &&
+	    policy_load_check(&cfg, err, sizeof err) < 0)
 		rc = ENDPOINT_ECONFIG;
 	if (rc != ENDPOINT_OK) {
 		main_fatal(&cfg, err);

@@ -13,6 +13,7 @@
 #include "fdlimit.h"
 #include "httpd.h"
 #include "log.h"
+#include "policy_load.h"
 #include "readiness.h"
 #include "reaper.h"
 #include "spool.h"
@@ -35,6 +36,7 @@ static void server_finish(struct server *srv)
 	uv_close((uv_handle_t *)&srv->sigint, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->sighup, server_on_handle_closed);
 	reaper_stop();
+	policy_load_stop(srv->policy_load);
 	if (srv->tls_watching) {
 		srv->tls_watching = false;
 		uv_close((uv_handle_t *)&srv->tls_watch, server_on_handle_closed);
@@ -221,9 +223,12 @@ static void server_on_hup(uv_signal_t *h, int signum)
 {
 	(void)signum;
 	struct server *srv = h->data;
+	/* SPEC 8: the recipients file too (its own line says how that went). */
+	bool policy = policy_load_reload(srv->policy_load, "SIGHUP");
 	bool tls = srv->tls != NULL && !tlsio_ctx_self_signed(srv->tls);
 	if (!tls && srv->users == NULL) {
-		log_info("SIGHUP received: nothing to reload");
+		if (!policy)
+			log_info("SIGHUP received: nothing to reload");
 		return;
 	}
 	log_info("SIGHUP received: reloading%s%s%s", tls ? " the TLS certificate" : "",
@@ -406,6 +411,13 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 		code = sec;
 		goto out_stats;
 	}
+	/* SPEC 8: the recipient policy, read before anything listens; a file that
+	 * cannot be read or parsed is a configuration error. */
+	if (policy_load_start(&loop, cfg, &srv.stats, &srv.policy, &srv.policy_load, err, errlen) <
+	    0) {
+		code = 2;
+		goto out_stats;
+	}
 	if (cfg->deliver == CONFIG_DELIVER_MAILDIR &&
 	    spool_open(cfg->spool, cfg->hostname, &srv.spool, err, errlen) < 0)
 		goto out_stats;
@@ -456,6 +468,7 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 	if (srv.tls != NULL && !tlsio_ctx_self_signed(srv.tls))
 		uv_timer_start(&srv.tls_watch, server_on_tls_watch, SERVER_TLS_WATCH_MS,
 		               SERVER_TLS_WATCH_MS);
+	policy_load_watch(srv.policy_load); /* SPEC 8: reload when the file changes */
 
 	log_info("mailport %s ready: %zu listener(s), deliver=%s, spool=%s", MAILPORT_VERSION,
 	         srv.nlisteners, cfg->deliver == CONFIG_DELIVER_DISCARD ? "discard" : "maildir",
@@ -478,6 +491,7 @@ out_listeners:
 	spool_close(srv.spool);
 out_stats:
 	server_security_free(&srv);
+	policy_load_free(srv.policy_load);
 	stats_destroy(&srv.stats);
 	uv_loop_close(&loop);
 	return code;

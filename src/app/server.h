@@ -23,6 +23,8 @@ struct spool;
 struct httpd;
 struct auth_users;
 struct readiness;
+struct policy;
+struct policy_load;
 
 /* SPEC 6: how a listener speaks TLS (the "tls" of /status). */
 enum listener_tls {
@@ -113,6 +115,12 @@ struct server {
 	bool tls_has_refused;
 	struct auth_users *users; /* NULL when SMTPD_AUTH=off */
 	bool users_reloading;
+
+	/* SPEC 8 (policy_load.c): the recipient policy table every session's core
+	 * reads at RCPT through a pointer to this field (NULL: no policy), and
+	 * its loader, which swaps a reloaded table in here on the loop. */
+	const struct policy *policy;
+	struct policy_load *policy_load;
 };
 
 /* Run the service until it has drained after SIGTERM/SIGINT. Returns the exit

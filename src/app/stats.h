@@ -56,6 +56,9 @@ extern const char *const stats_refusal_names[STATS_REFUSED_COUNT];
 #define STATS_LATENCY_BUCKETS 12
 extern const double stats_latency_bounds[STATS_LATENCY_BUCKETS];
 
+/* rspamd's actions counted apart (enum rspamd_action, rspamd.h). */
+#define STATS_RSPAMD_ACTIONS 7
+
 /* Loop lag (issue 12): how late the heartbeat fires, in seconds per bucket
  * (one more, +Inf, follows). The maximum shown in /status is over the last
  * STATS_LAG_SLOTS slots of STATS_LAG_SLOT_MS: the last minute (50 to 60 s). */
@@ -117,6 +120,29 @@ struct stats_counters {
 	uint64_t loop_lag_count;
 	uint64_t loop_lag_sum_us;
 	uint64_t loop_lag_max_us; /* the largest over the last minute */
+	/* Inbound recipient policy (SPEC 8): the table in use (policy_load.c)
+	 * and the RCPTs it refused (session.c). */
+	bool policy_file;                  /* SMTPD_RECIPIENTS_FILE is set */
+	uint64_t policy_domains;           /* SMTPD_DOMAINS patterns (0: every domain) */
+	uint64_t policy_recipients;        /* addresses in the file */
+	uint64_t policy_recipient_domains; /* @domain lines in the file */
+	int64_t policy_file_mtime;         /* Unix seconds of the file in use; 0: none */
+	uint64_t policy_reloads;           /* tables swapped in after start-up */
+	uint64_t policy_reload_failures;   /* reloads refused: the old table stayed */
+	char policy_error[192];            /* why the latest reload was refused ("": it was not) */
+	uint64_t rcpt_refused_relay;       /* 554 5.7.1 Relay access denied */
+	uint64_t rcpt_refused_unknown;     /* 550 5.1.1 User unknown */
+	/* rspamd's checks (SPEC 8, deliver.c): those answered by action (in
+	 * rspamd_action_names' order, rspamd.h), those not answered (timeouts
+	 * among them), and how long each took from the end of the data (queue
+	 * included), in the accept histogram's buckets. */
+	bool rspamd_enabled;
+	uint64_t rspamd_checks[STATS_RSPAMD_ACTIONS];
+	uint64_t rspamd_failures;
+	uint64_t rspamd_timeouts;
+	uint64_t rspamd_latency[STATS_LATENCY_BUCKETS + 1];
+	uint64_t rspamd_latency_count;
+	uint64_t rspamd_latency_sum_us;
 };
 
 struct stats {

@@ -47,6 +47,9 @@
  *   BDAT content too; their verdict is given at BDAT LAST.
  * - Every 5xx answer to a command line counts towards SMTP_PROTO_MAX_ERRORS;
  *   refusals of a message at its end do not.
+ * - RCPT (SPEC 8): after its syntax and SMTPUTF8 checks, before the recipient
+ *   limit, the recipient policy (policy.h) may refuse it: 554 5.7.1 (a domain
+ *   not served, unauthenticated) or 550 5.1.1 (not in the recipients file).
  * - STARTTLS (RFC 3207) answers 454 4.7.0 when TLS is not configured, AUTH
  *   (RFC 4954) 502 5.5.1 when AUTH is not. STARTTLS needs EHLO/HELO first and no transaction (503),
  * is 503 once TLS is active, and waits for the adapter (SMTP_WAIT_STARTTLS); TLS up, everything the
@@ -71,6 +74,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "policy.h"
 
 /* SPEC 4 defaults, used when a config field is 0. */
 #define SMTP_PROTO_DEFAULT_MAX_SIZE       26214400u
@@ -371,6 +376,21 @@ static void smtp_proto_cmd_rcpt(struct smtp_proto *p, char *arg)
 	if (nonascii && !p->smtputf8) {
 		smtp_proto_error(p, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8");
 		return;
+	}
+	/* SPEC 8: refused recipients count towards SMTP_PROTO_MAX_ERRORS, as
+	 * Postfix counts them, so guessing addresses costs a harvester the
+	 * session after 20 misses. */
+	switch (policy_check(p->cfg.policy ? *p->cfg.policy : NULL, path, p->authenticated)) {
+	case POLICY_RELAY_DENIED:
+		smtp_proto_event(p, SMTP_EV_RCPT_REFUSED, "relay");
+		smtp_proto_error(p, 554, "5.7.1", "Relay access denied");
+		return;
+	case POLICY_UNKNOWN_USER:
+		smtp_proto_event(p, SMTP_EV_RCPT_REFUSED, "unknown_user");
+		smtp_proto_error(p, 550, "5.1.1", "User unknown");
+		return;
+	case POLICY_ACCEPT:
+		break;
 	}
 	/* RFC 5321 4.5.3.1.10: 452 past the limit; the client sends the rest
 	 * in another transaction. Not a protocol error. */

@@ -46,6 +46,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct policy;
+
 /* RFC 5321 4.5.3.1.4: a command line is at most 512 octets including CRLF. */
 #define SMTP_PROTO_COMMAND_LINE_MAX 512
 /* RFC 5321 4.5.3.1.3: a path is at most 256 octets including the brackets. */
@@ -85,6 +87,12 @@ struct smtp_proto_config {
 	/* SMTPD_MAX_LINE_LENGTH: a message with a text line longer than this many
 	 * octets (CRLF included) is refused 500 5.5.6 at its end; 0: no limit. */
 	uint64_t max_line_length;
+	/* SPEC 8: the recipient policy (policy.h), read at every RCPT through the
+	 * adapter's own pointer, so that a table the adapter swaps in on the loop
+	 * applies to live sessions from their next RCPT. The core reads it only
+	 * inside feed(), never keeps it. NULL, or *policy NULL: every recipient
+	 * is accepted. */
+	const struct policy *const *policy;
 };
 
 /* Things that happen, for the adapter's logs and counters. Informational only:
@@ -100,6 +108,10 @@ enum smtp_event_type {
 	SMTP_EV_QUIT,     /* QUIT received */
 	SMTP_EV_PROTOCOL, /* a protocol error reply was sent; arg: the reply */
 	SMTP_EV_TOO_MANY_ERRORS,
+	/* SPEC 8: a RCPT refused by the recipient policy, before its reply (a
+	 * SMTP_EV_PROTOCOL with the reply follows); arg: the reason, "relay"
+	 * (554 5.7.1) or "unknown_user" (550 5.1.1). */
+	SMTP_EV_RCPT_REFUSED,
 };
 
 struct smtp_event {

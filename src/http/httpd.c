@@ -33,6 +33,8 @@
 
 #include "buf.h"
 #include "httpd_front.h"
+#include "httpd_policy.h"
+#include "httpd_rspamd.h"
 #include "messages.h"
 #include "spool.h"
 
@@ -316,7 +318,8 @@ static enum MHD_Result httpd_status(struct httpd *h, struct MHD_Connection *conn
 		json_decref(limits);
 	}
 	if (v != NULL &&
-	    (httpd_delivery_json(v, &c) < 0 || httpd_readiness_json(v, &c, ready, why) < 0)) {
+	    (httpd_delivery_json(v, &c) < 0 || httpd_readiness_json(v, &c, ready, why) < 0 ||
+	     httpd_policy_status(v, &c) < 0 || httpd_rspamd_status(v, &c) < 0)) {
 		json_decref(v);
 		v = NULL;
 	}
@@ -640,6 +643,8 @@ static enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *con
 	             "AUTH attempts answered 454 4.7.0: too many failures from the address.",
 	             c.auth_blocked);
 	httpd_latency_metrics(&b, &c);
+	httpd_policy_metrics(&b, &c); /* SPEC 8 */
+	httpd_rspamd_metrics(&b, &c); /* SPEC 8 */
 	httpd_listener_metric(&b, "mailport_listener_connections_active", "gauge",
 	                      "Open SMTP connections per listener.", l, n,
 	                      offsetof(struct stats_listener, connections_active));

@@ -454,12 +454,24 @@ static void session_event(void *ctx, const struct smtp_event *ev)
 		deliver_abort(s->msg);
 		s->msg = NULL;
 		break;
-	case SMTP_EV_HELO:
-	case SMTP_EV_MAIL:
-	case SMTP_EV_RCPT:
+	case SMTP_EV_RCPT_REFUSED:
+		/* SPEC 8: counted by reason; the SMTP_EV_PROTOCOL that follows
+		 * logs the refusal. */
+		stats_lock(&srv->stats);
+		if (ev->arg != NULL && strcmp(ev->arg, "relay") == 0)
+			srv->stats.c.rcpt_refused_relay++;
+		else
+			srv->stats.c.rcpt_refused_unknown++;
+		stats_unlock(&srv->stats);
+		break;
 	case SMTP_EV_PROTOCOL:
 		session_log_refusal(s, ev->arg);
 		break;
+	/* Accepted commands: debug only (they were logged as "command refused"
+	 * with their argument, using up the refusal budget). */
+	case SMTP_EV_HELO:
+	case SMTP_EV_MAIL:
+	case SMTP_EV_RCPT:
 	case SMTP_EV_DATA:
 	case SMTP_EV_QUIT:
 	case SMTP_EV_TOO_MANY_ERRORS:
@@ -809,6 +821,7 @@ void session_accept(struct listener *l)
 	                                                     : SMTP_AUTH_OFF,
 	    .auth_insecure = srv->cfg->auth_insecure,
 	    .storage_low = &srv->spool_low, /* SMTPD_SPOOL_MIN_FREE: 452 4.3.1 at MAIL */
+	    .policy = &srv->policy,         /* SPEC 8: recipients, swapped by a reload */
 	};
 	struct smtp_proto_sink sink = {.ctx = s, .body = session_body, .event = session_event};
 	s->proto = smtp_proto_new(&pc, &sink);

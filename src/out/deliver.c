@@ -11,6 +11,8 @@
 
 #include "buf.h"
 #include "filter.h"
+#include "hdredit.h"
+#include "rspamd.h"
 #include "spool_commit.h"
 #include "spool_writer.h"
 #include "stats.h"
@@ -26,14 +28,23 @@ struct deliver_env {
 	struct deliver_hooks hooks;
 	struct spool_commit *commit;
 	struct webhook *webhook;
-	int tmp_fd;                 /* where a filter's input goes when nothing is stored */
-	uint64_t ids;               /* ids of discarded messages */
+	struct rspamd *rspamd; /* NULL: SMTPD_RSPAMD_URL is empty */
+	int tmp_fd;            /* where a filter's or rspamd's input goes when nothing is stored */
+	uint64_t ids;          /* ids of discarded messages */
 	struct deliver_msg *ending; /* messages between their end and their verdict */
 	size_t nending;
 	bool stopping;
 };
 
-enum deliver_step { STEP_DATA, STEP_FILTER, STEP_SYNC, STEP_COMMIT, STEP_DONE };
+enum deliver_step {
+	STEP_DATA,
+	STEP_RSPAMD, /* the file going to disk, then rspamd's check */
+	STEP_EDIT,   /* rspamd's header edits, on the thread pool */
+	STEP_FILTER,
+	STEP_SYNC,
+	STEP_COMMIT,
+	STEP_DONE
+};
 
 struct deliver_msg {
 	struct deliver_env *de;
@@ -51,7 +62,18 @@ struct deliver_msg {
 	struct journal_entry entry;
 	struct iovec iov[1];
 	struct filter_run *filter;
-	char **envp; /* the filter's, until it starts */
+	/* The final envelope (deliver_keep): its strings in env_mem, its
+	 * recipients in env_rcpt; the session's own go when deliver_end returns. */
+	struct spool_envelope env;
+	char *env_mem;
+	const char **env_rcpt;
+	char *verdict;        /* rspamd's verdict JSON (SPEC 8); NULL: none */
+	struct hdredit edits; /* rspamd's header edits, until they are applied */
+	int fd;               /* the file after the edits (tmp/<id> again); -1: the writer's */
+	uv_work_t work;       /* the edits on the thread pool */
+	int work_rc;
+	int new_fd;
+	uint64_t new_len;
 	char text[SPOOL_ID_MAX + 256];
 	/* The log context, the session's strings copied: the session may be gone. */
 	char log_session[24];
@@ -65,7 +87,12 @@ struct deliver_msg {
 static void deliver_msg_free(struct deliver_msg *m, bool remove)
 {
 	spool_writer_release(m->w, remove);
-	filter_env_free(m->envp);
+	if (m->fd >= 0)
+		close(m->fd);
+	hdredit_free(&m->edits);
+	free(m->verdict);
+	free(m->env_mem);
+	free(m->env_rcpt);
 	free(m->mail_from);
 	free(m->env_json);
 	free(m->meta);
@@ -83,6 +110,52 @@ static void deliver_unlink(struct deliver_msg *m)
 		m->next->prev = m->prev;
 	m->prev = m->next = NULL;
 	de->nending--;
+}
+
+/* The message file: rspamd's edited one, or the one that streamed in. */
+static int deliver_fd(const struct deliver_msg *m)
+{
+	return m->fd >= 0 ? m->fd : spool_writer_fd(m->w);
+}
+
+/* Keep the final envelope: the session's strings go when deliver_end
+ * returns, and rspamd, the filter and the meta file read it later. One block
+ * holds every string. 0 or -ENOMEM. */
+static int deliver_keep(struct deliver_msg *m, const struct spool_envelope *env)
+{
+	m->env = *env;
+	m->env.id = m->id;
+	m->env.verdict_json = NULL;
+	const char **fields[] = {&m->env.mail_from,      &m->env.helo,          &m->env.client_addr,
+	                         &m->env.local_addr,     &m->env.auth_user,     &m->env.auth_param,
+	                         &m->env.tls_version,    &m->env.tls_cipher,    &m->env.hostname,
+	                         &m->env.proxy_src_addr, &m->env.proxy_dst_addr};
+	size_t nf = sizeof fields / sizeof fields[0], total = 1;
+	for (size_t i = 0; i < nf; i++)
+		total += *fields[i] ? strlen(*fields[i]) + 1 : 0;
+	for (size_t i = 0; i < env->nrcpt; i++)
+		total += strlen(env->rcpt[i]) + 1;
+	m->env_mem = malloc(total);
+	m->env_rcpt = calloc(env->nrcpt ? env->nrcpt : 1, sizeof *m->env_rcpt);
+	if (m->env_mem == NULL || m->env_rcpt == NULL)
+		return -ENOMEM;
+	char *p = m->env_mem;
+	for (size_t i = 0; i < nf; i++) {
+		if (*fields[i] == NULL)
+			continue;
+		size_t n = strlen(*fields[i]) + 1;
+		memcpy(p, *fields[i], n);
+		*fields[i] = p;
+		p += n;
+	}
+	for (size_t i = 0; i < env->nrcpt; i++) {
+		size_t n = strlen(env->rcpt[i]) + 1;
+		memcpy(p, env->rcpt[i], n);
+		m->env_rcpt[i] = p;
+		p += n;
+	}
+	m->env.rcpt = m->env_rcpt;
+	return 0;
 }
 
 /* The verdict: to the session (found by id, or gone), then the message goes;
@@ -149,7 +222,7 @@ static void deliver_commit(struct deliver_msg *m)
 		}
 		m->meta_len = (size_t)sprintf(m->meta, "%s\n", m->env_json);
 	}
-	int fd = spool_writer_fd(m->w);
+	int fd = deliver_fd(m);
 	m->entry = (struct journal_entry){
 	    .id = m->id,
 	    .to_cur = m->to_cur,
@@ -214,7 +287,7 @@ static void deliver_sync_done(void *ctx, bool delivered, const char *reason)
 static void deliver_sync(struct deliver_msg *m)
 {
 	m->step = STEP_SYNC;
-	int rc = webhook_post(m->de->webhook, m->id, m->env_json, spool_writer_fd(m->w), m->len,
+	int rc = webhook_post(m->de->webhook, m->id, m->env_json, deliver_fd(m), m->len,
 	                      deliver_sync_done, m);
 	if (rc < 0)
 		deliver_reply(m, 451, "4.3.0", "Error: the message could not be delivered now",
@@ -228,6 +301,13 @@ static void deliver_continue(struct deliver_msg *m)
 	struct deliver_env *de = m->de;
 	if (de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL) {
 		deliver_accept(m, false);
+		return;
+	}
+	/* The envelope as it is stored and posted, the verdict in it. */
+	m->env.verdict_json = m->verdict;
+	m->env_json = spool_envelope_json(&m->env);
+	if (m->env_json == NULL) {
+		deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, -ENOMEM);
 		return;
 	}
 	if (de->webhook && de->cfg->webhook_sync) {
@@ -300,35 +380,22 @@ static void deliver_filter_done(void *ctx, const struct filter_result *r)
 	}
 }
 
-/* ---- the end of the data --------------------------------------------------------------- */
-
-/* The file is complete on disk (a filter or the sync webhook reads it). */
-static void deliver_flushed(void *arg, int rc)
+/* The filter's environment is made when it starts, from the kept envelope
+ * (with rspamd's verdict); the file is on disk by then. */
+static void deliver_start_filter(struct deliver_msg *m)
 {
-	struct deliver_msg *m = arg;
-	if (rc < 0) {
-		deliver_store_failed(m, rc);
-		return;
-	}
-	deliver_continue(m);
-}
-
-/* The filter's environment is made at the end of the data (the envelope is
- * the session's until then); the file must be on disk before it starts. */
-static void deliver_flushed_for_filter(void *arg, int rc)
-{
-	struct deliver_msg *m = arg;
-	if (rc < 0) {
-		deliver_store_failed(m, rc);
-		return;
-	}
 	struct deliver_env *de = m->de;
-	char **envp = m->envp;
-	m->envp = NULL;
+	m->step = STEP_FILTER;
+	m->env.verdict_json = m->verdict;
+	char **envp = filter_env_build(&m->env, environ);
+	if (envp == NULL) {
+		deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, -ENOMEM);
+		return;
+	}
 	char path[64];
-	snprintf(path, sizeof path, "/proc/self/fd/%d", spool_writer_fd(m->w));
+	snprintf(path, sizeof path, "/proc/self/fd/%d", deliver_fd(m));
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	rc = fd < 0 ? -errno : 0;
+	int rc = fd < 0 ? -errno : 0;
 	if (rc == 0)
 		rc = filter_start(de->loop, de->cfg->filter, de->cfg->filter_timeout * 1000, envp,
 		                  fd, m->id, &m->log, deliver_filter_done, m, &m->filter);
@@ -339,6 +406,218 @@ static void deliver_flushed_for_filter(void *arg, int rc)
 		deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, rc);
 }
 
+/* ---- rspamd (SPEC 8) ------------------------------------------------------------------- */
+
+/* After rspamd (or without it): the filter, then storing. */
+static void deliver_after_rspamd(struct deliver_msg *m)
+{
+	struct deliver_env *de = m->de;
+	if (de->cfg->filter[0] != '\0') {
+		if (de->stopping) {
+			deliver_reply(m, 451, "4.3.0", "Error: shutting down, try again later",
+			              false, 0);
+			return;
+		}
+		deliver_start_filter(m);
+		return;
+	}
+	deliver_continue(m);
+}
+
+static void deliver_edit_work(uv_work_t *w)
+{
+	struct deliver_msg *m = w->data;
+	m->work_rc = rspamd_rewrite(spool_tmp_fd(m->de->spool), m->id, spool_writer_fd(m->w),
+	                            m->len, &m->edits, &m->new_fd, &m->new_len);
+}
+
+static void deliver_edit_done(uv_work_t *w, int status)
+{
+	struct deliver_msg *m = w->data;
+	hdredit_free(&m->edits);
+	int rc = status < 0 ? status : m->work_rc;
+	if (rc == -EFBIG) {
+		/* Edited in part, a forged Authentication-Results could stay. */
+		deliver_reply(m, 552, "5.3.4", "Error: message header too large", false, 0);
+		return;
+	}
+	if (rc < 0) {
+		deliver_store_failed(m, rc);
+		return;
+	}
+	if (rc == 1) {
+		/* tmp/<id> is the edited file now: the commit, the filter and
+		 * the sync webhook read it. The size in the envelope stays the
+		 * message's as received. */
+		m->fd = m->new_fd;
+		m->len = m->new_len;
+	}
+	deliver_after_rspamd(m);
+}
+
+/* The header edits (rspamd's milter block and action, the forged
+ * Authentication-Results gone), off the loop: a new tmp/<id>. Nothing to edit
+ * when nothing is stored. */
+static void deliver_edit(struct deliver_msg *m)
+{
+	struct deliver_env *de = m->de;
+	if (de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL) {
+		deliver_after_rspamd(m);
+		return;
+	}
+	m->step = STEP_EDIT;
+	m->work.data = m;
+	int rc = uv_queue_work(de->loop, &m->work, deliver_edit_work, deliver_edit_done);
+	if (rc < 0)
+		deliver_store_failed(m, rc);
+}
+
+/* Counted for /status and /metrics: an answer by its action (action >= 0),
+ * or a failure; a check abandoned by the drain is neither. */
+static void deliver_rspamd_count(struct deliver_env *de, const struct rspamd_result *r, int action)
+{
+	if (r->stopped)
+		return;
+	struct stats_counters *c = &de->stats->c;
+	size_t i = 0;
+	while (i < STATS_LATENCY_BUCKETS && (double)r->latency_us > stats_latency_bounds[i] * 1e6)
+		i++;
+	stats_lock(de->stats);
+	if (action >= 0) {
+		c->rspamd_checks[action]++;
+	} else {
+		c->rspamd_failures++;
+		c->rspamd_timeouts += r->timed_out;
+	}
+	c->rspamd_latency[i]++;
+	c->rspamd_latency_count++;
+	c->rspamd_latency_sum_us += r->latency_us;
+	stats_unlock(de->stats);
+}
+
+/* rspamd gave no usable answer: SMTPD_RSPAMD_FAIL decides. */
+static void deliver_rspamd_unanswered(struct deliver_msg *m, const struct rspamd_result *r)
+{
+	struct deliver_env *de = m->de;
+	const char *kv[] = {"id", m->id, "error", r->error, NULL};
+	if (r->stopped || de->stopping) {
+		log_event(CONFIG_LOG_INFO, &m->log, "rspamd check abandoned", kv);
+		deliver_reply(m, 451, "4.3.0", "Error: shutting down, try again later", false, 0);
+		return;
+	}
+	if (de->cfg->rspamd_fail == CONFIG_RSPAMD_TEMPFAIL) {
+		log_event(CONFIG_LOG_WARN, &m->log, "rspamd did not answer; message deferred", kv);
+		deliver_reply(m, 451, "4.7.1", "Error: content check unavailable, try again later",
+		              false, 0);
+		return;
+	}
+	log_event(CONFIG_LOG_WARN, &m->log,
+	          "rspamd did not answer; message accepted without a verdict", kv);
+	/* No verdict, but what claims our name still goes (RFC 8601 5). */
+	hdredit_free(&m->edits);
+	hdredit_init(&m->edits, RSPAMD_TRACE_FIELDS);
+	if (hdredit_drop_authres(&m->edits, de->cfg->hostname) < 0) {
+		deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, -ENOMEM);
+		return;
+	}
+	deliver_edit(m);
+}
+
+static void deliver_rspamd_done(void *ctx, const struct rspamd_result *r)
+{
+	struct deliver_msg *m = ctx;
+	struct deliver_env *de = m->de;
+	if (!r->answered) {
+		deliver_rspamd_count(de, r, -1);
+		deliver_rspamd_unanswered(m, r);
+		return;
+	}
+	struct rspamd_verdict v;
+	char why[128];
+	if (rspamd_verdict_parse(r->body, r->len, de->cfg->hostname, &v, why, sizeof why) < 0) {
+		struct rspamd_result bad = *r;
+		bad.answered = false;
+		snprintf(bad.error, sizeof bad.error, "unusable answer: %s", why);
+		deliver_rspamd_count(de, &bad, -1);
+		deliver_rspamd_unanswered(m, &bad);
+		return;
+	}
+	deliver_rspamd_count(de, r, (int)v.action);
+	const char *kv[] = {"id",      m->id,  "action", rspamd_action_names[v.action],
+	                    "verdict", v.json, NULL};
+	/* A refusal at info (with why: the verdict); a stored message's
+	 * verdict is in its envelope, so debug is enough. */
+	bool refused = v.action == RSPAMD_REJECT || v.action == RSPAMD_SOFT_REJECT ||
+	               v.action == RSPAMD_GREYLIST;
+	log_event(refused ? CONFIG_LOG_INFO : CONFIG_LOG_DEBUG, &m->log, "rspamd", kv);
+	switch (v.action) {
+	case RSPAMD_REJECT:
+		/* rspamd's own milter default when it gives no message. */
+		snprintf(m->text, sizeof m->text, "%s",
+		         v.text[0] ? v.text : "Spam message rejected");
+		rspamd_verdict_free(&v);
+		deliver_reply(m, 554, "5.7.1", m->text, false, 0);
+		return;
+	case RSPAMD_SOFT_REJECT:
+	case RSPAMD_GREYLIST:
+		snprintf(m->text, sizeof m->text, "%s", v.text[0] ? v.text : "Try again later");
+		rspamd_verdict_free(&v);
+		deliver_reply(m, 451, "4.7.1", m->text, false, 0);
+		return;
+	default:
+		break;
+	}
+	m->verdict = v.json;
+	v.json = NULL;
+	m->edits = v.edits; /* moved: v holds nothing more */
+	deliver_edit(m);
+}
+
+/* The file is complete on disk: rspamd reads it. */
+static void deliver_flushed_for_rspamd(void *arg, int rc)
+{
+	struct deliver_msg *m = arg;
+	if (rc < 0) {
+		deliver_store_failed(m, rc);
+		return;
+	}
+	rc = rspamd_check(m->de->rspamd, &m->env, spool_writer_fd(m->w), m->len,
+	                  deliver_rspamd_done, m);
+	if (rc < 0) {
+		struct rspamd_result r = {.stopped = rc == -ESHUTDOWN};
+		snprintf(r.error, sizeof r.error, "cannot start the check: %s", strerror(-rc));
+		deliver_rspamd_count(m->de, &r, -1);
+		deliver_rspamd_unanswered(m, &r);
+	}
+}
+
+/* ---- the end of the data --------------------------------------------------------------- */
+
+/* The file is complete on disk (the sync webhook reads it). */
+static void deliver_flushed(void *arg, int rc)
+{
+	struct deliver_msg *m = arg;
+	if (rc < 0) {
+		deliver_store_failed(m, rc);
+		return;
+	}
+	deliver_continue(m);
+}
+
+static void deliver_flushed_for_filter(void *arg, int rc)
+{
+	struct deliver_msg *m = arg;
+	if (rc < 0) {
+		deliver_store_failed(m, rc);
+		return;
+	}
+	deliver_start_filter(m);
+}
+
+/* The steps (deliver.h): rspamd, its header edits, the filter, then the
+ * commit (or discard, or the sync webhook). Each needs the file complete on
+ * disk first; storing alone lets a small message go to the journal from
+ * memory. */
 void deliver_end(struct deliver_msg *m, const struct spool_envelope *env)
 {
 	struct deliver_env *de = m->de;
@@ -348,36 +627,29 @@ void deliver_end(struct deliver_msg *m, const struct spool_envelope *env)
 		de->ending->prev = m;
 	de->ending = m;
 	de->nending++;
-	struct spool_envelope e = *env;
-	e.id = m->id;
 	m->mail_from = strdup(env->mail_from ? env->mail_from : "");
-	m->env_json = spool_envelope_json(&e);
-	if (m->mail_from == NULL || m->env_json == NULL) {
+	if (m->mail_from == NULL || deliver_keep(m, env) < 0) {
 		deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, -ENOMEM);
 		return;
 	}
 	bool filter = de->cfg->filter[0] != '\0';
 	bool discard = de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL;
 	bool sync = !discard && de->webhook && de->cfg->webhook_sync;
-	if (filter && de->stopping) {
+	if ((filter || de->rspamd) && de->stopping) {
 		/* Pipelined input may complete a message after the drain killed the
-		 * filters: it must not slip through unfiltered. */
+		 * filters: it must not slip through unchecked. */
 		deliver_reply(m, 451, "4.3.0", "Error: shutting down, try again later", false, 0);
 		return;
 	}
-	if (m->w == NULL) { /* discard, no filter */
+	if (m->w == NULL) { /* discard, no filter, no rspamd */
 		deliver_accept(m, false);
 		return;
 	}
-	if (filter) {
-		char **envp = filter_env_build(&e, environ);
-		if (envp == NULL) {
-			deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, -ENOMEM);
-			return;
-		}
-		m->step = STEP_FILTER;
-		m->envp = envp;
-		int rc = spool_writer_finish(m->w, true, deliver_flushed_for_filter, m);
+	if (de->rspamd || filter) {
+		m->step = de->rspamd ? STEP_RSPAMD : STEP_FILTER;
+		int rc = spool_writer_finish(
+		    m->w, true,
+		    de->rspamd ? deliver_flushed_for_rspamd : deliver_flushed_for_filter, m);
 		if (rc != 1)
 			deliver_store_failed(m, rc < 0 ? rc : -EIO);
 		return;
@@ -412,6 +684,8 @@ struct deliver_msg *deliver_begin(struct deliver_env *de, uint64_t sid,
 	if (m == NULL)
 		return NULL;
 	m->de = de;
+	m->fd = -1;
+	hdredit_init(&m->edits, RSPAMD_TRACE_FIELDS);
 	m->sid = sid;
 	if (de->spool)
 		spool_new_id(de->spool, m->id, sizeof m->id);
@@ -424,9 +698,9 @@ struct deliver_msg *deliver_begin(struct deliver_env *de, uint64_t sid,
 		m->log = (struct log_ctx){log->session ? m->log_session : NULL,
 		                          log->client ? m->log_client : NULL, log->listener};
 	}
-	bool filter = de->cfg->filter[0] != '\0';
+	bool checked = de->cfg->filter[0] != '\0' || de->rspamd != NULL;
 	bool discard = de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL;
-	if (discard && !filter)
+	if (discard && !checked)
 		return m; /* counted, never kept */
 	if (discard && de->tmp_fd < 0) {
 		free(m);
@@ -509,14 +783,34 @@ int deliver_new(uv_loop_t *loop, const struct config *cfg, struct spool *spool, 
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (spool == NULL && cfg->filter[0] != '\0') {
-		/* Discard with a filter: the filter's input goes to an unnamed
+	if (cfg->rspamd_url[0] != '\0') {
+		struct rspamd_options ro = {
+		    .url = cfg->rspamd_url,
+		    .timeout_ms = cfg->rspamd_timeout * 1000,
+		    .concurrency =
+		        cfg->rspamd_concurrency > 1000 ? 1000u : (unsigned)cfg->rspamd_concurrency,
+		    .mta_name = cfg->hostname,
+		    .version = MAILPORT_VERSION,
+		};
+		if (rspamd_new(loop, &ro, &de->rspamd, err, errlen) < 0)
+			return -1;
+		stats_lock(stats);
+		stats->c.rspamd_enabled = true;
+		stats_unlock(stats);
+		/* Not the URL: it may carry credentials. */
+		log_info(
+		    "rspamd checks on: concurrency %u, timeout %llus, %s when it cannot answer",
+		    ro.concurrency, (unsigned long long)cfg->rspamd_timeout,
+		    cfg->rspamd_fail == CONFIG_RSPAMD_ACCEPT ? "accept" : "tempfail");
+	}
+	if (spool == NULL && (cfg->filter[0] != '\0' || de->rspamd != NULL)) {
+		/* Discard with a filter or rspamd: their input goes to an unnamed
 		 * file, nothing is kept. */
 		const char *dir = getenv("TMPDIR");
 		de->tmp_fd = open(dir && dir[0] ? dir : "/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (de->tmp_fd < 0) {
-			snprintf(err, errlen,
-			         "SMTPD_FILTER: cannot open %s for the filter's input: %s",
+			snprintf(err, errlen, "%s: cannot open %s for the checks' input: %s",
+			         cfg->filter[0] ? "SMTPD_FILTER" : "SMTPD_RSPAMD_URL",
 			         dir && dir[0] ? dir : "/tmp", strerror(errno));
 			return -1;
 		}
@@ -558,6 +852,8 @@ void deliver_stop(struct deliver_env *de)
 			filter_kill(m->filter);
 	}
 	webhook_stop(de->webhook);
+	/* Checks in flight end now (451); edits on the pool finish by themselves. */
+	rspamd_stop(de->rspamd);
 	spool_commit_stop(de->commit);
 }
 
@@ -566,6 +862,7 @@ void deliver_free(struct deliver_env *de)
 	if (de == NULL)
 		return;
 	webhook_free(de->webhook);
+	rspamd_free(de->rspamd);
 	spool_commit_free(de->commit);
 	if (de->tmp_fd >= 0)
 		close(de->tmp_fd);

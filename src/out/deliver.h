@@ -4,14 +4,22 @@
  * While the message arrives its bytes stream to tmp/<id> (spool_writer.h):
  * memory per message is bounded by a chunk, never by the message's size. At
  * its end:
- *   1. SMTPD_FILTER, when set (filter.c): the filter reads the message file on
- *      its stdin; 451/554 end it here;
- *   2. SMTPD_DELIVER=discard: 250 without storing;
- *   3. SMTPD_WEBHOOK_SYNC=1: posted from the file before the answer
+ *   1. SMTPD_RSPAMD_URL, when set (rspamd.h, SPEC 8): the file is made
+ *      complete on disk and POSTed to rspamd's /checkv2; "reject" answers
+ *      554 5.7.1, "soft reject" and "greylist" 451 4.7.1, no answer
+ *      SMTPD_RSPAMD_FAIL (451 4.7.1, or on without a verdict); otherwise the
+ *      verdict goes into the envelope and
+ *   2. the header edits (rspamd's milter block, its Subject or X-Spam: Yes,
+ *      Authentication-Results claiming our name removed) are applied on the
+ *      thread pool: a new tmp/<id> (rspamd_rewrite) that the next steps read;
+ *   3. SMTPD_FILTER, when set (filter.c): the filter reads the message file on
+ *      its stdin, the verdict in SMTPD_VERDICT_JSON; 451/554 end it here;
+ *   4. SMTPD_DELIVER=discard: 250 without storing;
+ *   5. SMTPD_WEBHOOK_SYNC=1: posted from the file before the answer
  *      (webhook.c); 2xx commits it straight into cur/ marked delivered (or
  *      keeps nothing with SMTPD_WEBHOOK_KEEP=0) and answers 250, anything else
  *      451 4.3.0;
- *   4. otherwise the group commit (spool_commit.h, journal.h); with
+ *   6. otherwise the group commit (spool_commit.h, journal.h); with
  *      SMTPD_WEBHOOK_URL the stored message is then queued for the webhook.
  *
  * The boundary (issue 14): delivery has its own environment (the loop, the
@@ -56,14 +64,16 @@ struct deliver_hooks {
 	void (*room)(void *owner, uint64_t sid);
 };
 
-/* Set up what delivery needs (the webhook: curl on the loop, the messages
- * left in new/ queued again; the group commit). spool is NULL for discard.
+/* Set up what delivery needs (rspamd and the webhook: curl on the loop, the
+ * messages left in new/ queued again; the group commit). spool is NULL for
+ * discard.
  * Returns 0, or -1 with a message in err. */
 int deliver_new(uv_loop_t *loop, const struct config *cfg, struct spool *spool, struct stats *stats,
                 const struct deliver_hooks *hooks, struct deliver_env **out, char *err,
                 size_t errlen);
 /* When the grace period ends and when the loop is to end: running filters
- * are killed (451), synchronous posts fail (451), queued webhook work is
+ * are killed (451), synchronous posts and rspamd checks fail (451), queued
+ * webhook work is
  * abandoned (it stays in new/), and every handle delivery owns is closed.
  * Messages already in a commit still get their verdict. Idempotent. */
 void deliver_stop(struct deliver_env *de);

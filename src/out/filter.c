@@ -116,6 +116,9 @@ char **filter_env_build(const struct spool_envelope *env, char *const *parent_en
 	    &e, filter_env_entry("SMTPD_TLS_CIPHER", env->tls_version ? env->tls_cipher : NULL));
 	filter_env_push(&e, filter_env_entry("SMTPD_MESSAGE_ID", env->id));
 	filter_env_push(&e, filter_env_number("SMTPD_SIZE", env->size));
+	/* SPEC 8: rspamd's verdict, the envelope's JSON; "null" without one. */
+	filter_env_push(&e, filter_env_entry("SMTPD_VERDICT_JSON",
+	                                     env->verdict_json ? env->verdict_json : "null"));
 	buf_free(&rcpt);
 	if (e.err || e.v == NULL) {
 		filter_env_free(e.v);

@@ -68,7 +68,9 @@ typedef void (*filter_done_fn)(void *ctx, const struct filter_result *r);
  *   SMTPD_MAIL_FROM, SMTPD_RCPT_TO (comma-separated), SMTPD_CLIENT_ADDR,
  *   SMTPD_CLIENT_PORT, SMTPD_LOCAL_ADDR, SMTPD_LOCAL_PORT, SMTPD_HELO,
  *   SMTPD_AUTH_USER ("" without AUTH), SMTPD_TLS (the TLS version, "" without
- *   TLS), SMTPD_TLS_CIPHER, SMTPD_MESSAGE_ID (the spool id), SMTPD_SIZE.
+ *   TLS), SMTPD_TLS_CIPHER, SMTPD_MESSAGE_ID (the spool id), SMTPD_SIZE,
+ *   SMTPD_VERDICT_JSON (rspamd's verdict, SPEC 8: env->verdict_json, "null"
+ *   without one).
  * Control characters in peer-chosen values become '?'. NULL-terminated and
  * malloc'ed; NULL on out of memory. Free with filter_env_free(). */
 char **filter_env_build(const struct spool_envelope *env, char *const *parent_env);

@@ -4,12 +4,12 @@
  * Life of one delivery (a job), all of it counted against the concurrency:
  *   prep   (thread pool) read meta/<id>.json, open new/<id>, build the request
  *                        (with a secret, one pass over the file for the HMAC);
- *   post   (loop)        one curl easy handle on the shared multi handle, the
+ *   post   (loop)        one curl easy handle on the webhook's curl_loop, the
  *                        body streamed from the file (read on the thread pool);
  *   result (thread pool) rewrite the envelope, move or remove the message;
  *   back on the loop: count it, requeue a retry, start the next job.
- * The post itself (the curl-multi glue on the loop) is in webhook_curl.c; the
- * structs both files use are in webhook_priv.h. */
+ * The post itself is in webhook_curl.c, on the curl-multi glue of curl_loop.c
+ * (shared with rspamd.c); the structs both files use are in webhook_priv.h. */
 #include "webhook.h"
 
 #include <errno.h>
@@ -171,12 +171,11 @@ static void webhook_job_unlink(struct webhook_job *j)
 static void webhook_job_release(struct webhook_job *j)
 {
 	if (j->easy) {
-		if (j->wh->multi)
-			curl_multi_remove_handle(j->wh->multi, j->easy);
+		curl_loop_remove(j->wh->cl, j->easy);
 		curl_easy_cleanup(j->easy);
 	}
 	curl_slist_free_all(j->hdrs);
-	webhook_upload_release(j->upload);
+	curl_loop_upload_release(j->upload);
 	webhook_request_free(&j->req);
 	if (j->sync_fd >= 0)
 		close(j->sync_fd);
@@ -620,36 +619,23 @@ int webhook_new(uv_loop_t *loop, const struct webhook_options *opt, struct spool
 		snprintf(err, errlen, "webhook: out of memory");
 		goto fail;
 	}
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		snprintf(err, errlen, "SMTPD_WEBHOOK_URL: cannot initialise libcurl");
+	/* Last: nothing that can fail comes after it (its timer is open). */
+	int rc = curl_loop_new(loop, &wh->cl);
+	if (rc < 0) {
+		snprintf(err, errlen, "SMTPD_WEBHOOK_URL: cannot initialise libcurl: %s",
+		         strerror(-rc));
 		goto fail;
 	}
-	wh->curl_global = true;
-	const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
-	if (!(vi->features & CURL_VERSION_ASYNCHDNS))
+	if (!curl_loop_async_dns())
 		log_warn("webhook: libcurl resolves names synchronously; use an address in "
 		         "SMTPD_WEBHOOK_URL or a libcurl with the threaded resolver");
-	wh->multi = curl_multi_init();
-	if (wh->multi == NULL) {
-		snprintf(err, errlen, "SMTPD_WEBHOOK_URL: cannot initialise libcurl");
-		goto fail;
-	}
-	curl_multi_setopt(wh->multi, CURLMOPT_SOCKETFUNCTION, webhook_on_socket);
-	curl_multi_setopt(wh->multi, CURLMOPT_SOCKETDATA, wh);
-	curl_multi_setopt(wh->multi, CURLMOPT_TIMERFUNCTION, webhook_on_timer);
-	curl_multi_setopt(wh->multi, CURLMOPT_TIMERDATA, wh);
-	uv_timer_init(loop, &wh->curl_timer);
 	uv_timer_init(loop, &wh->wake);
 	uv_timer_init(loop, &wh->stats_timer);
-	wh->curl_timer.data = wh->wake.data = wh->stats_timer.data = wh;
+	wh->wake.data = wh->stats_timer.data = wh;
 	uv_timer_start(&wh->stats_timer, webhook_on_stats, WEBHOOK_STATS_MS, WEBHOOK_STATS_MS);
 	*out = wh;
 	return 0;
 fail:
-	if (wh->multi)
-		curl_multi_cleanup(wh->multi);
-	if (wh->curl_global)
-		curl_global_cleanup();
 	free(wh->url);
 	free(wh->secret);
 	free(wh->version);
@@ -758,7 +744,6 @@ void webhook_stop(struct webhook *wh)
 	if (wh == NULL || wh->stopping)
 		return;
 	wh->stopping = true;
-	uv_close((uv_handle_t *)&wh->curl_timer, webhook_on_closed);
 	uv_close((uv_handle_t *)&wh->wake, webhook_on_closed);
 	uv_close((uv_handle_t *)&wh->stats_timer, webhook_on_closed);
 	/* Requests on the wire: taken off curl. Jobs on the thread pool end
@@ -769,7 +754,7 @@ void webhook_stop(struct webhook *wh)
 		if (j->in_work)
 			continue;
 		if (j->easy) {
-			curl_multi_remove_handle(wh->multi, j->easy);
+			curl_loop_remove(wh->cl, j->easy);
 			curl_easy_cleanup(j->easy);
 			j->easy = NULL;
 		}
@@ -778,11 +763,7 @@ void webhook_stop(struct webhook *wh)
 		j->qnext = abandon;
 		abandon = j;
 	}
-	/* Stop watching curl's sockets before curl closes them. */
-	while (wh->socks)
-		webhook_sock_close(wh->socks);
-	curl_multi_cleanup(wh->multi);
-	wh->multi = NULL;
+	curl_loop_stop(wh->cl);
 	wh->sync_head = wh->sync_tail = NULL;
 	size_t n = 0;
 	while (abandon) {
@@ -812,8 +793,7 @@ void webhook_free(struct webhook *wh)
 	for (size_t i = 0; i < wh->nheap; i++)
 		free(wh->heap[i]);
 	free(wh->heap);
-	if (wh->curl_global)
-		curl_global_cleanup();
+	curl_loop_free(wh->cl);
 	free(wh->url);
 	free(wh->secret);
 	free(wh->version);

@@ -1,6 +1,7 @@
-/* webhook_priv: what webhook.c and webhook_curl.c share (the curl-multi glue on
- * the loop lives in webhook_curl.c, the queue, the jobs and the spool updates in
- * webhook.c). Not for other modules: they see webhook.h's functions only. */
+/* webhook_priv: what webhook.c and webhook_curl.c share (the requests in
+ * webhook_curl.c, on the curl-multi glue of curl_loop.h; the queue, the jobs
+ * and the spool updates in webhook.c). Not for other modules: they see
+ * webhook.h's functions only. */
 #ifndef MAILPORT_WEBHOOK_PRIV_H
 #define MAILPORT_WEBHOOK_PRIV_H
 
@@ -12,6 +13,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "curl_loop.h"
 #include "spool.h"
 #include "webhook.h"
 
@@ -31,27 +33,6 @@ enum webhook_prep {
 	WEBHOOK_PREP_DELIVERED, /* delivered, its move to cur/ cut short by a crash */
 	WEBHOOK_PREP_FAILED,    /* the same for failed/ */
 	WEBHOOK_PREP_ERROR,     /* could not read or build: retried */
-};
-
-struct webhook_sock {
-	uv_poll_t poll;
-	struct webhook *wh;
-	struct webhook_sock *prev, *next;
-	curl_socket_t fd;
-};
-
-/* The body of a request on the wire, read ahead one chunk on the thread pool
- * (webhook_curl.c). Its own allocation: a read may still be running when the
- * job is over, and then the read's callback frees it. */
-struct webhook_upload {
-	uv_loop_t *loop;
-	uv_fs_t fs;
-	struct webhook_body *body;
-	struct webhook_job *job; /* NULL: orphaned with a read in flight */
-	uint64_t rd_off;         /* the chunk in body->in, or being read into it */
-	size_t rd_len, rd_got;
-	int err; /* a read failed: -errno */
-	bool reading, ready, paused;
 };
 
 struct webhook_job {
@@ -79,7 +60,8 @@ struct webhook_job {
 	struct webhook_request req;
 
 	/* The request. */
-	struct webhook_upload *upload; /* req.body, once curl reads it */
+	struct curl_loop_xfer xfer;      /* the post on curl_loop (its done finds the job) */
+	struct curl_loop_upload *upload; /* req.body, once curl reads it */
 	CURL *easy;
 	struct curl_slist *hdrs;
 	char errbuf[CURL_ERROR_SIZE];
@@ -101,9 +83,8 @@ struct webhook {
 	char *url, *secret, *version;
 	struct spool *spool;
 	struct stats *stats;
-	CURLM *multi;
-	uv_timer_t curl_timer, wake, stats_timer;
-	struct webhook_sock *socks;
+	struct curl_loop *cl; /* curl's multi handle on the loop */
+	uv_timer_t wake, stats_timer;
 	struct webhook_job *jobs;
 	struct webhook_job *sync_head, *sync_tail;
 	/* Min-heap of queued items by due time. */
@@ -113,19 +94,13 @@ struct webhook {
 	uint64_t pending; /* items queued or in a job */
 	uint64_t rnd;
 	bool stopping;
-	bool curl_global;
 };
 
 /* webhook.c */
 void webhook_sync_end(struct webhook_job *j, bool delivered, const char *why);
 void webhook_finish_item(struct webhook_job *j);
 
-/* webhook_curl.c: one easy handle per post on the shared multi handle. */
+/* webhook_curl.c: one easy handle per post on the webhook's curl_loop. */
 void webhook_start_post(struct webhook_job *j);
-int webhook_on_socket(CURL *e, curl_socket_t s, int what, void *ud, void *sockp);
-int webhook_on_timer(CURLM *m, long timeout_ms, void *ud);
-void webhook_sock_close(struct webhook_sock *ws);
-/* The job no longer needs its upload: freed now, or by its read in flight. */
-void webhook_upload_release(struct webhook_upload *u);
 
 #endif

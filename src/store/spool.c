@@ -409,13 +409,20 @@ static void spool_rfc3339(const struct timespec *ts, char *out, size_t len)
 	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts->tv_nsec / 1000000);
 }
 
+/* The envelope's dump: compact, in the SPEC's key order, and rspamd's scores
+ * as it prints them (8.3, not jansson's default 8.3000000000000007). */
+#define SPOOL_JSON_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15))
+
 /* The envelope as a jansson object (a new reference), NULL on out of memory. */
 static json_t *spool_envelope_obj(const struct spool_envelope *env)
 {
 	json_t *o = json_object();
 	json_t *rcpt = json_array();
 	json_t *tls = json_null(), *proxy = json_null();
-	bool ok = o != NULL && rcpt != NULL;
+	/* SPEC 8: always there, null without a verdict. */
+	json_t *verdict = env->verdict_json ? json_loads(env->verdict_json, 0, NULL) : json_null();
+	bool ok =
+	    o != NULL && rcpt != NULL && (env->verdict_json == NULL || json_is_object(verdict));
 	for (size_t i = 0; ok && i < env->nrcpt; i++)
 		ok = json_array_append_new(rcpt, spool_json_str(env->rcpt[i])) == 0;
 	if (ok && env->tls_version != NULL) {
@@ -452,7 +459,8 @@ static json_t *spool_envelope_obj(const struct spool_envelope *env)
 	         0 &&
 	     json_object_set(o, "tls", tls) == 0 && json_object_set(o, "proxy", proxy) == 0 &&
 	     json_object_set_new(o, "size", json_integer((json_int_t)env->size)) == 0 &&
-	     json_object_set_new(o, "received_at", json_string(when)) == 0;
+	     json_object_set_new(o, "received_at", json_string(when)) == 0 &&
+	     json_object_set(o, "verdict", verdict) == 0;
 	/* RFC 4954 5: the AUTH= mailbox an authenticated client gave on MAIL;
 	 * the key is only there when it did. */
 	if (ok && env->auth_param != NULL && env->auth_param[0] != '\0')
@@ -460,6 +468,7 @@ static json_t *spool_envelope_obj(const struct spool_envelope *env)
 	json_decref(rcpt);
 	json_decref(tls);
 	json_decref(proxy);
+	json_decref(verdict);
 	if (!ok) {
 		json_decref(o);
 		return NULL;
@@ -470,7 +479,7 @@ static json_t *spool_envelope_obj(const struct spool_envelope *env)
 char *spool_envelope_json(const struct spool_envelope *env)
 {
 	json_t *o = spool_envelope_obj(env);
-	char *out = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	char *out = o ? json_dumps(o, SPOOL_JSON_FLAGS) : NULL;
 	json_decref(o);
 	return out;
 }
@@ -638,7 +647,7 @@ char *spool_meta_file(const struct spool_envelope *env, const char *delivery, si
 		json_t *o = spool_envelope_obj(env);
 		json_t *d = json_loads(delivery, 0, NULL);
 		if (o != NULL && d != NULL && json_object_set(o, "delivery", d) == 0)
-			json = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+			json = json_dumps(o, SPOOL_JSON_FLAGS);
 		json_decref(d);
 		json_decref(o);
 	}

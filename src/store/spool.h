@@ -59,6 +59,10 @@ struct spool_envelope {
 	uint16_t proxy_src_port;
 	const char *proxy_dst_addr;
 	uint16_t proxy_dst_port;
+	/* rspamd's verdict on the message (SPEC 8) as JSON text, an object;
+	 * NULL writes "verdict":null (rspamd off, or no answer under
+	 * SMTPD_RSPAMD_FAIL=accept). */
+	const char *verdict_json;
 };
 
 /* Modes of what the spool creates (before the umask): group may read, so a

@@ -5,7 +5,7 @@
 #   tests/fuzz/run-fuzzers.sh [TOTAL_SECONDS] [TARGET...]
 #
 # TOTAL_SECONDS (default 60) is split evenly over the targets run (at least 1 s
-# each): with the two targets below, 60 gives 30 s each. TARGET names select
+# each): with the four targets below, 60 gives 15 s each. TARGET names select
 # some of the table's targets (default: all of them).
 #
 # Exit status: 0 every target ran clean; 1 a target found a crash, a leak, a
@@ -30,9 +30,10 @@ set -uo pipefail
 # name | sources besides tests/fuzz/fuzz_<name>.c | dictionary in tests/fuzz (optional)
 # The corpus is tests/fuzz/corpus/<name>; the dictionary defaults to <name>.dict.
 TARGETS=(
-	"smtp_proto|src/core/smtp_proto.c src/core/smtp_data.c src/core/smtp_parse.c src/core/smtp_auth.c src/core/buf.c|smtp.dict"
+	"smtp_proto|src/core/smtp_proto.c src/core/smtp_data.c src/core/smtp_parse.c src/core/smtp_auth.c src/core/buf.c src/core/policy.c|smtp.dict"
 	"endpoint|src/core/endpoint.c src/core/endpoint_parse.c src/core/buf.c|"
 	"proxy_proto|src/core/proxy_proto.c|"
+	"policy|src/core/policy.c|"
 )
 
 # shellcheck disable=SC2054  # the commas are part of -fsanitize=

@@ -92,11 +92,13 @@ static void test_env(void **state)
 	assert_string_equal(env_get(e, "SMTPD_TLS_CIPHER"), "");
 	assert_string_equal(env_get(e, "SMTPD_MESSAGE_ID"), "1700000000.M1P2Q3.mx");
 	assert_string_equal(env_get(e, "SMTPD_SIZE"), "1234");
+	/* SPEC 8: no rspamd verdict. */
+	assert_string_equal(env_get(e, "SMTPD_VERDICT_JSON"), "null");
 	size_t n = 0, tls = 0;
 	for (; e[n]; n++)
 		tls += strncmp(e[n], "SMTPD_TLS=", 10) == 0;
 	assert_int_equal(tls, 1);
-	assert_int_equal(n, 3 + 13);
+	assert_int_equal(n, 3 + 14);
 	filter_env_free(e);
 
 	/* Null sender, one recipient, AUTH and TLS, no parent environment. */
@@ -112,6 +114,13 @@ static void test_env(void **state)
 	assert_string_equal(env_get(e, "SMTPD_AUTH_USER"), "alice");
 	assert_string_equal(env_get(e, "SMTPD_TLS"), "TLSv1.3");
 	assert_string_equal(env_get(e, "SMTPD_TLS_CIPHER"), "TLS_AES_256_GCM_SHA384");
+	filter_env_free(e);
+	/* SPEC 8: rspamd's verdict as the envelope has it. */
+	env.verdict_json = "{\"action\":\"no action\",\"score\":1.5}";
+	e = filter_env_build(&env, NULL);
+	assert_non_null(e);
+	assert_string_equal(env_get(e, "SMTPD_VERDICT_JSON"),
+	                    "{\"action\":\"no action\",\"score\":1.5}");
 	filter_env_free(e);
 	filter_env_free(NULL);
 }

@@ -32,7 +32,8 @@
  *                        resume() with the verdict
  *   AUTHENTICATED: user | -   smtp_proto_auth_user() at this point
  * CONFIG keys for SPEC 6: tls=off|available|required|active (implicit),
- * auth=off|optional|required, auth_insecure=yes|no.
+ * auth=off|optional|required, auth_insecure=yes|no. SPEC 8: domains=LIST
+ * (SMTPD_DOMAINS), recipients=A,B (the lines of a recipients file).
  * Consecutive C lines form one round: the client sends them together, then
  * waits for the S lines that follow (before its next round the output so far
  * must equal the S lines so far). A split replay splits one round at a time,
@@ -49,6 +50,7 @@
 #include <cmocka.h>
 
 #include "buf.h"
+#include "policy.h"
 #include "smtp_proto.h"
 
 /* ------------------------------------------------------------ transcripts */
@@ -82,6 +84,10 @@ struct transcript {
 	char hostname[256];
 	struct smtp_proto_config cfg;
 	bool greet;
+	/* SPEC 8: the recipient policy the core reads through cfg.policy. */
+	char domains[256], recipients[256];
+	bool has_recipients;
+	const struct policy *policy;
 	unsigned modes;
 	struct op *ops;
 	size_t nops;
@@ -178,7 +184,15 @@ static void parse_config(struct transcript *t, const char *kv, int line)
 		                                             : SMTP_AUTH_OFF;
 	else if (strcmp(key, "auth_insecure") == 0)
 		t->cfg.auth_insecure = strcmp(val, "yes") == 0;
-	else
+	else if (strcmp(key, "domains") == 0)
+		snprintf(t->domains, sizeof t->domains, "%s", val);
+	else if (strcmp(key, "recipients") == 0) {
+		/* One file line per comma. */
+		snprintf(t->recipients, sizeof t->recipients, "%s", val);
+		for (char *c = t->recipients; (c = strchr(c, ',')) != NULL;)
+			*c = '\n';
+		t->has_recipients = true;
+	} else
 		die("%s:%d: unknown CONFIG %s", t->path, line, key);
 }
 
@@ -261,6 +275,15 @@ static struct transcript *transcript_load(const char *path)
 	}
 	fclose(f);
 	t->cfg.hostname = t->hostname;
+	if (t->domains[0] != '\0' || t->has_recipients) {
+		struct policy *pol;
+		char err[256];
+		if (policy_new(t->domains, t->has_recipients ? t->recipients : NULL,
+		               strlen(t->recipients), &pol, err, sizeof err) < 0)
+			die("%s: policy: %s", path, err);
+		t->policy = pol;
+		t->cfg.policy = &t->policy;
+	}
 	return t;
 }
 
@@ -269,6 +292,7 @@ static void transcript_free(struct transcript *t)
 	for (size_t i = 0; i < t->nops; i++)
 		buf_free(&t->ops[i].data);
 	free(t->ops);
+	policy_free((struct policy *)t->policy);
 	free(t);
 }
 
@@ -301,6 +325,7 @@ static const char *const event_names[] = {
     [SMTP_EV_QUIT] = "QUIT",
     [SMTP_EV_PROTOCOL] = "PROTOCOL",
     [SMTP_EV_TOO_MANY_ERRORS] = "TOO_MANY_ERRORS",
+    [SMTP_EV_RCPT_REFUSED] = "RCPT_REFUSED",
 };
 
 static void run_event(void *ctx, const struct smtp_event *ev)

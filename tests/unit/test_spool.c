@@ -378,7 +378,7 @@ static void test_store_exact(void **state)
 	         "\"client\":{\"address\":\"203.0.113.7\",\"port\":40000},"
 	         "\"helo\":\"client.example\",\"local\":{\"address\":\"127.0.0.1\",\"port\":2525},"
 	         "\"auth_user\":null,\"tls\":null,\"proxy\":null,\"size\":20,"
-	         "\"received_at\":\"2026-11-27T08:40:58.123Z\"}\n",
+	         "\"received_at\":\"2026-11-27T08:40:58.123Z\",\"verdict\":null}\n",
 	         id);
 	assert_string_equal(got, want);
 	free(got);
@@ -449,8 +449,21 @@ static void test_store_variants(void **state)
 	assert_int_equal(json_integer_value(json_object_get(j, "size")), 123456789012LL);
 	assert_string_equal(json_string_value(json_object_get(j, "received_at")),
 	                    "2026-11-27T08:40:58.123Z");
-	assert_int_equal(json_object_size(j), 11);
+	assert_true(json_is_null(json_object_get(j, "verdict")));
+	assert_int_equal(json_object_size(j), 12);
 	json_decref(j);
+
+	/* SPEC 8: rspamd's verdict goes in as an object, scores as rspamd wrote
+	 * them; a verdict that is not a JSON object is refused (NULL). */
+	e = base_env(id);
+	e.verdict_json = "{\"action\":\"add header\",\"score\":8.3,\"spf\":\"pass\"}";
+	char *ej = spool_envelope_json(&e);
+	assert_non_null(ej);
+	assert_non_null(strstr(ej, ",\"verdict\":{\"action\":\"add header\",\"score\":8.3,"
+	                           "\"spf\":\"pass\"}}"));
+	free(ej);
+	e.verdict_json = "[1]";
+	assert_null(spool_envelope_json(&e));
 
 	/* HELO, TLS without AUTH, no helo at all, a PROXY header. */
 	spool_new_id(fx->s, id, sizeof id);
