@@ -110,7 +110,8 @@ static enum MHD_Result httpd_send_json(struct MHD_Connection *conn, unsigned sta
 {
 	if (v == NULL)
 		return MHD_NO;
-	char *s = json_dumps(v, JSON_COMPACT);
+	/* 15 digits: a score read from an envelope prints as it was written. */
+	char *s = json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(15));
 	json_decref(v);
 	if (s == NULL)
 		return MHD_NO;

@@ -341,7 +341,8 @@ static int webhook_set_delivery(struct webhook_job *j, json_t *delivery)
 {
 	if (delivery == NULL || json_object_set_new(j->meta, "delivery", delivery) < 0)
 		return -ENOMEM;
-	char *text = json_dumps(j->meta, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	char *text =
+	    json_dumps(j->meta, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 	if (text == NULL)
 		return -ENOMEM;
 	int rc = spool_meta_write(j->wh->spool, j->item->id, text, false);

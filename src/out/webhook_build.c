@@ -126,7 +126,8 @@ int webhook_body_new(enum config_webhook_format format, json_t *envelope, int fd
 		b->head = strdup("");
 		b->len = size;
 	} else {
-		env = json_dumps(envelope, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		env = json_dumps(envelope,
+		                 JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 		size_t el = env ? strlen(env) : 0;
 		b->head_len = sizeof webhook_json_head - 1 + el + sizeof webhook_json_raw - 1;
 		b->head = env ? malloc(b->head_len + 1) : NULL;
