@@ -39,7 +39,7 @@ struct jseg {
 };
 
 struct journal {
-	pthread_mutex_t mu; /* one commit or checkpoint at a time */
+	pthread_mutex_t mu; /* the append and sync of one batch at a time */
 	struct spool *sp;
 	int dir_fd; /* <spool>/journal */
 	int seg_fd; /* the segment being appended to, -1 when none */
@@ -325,7 +325,32 @@ static int journal_materialise(struct spool *sp, const char *id, bool to_cur, co
 	return 0;
 }
 
-static void journal_commit_locked(struct journal *j, struct journal_entry **e, size_t n)
+/* Phase 1, no lock: every message's file complete in tmp/ (and synced there
+ * when large). Several batches may do this at once. */
+static void journal_prepare(struct journal *j, struct journal_entry **e, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		e[i]->rc = 0;
+		if (!spool_id_ok(e[i]->id)) {
+			e[i]->rc = -EINVAL;
+			continue;
+		}
+		if (e[i]->fd < 0 && (e[i]->rc = journal_write_tmp(j, e[i])) < 0) {
+			log_error("spool: cannot write %s/tmp/%s: %s", spool_dir(j->sp), e[i]->id,
+			          strerror(-e[i]->rc));
+			continue;
+		}
+		if (journal_external(e[i]) && j->sync(e[i]->fd) < 0) {
+			e[i]->rc = -errno;
+			log_error("journal: sync of %s/tmp/%s failed: %s", spool_dir(j->sp),
+			          e[i]->id, strerror(-e[i]->rc));
+		}
+	}
+}
+
+/* Phase 2, under the lock: the records and the one sync of the batch. Only
+ * this part is serial: a batch appends and syncs while the next prepares. */
+static void journal_append_sync(struct journal *j, struct journal_entry **e, size_t n)
 {
 	time_t now = time(NULL);
 	if (j->seg_fd >= 0 &&
@@ -338,26 +363,11 @@ static void journal_commit_locked(struct journal *j, struct journal_entry **e, s
 	uint64_t start = j->seg_off;
 	size_t appended = 0, external = 0;
 	for (size_t i = 0; i < n; i++) {
-		e[i]->rc = rc;
-		if (rc < 0)
+		if (e[i]->rc < 0)
 			continue;
-		if (!spool_id_ok(e[i]->id)) {
-			e[i]->rc = -EINVAL;
+		if (rc < 0) {
+			e[i]->rc = rc;
 			continue;
-		}
-		if (e[i]->fd < 0 && (e[i]->rc = journal_write_tmp(j, e[i])) < 0) {
-			log_error("spool: cannot write %s/tmp/%s: %s", spool_dir(j->sp), e[i]->id,
-			          strerror(-e[i]->rc));
-			continue;
-		}
-		if (journal_external(e[i])) {
-			if (j->sync(e[i]->fd) < 0) {
-				e[i]->rc = -errno;
-				log_error("journal: sync of %s/tmp/%s failed: %s", spool_dir(j->sp),
-				          e[i]->id, strerror(-e[i]->rc));
-				continue;
-			}
-			external++;
 		}
 		uint64_t before = j->seg_off;
 		if ((e[i]->rc = journal_append(j, e[i])) < 0) {
@@ -367,6 +377,7 @@ static void journal_commit_locked(struct journal *j, struct journal_entry **e, s
 			continue;
 		}
 		appended++;
+		external += journal_external(e[i]);
 	}
 	if (appended > 0) {
 		/* The one sync of the batch (and, for large messages synced in
@@ -395,6 +406,13 @@ static void journal_commit_locked(struct journal *j, struct journal_entry **e, s
 			j->seg_new = false;
 		}
 	}
+	j->last_commit = now;
+}
+
+/* Phase 3, no lock: into new/ (or cur/), without syncs; a refused message's
+ * tmp/ file goes. */
+static void journal_materialise_batch(struct journal *j, struct journal_entry **e, size_t n)
+{
 	for (size_t i = 0; i < n; i++) {
 		if (e[i]->rc == 0) {
 			e[i]->rc = journal_materialise(j->sp, e[i]->id, e[i]->to_cur, e[i]->meta,
@@ -411,7 +429,6 @@ static void journal_commit_locked(struct journal *j, struct journal_entry **e, s
 		if (e[i]->rc < 0 && spool_id_ok(e[i]->id))
 			unlinkat(j->sp->tmp_fd, e[i]->id, 0);
 	}
-	j->last_commit = now;
 }
 
 /* ---- checkpoint -------------------------------------------------------------------- */
@@ -484,9 +501,11 @@ int journal_checkpoint(struct journal *j, bool all)
 
 void journal_commit(struct journal *j, struct journal_entry **e, size_t n)
 {
+	journal_prepare(j, e, n);
 	pthread_mutex_lock(&j->mu);
-	journal_commit_locked(j, e, n);
+	journal_append_sync(j, e, n);
 	pthread_mutex_unlock(&j->mu);
+	journal_materialise_batch(j, e, n);
 }
 
 /* ---- replay ---------------------------------------------------------------------------- */

@@ -32,10 +32,12 @@
  * kept JOURNAL_CHECKPOINT_AGE seconds first, so that the kernel's own writeback
  * has usually written those files and the syncfs has little left to do.
  *
- * Threads: commits are serialised by a mutex, and a checkpoint takes it only
- * around its bookkeeping, so its syncfs runs while commits go on; two
- * checkpoints must not run at once (spool_commit.c runs one at a time). The
- * counters are atomic. */
+ * Threads: several journal_commit calls may run at once: each writes its
+ * messages' tmp/ files and materialises them on its own, and only the append
+ * and the sync are serialised by a mutex (one batch syncs while the next
+ * prepares). A checkpoint takes the mutex only around its bookkeeping, so its
+ * syncfs runs while commits go on; two checkpoints must not run at once
+ * (spool_commit.c runs one at a time). The counters are atomic. */
 #ifndef MAILPORT_JOURNAL_H
 #define MAILPORT_JOURNAL_H
 
