@@ -44,6 +44,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import binary_id, machine_state  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLEANUP = []        # run at exit, last first
 ROOT = os.path.dirname(HERE)
@@ -110,45 +113,6 @@ def message_pieces(pool, n, total, size):
         line = b"x" * (m - 1) + b"\n"
         yield line, line[:-1] + b"\r\n"
         left -= m
-
-
-def machine_state():
-    """Load average and pressure stall figures (the machine is shared)."""
-    out = {}
-    try:
-        with open("/proc/loadavg") as f:
-            out["loadavg"] = " ".join(f.read().split()[:3])
-    except OSError:
-        pass
-    for res in ("cpu", "io"):
-        try:
-            with open(f"/proc/pressure/{res}") as f:
-                out[f"psi_{res}_some_avg10"] = float(f.readline().split()[1].split("=")[1])
-        except (OSError, IndexError, ValueError):
-            pass
-    return out
-
-
-def binary_id(path):
-    """What was measured: the binary's mtime and the start of its sha256 (the
-    tree's git state at run time need not be the binary's source)."""
-    import hashlib
-    try:
-        st = os.stat(path)
-        with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()[:12]
-    except OSError:
-        return None
-    mtime = datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
-    return f"{path} (built {mtime.isoformat(timespec='seconds')}, sha256 {digest})"
-
-
-# ---------------------------------------------------------------- mailport
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_status(pid):
