@@ -47,18 +47,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binary_id, machine_state  # noqa: E402
+from benchlib import (binary_id, free_port, machine_state, run_main,  # noqa: E402,F401
+                      spawn_mailport, stop_mailport)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLEANUP = []        # run at exit, last first
 ROOT = os.path.dirname(HERE)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_cpu_s(pid):
@@ -91,8 +86,7 @@ def body_for(size):
 # ---------------------------------------------------------------- server
 
 def start_mailport(binary, spool, port, http_port, deliver, extra_env, log):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPD_")}
-    env.update({
+    settings = {
         "SMTPD_HOSTS": "127.0.0.1",
         "SMTPD_PORTS": str(port),
         "SMTPD_HTTP": f"127.0.0.1:{http_port}",
@@ -101,33 +95,8 @@ def start_mailport(binary, spool, port, http_port, deliver, extra_env, log):
         "SMTPD_SPOOL": spool,
         "SMTPD_MAX_CONNECTIONS": "2000",
         "SMTPD_MAX_CONNECTIONS_PER_CLIENT": "2000",
-    })
-    env.update(kv.split("=", 1) for kv in extra_env)
-    proc = subprocess.Popen([binary], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            start_new_session=True)
-    end = time.monotonic() + 20
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return proc, False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.settimeout(2)
-                if s.recv(512).startswith(b"220"):
-                    s.sendall(b"QUIT\r\n")
-                    return proc, True
-        except OSError:
-            time.sleep(0.1)
-    return proc, False
-
-
-def stop_mailport(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    }
+    return spawn_mailport(binary, port, settings, log, extra_env)
 
 
 # ---------------------------------------------------------------- client
@@ -417,19 +386,5 @@ def main():
     return 0 if verdict == "PASS" else 1
 
 
-def _on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        sys.exit(main())
-    finally:
-        # Whatever happened (an exception, ^C, SIGTERM, a closed stdout):
-        # stop the mailport started here and remove its spool.
-        for fn in reversed(CLEANUP):
-            try:
-                fn()
-            except Exception:       # noqa: BLE001 - best effort at exit
-                pass
+    run_main(main, CLEANUP)

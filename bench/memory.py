@@ -45,7 +45,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import binary_id, machine_state  # noqa: E402
+from benchlib import (binary_id, free_port, machine_state, run_main,  # noqa: E402,F401
+                      spawn_mailport, stop_mailport)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLEANUP = []        # run at exit, last first
@@ -155,8 +156,7 @@ class Sampler(threading.Thread):
 
 
 def start_mailport(binary, spool, port, http_port, max_size, log, extra_env=()):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTPD_")}
-    env.update({
+    settings = {
         "SMTPD_HOSTS": "127.0.0.1",
         "SMTPD_PORTS": str(port),
         "SMTPD_HTTP": f"127.0.0.1:{http_port}",
@@ -166,33 +166,8 @@ def start_mailport(binary, spool, port, http_port, max_size, log, extra_env=()):
         "SMTPD_MAX_MESSAGE_SIZE": str(max_size),
         "SMTPD_MAX_CONNECTIONS": "1000",
         "SMTPD_MAX_CONNECTIONS_PER_CLIENT": "1000",
-    })
-    env.update(kv.split("=", 1) for kv in extra_env)
-    proc = subprocess.Popen([binary], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            start_new_session=True)
-    end = time.monotonic() + 20
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return proc, False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                s.settimeout(2)
-                if s.recv(512).startswith(b"220"):
-                    s.sendall(b"QUIT\r\n")
-                    return proc, True
-        except OSError:
-            time.sleep(0.1)
-    return proc, False
-
-
-def stop_mailport(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    }
+    return spawn_mailport(binary, port, settings, log, extra_env)
 
 
 # ---------------------------------------------------------------- clients
@@ -538,19 +513,5 @@ def main():
     return 0 if verdict == "PASS" else 1
 
 
-def _on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        sys.exit(main())
-    finally:
-        # Whatever happened (an exception, ^C, SIGTERM, a closed stdout):
-        # stop the mailport started here and remove its spool.
-        for fn in reversed(CLEANUP):
-            try:
-                fn()
-            except Exception:       # noqa: BLE001 - best effort at exit
-                pass
+    run_main(main, CLEANUP)

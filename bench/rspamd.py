@@ -70,7 +70,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import latency as L  # noqa: E402  (free_port, proc_cpu_s, pct, start_mailport,
 #                                   stop_mailport, reply, ticker, Stats)
-from benchlib import binary_id, machine_state  # noqa: E402
+from benchlib import binary_id, machine_state, run_main  # noqa: E402
 
 ROOT = L.ROOT
 CLK_TCK = L.CLK_TCK
@@ -1186,17 +1186,5 @@ def main():
     return 0 if verdict in (None, "PASS") else 1
 
 
-def _on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    try:
-        sys.exit(main())
-    finally:
-        for fn in reversed(CLEANUP):
-            try:
-                fn()
-            except Exception:       # noqa: BLE001 - best effort at exit
-                pass
+    run_main(main, CLEANUP)
