@@ -11,6 +11,7 @@
 
 #include "journal.h"
 #include "spool.h"
+#include "spool_test_env.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -107,32 +108,11 @@ static char *slurp(const char *file, size_t *len)
 	return data;
 }
 
-static struct spool_envelope env_for(const char *id)
-{
-	static const char *const rcpt[] = {"b@y.example"};
-	struct spool_envelope e = {
-	    .id = id,
-	    .mail_from = "a@x.example",
-	    .rcpt = rcpt,
-	    .nrcpt = 1,
-	    .helo = "client.example",
-	    .esmtp = true,
-	    .client_addr = "203.0.113.7",
-	    .client_port = 40000,
-	    .local_addr = "127.0.0.1",
-	    .local_port = 2525,
-	    .size = 6,
-	    .received_at = {1795768858, 0},
-	    .hostname = "mx.example",
-	};
-	return e;
-}
-
 /* Store one message; its stored bytes in *stored (malloc'ed). */
 static void store(struct fx *fx, char *id, const char *body, char **stored, size_t *len)
 {
 	spool_new_id(fx->s, id, SPOOL_ID_MAX);
-	struct spool_envelope e = env_for(id);
+	struct spool_envelope e = base_env(id);
 	e.size = strlen(body);
 	assert_int_equal(spool_store(fx->s, &e, body, strlen(body)), 0);
 	*stored = slurp(path(fx, "new", id), len);
@@ -149,7 +129,7 @@ static void test_batch_one_sync(void **state)
 	struct iovec iov[8];
 	for (int i = 0; i < 8; i++) {
 		spool_new_id(fx->s, ids[i], sizeof ids[i]);
-		struct spool_envelope env = env_for(ids[i]);
+		struct spool_envelope env = base_env(ids[i]);
 		size_t ml;
 		meta[i] = spool_meta_file(&env, NULL, &ml);
 		assert_non_null(meta[i]);
@@ -314,7 +294,7 @@ static void test_failed_sync_refuses_batch(void **state)
 	char ids[3][SPOOL_ID_MAX];
 	for (int i = 0; i < 3; i++) {
 		spool_new_id(fx->s, ids[i], sizeof ids[i]);
-		struct spool_envelope e = env_for(ids[i]);
+		struct spool_envelope e = base_env(ids[i]);
 		assert_int_equal(spool_store(fx->s, &e, "lost\n", 5), -EIO);
 		assert_false(access(path(fx, "new", ids[i]), F_OK) == 0);
 		assert_false(access(path(fx, "tmp", ids[i]), F_OK) == 0);
@@ -386,7 +366,7 @@ static void test_external_large_message(void **state)
 	int fd = open(path(fx, "tmp", id), O_RDWR | O_CREAT | O_EXCL, 0640);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, data, len), (ssize_t)len);
-	struct spool_envelope env = env_for(id);
+	struct spool_envelope env = base_env(id);
 	size_t ml;
 	char *meta = spool_meta_file(&env, NULL, &ml);
 	struct journal_entry e = {.id = id, .meta = meta, .meta_len = ml, .fd = fd, .len = len};

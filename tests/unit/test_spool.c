@@ -10,6 +10,7 @@
 #include "spool_index.h"
 #include "spool_priv.h"
 #include "journal.h"
+#include "spool_test_env.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -25,8 +26,6 @@
 #include <unistd.h>
 
 /* 2026-11-27T08:40:58.123Z */
-#define T_SEC  1795768858
-#define T_NSEC 123456789L
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -130,27 +129,6 @@ static bool exists(const char *path)
 {
 	struct stat st;
 	return lstat(path, &st) == 0;
-}
-
-static struct spool_envelope base_env(const char *id)
-{
-	static const char *const rcpt1[] = {"b@y.example"};
-	struct spool_envelope e = {
-	    .id = id,
-	    .mail_from = "a@x.example",
-	    .rcpt = rcpt1,
-	    .nrcpt = 1,
-	    .helo = "client.example",
-	    .esmtp = true,
-	    .client_addr = "203.0.113.7",
-	    .client_port = 40000,
-	    .local_addr = "127.0.0.1",
-	    .local_port = 2525,
-	    .size = 20,
-	    .received_at = {T_SEC, T_NSEC},
-	    .hostname = "mx.example",
-	};
-	return e;
 }
 
 static const char body[] = "Subject: hi\n\nhello\n";
