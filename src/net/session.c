@@ -417,7 +417,6 @@ void session_update_reading(struct session *s)
 	}
 }
 
-
 /* Issue 13: every refused command is logged at info with its verb and reply,
  * never its arguments (an AUTH payload stays out), SESSION_REFUSALS_LOGGED per
  * session at most, so a client cannot flood the log. */
