@@ -1,5 +1,6 @@
 /* auth: the users file and crypt(3) checks off the loop (see auth.h, SPEC 6). */
 #include "auth.h"
+#include "file_read.h"
 
 #include "auth_pool.h"
 
@@ -249,56 +250,17 @@ fail:
 int auth_users_load(const char *path, struct auth_users **out, char *err, size_t errlen)
 {
 	*out = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char *buf;
+	size_t len;
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: cannot read %s: %s", path,
-		         strerror(errno));
-		if (fd >= 0)
-			close(fd);
+	int open_errno;
+	if (file_read_all("SMTPD_AUTH_USERS_FILE", path, AUTH_USERS_FILE_MAX, &buf, &len, &st,
+	                  &open_errno, err, errlen) < 0)
 		return -1;
-	}
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > AUTH_USERS_FILE_MAX) {
-		snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: %s is %s", path,
-		         S_ISREG(st.st_mode) ? "too large (16 MiB at most)" : "not a regular file");
-		close(fd);
-		return -1;
-	}
-	size_t cap = (size_t)st.st_size + 1, len = 0;
-	char *buf = malloc(cap);
-	if (buf == NULL) {
-		close(fd);
-		snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: out of memory");
-		return -1;
-	}
-	/* Read to EOF (the file may grow while we read: stop at the cap). */
-	for (;;) {
-		if (len == cap) {
-			snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: %s changed while read", path);
-			goto fail;
-		}
-		ssize_t r = read(fd, buf + len, cap - len);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			snprintf(err, errlen, "SMTPD_AUTH_USERS_FILE: cannot read %s: %s", path,
-			         strerror(errno));
-			goto fail;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fd);
 	int rc = auth_users_parse(path, buf, len, out, err, errlen);
 	explicit_bzero(buf, len);
 	free(buf);
 	return rc;
-fail:
-	close(fd);
-	explicit_bzero(buf, len);
-	free(buf);
-	return -1;
 }
 
 /* Compare without an early exit, so the time does not tell where two hashes differ. */

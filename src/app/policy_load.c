@@ -1,6 +1,7 @@
 /* policy_load: the recipient policy table of the running service (SPEC 8):
  * start-up, SIGHUP, and reload when the recipients file changes. */
 #include "policy_load.h"
+#include "file_read.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -71,60 +72,19 @@ static bool policy_stamp_equal(const struct policy_stamp *a, const struct policy
 	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
 }
 
-/* Read the whole file into a malloc'ed buffer. 0, or -1 with err. */
+/* Read the whole file (file_read.h); the stamp is the file as opened. */
 static int policy_load_slurp(const char *path, char **out, size_t *outlen,
                              struct policy_stamp *stamp, char *err, size_t errlen)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
-		stamp->err = errno;
-		snprintf(err, errlen, "SMTPD_RECIPIENTS_FILE: cannot read %s: %s", path,
-		         strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	policy_stamp_of(stamp, &st);
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > POLICY_LOAD_FILE_MAX) {
-		snprintf(err, errlen, "SMTPD_RECIPIENTS_FILE: %s is %s", path,
-		         S_ISREG(st.st_mode) ? "too large (64 MiB at most)" : "not a regular file");
-		close(fd);
-		return -1;
-	}
-	size_t cap = (size_t)st.st_size + 1, len = 0;
-	char *buf = malloc(cap);
-	if (buf == NULL) {
-		snprintf(err, errlen, "SMTPD_RECIPIENTS_FILE: out of memory");
-		close(fd);
-		return -1;
-	}
-	for (;;) {
-		/* Grown while read: half-written, probably. The next look at the
-		 * file (a few seconds) sees it changed again and reads it anew. */
-		if (len == cap) {
-			snprintf(err, errlen, "SMTPD_RECIPIENTS_FILE: %s changed while read", path);
-			break;
-		}
-		ssize_t r = read(fd, buf + len, cap - len);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			snprintf(err, errlen, "SMTPD_RECIPIENTS_FILE: cannot read %s: %s", path,
-			         strerror(errno));
-			break;
-		}
-		if (r == 0) {
-			close(fd);
-			*out = buf;
-			*outlen = len;
-			return 0;
-		}
-		len += (size_t)r;
-	}
-	close(fd);
-	free(buf);
-	return -1;
+	int open_errno;
+	int rc = file_read_all("SMTPD_RECIPIENTS_FILE", path, POLICY_LOAD_FILE_MAX, out, outlen,
+	                       &st, &open_errno, err, errlen);
+	if (open_errno != 0)
+		stamp->err = open_errno;
+	else
+		policy_stamp_of(stamp, &st);
+	return rc;
 }
 
 /* Build a table from the settings, reading the file when there is one (any

@@ -3,6 +3,7 @@
 #ifndef MAILPORT_SPOOL_TEST_ENV_H
 #define MAILPORT_SPOOL_TEST_ENV_H
 
+#include <errno.h>
 #include <stdbool.h>
 
 #include "spool.h"
@@ -11,7 +12,7 @@
 #define T_SEC  1795768858
 #define T_NSEC 123456789L
 
-static struct spool_envelope base_env(const char *id)
+static inline struct spool_envelope base_env(const char *id)
 {
 	static const char *const rcpt1[] = {"b@y.example"};
 	struct spool_envelope e = {
@@ -30,6 +31,14 @@ static struct spool_envelope base_env(const char *id)
 	    .hostname = "mx.example",
 	};
 	return e;
+}
+
+/* A sync that fails with EIO (journal_set_sync), for the failure tests. */
+static inline int always_eio(int fd)
+{
+	(void)fd;
+	errno = EIO;
+	return -1;
 }
 
 #endif

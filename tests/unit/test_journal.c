@@ -274,13 +274,6 @@ static void test_replay_ignores_torn_tail(void **state)
 	free(sb);
 }
 
-static int fail_sync(int fd)
-{
-	(void)fd;
-	errno = EIO;
-	return -1;
-}
-
 /* A failed sync: every message of the batch refused, nothing of them left,
  * nothing of them back after a crash; the next batch works. */
 static void test_failed_sync_refuses_batch(void **state)
@@ -290,7 +283,7 @@ static void test_failed_sync_refuses_batch(void **state)
 	char *so;
 	size_t lo;
 	store(fx, ok, "before\n", &so, &lo);
-	journal_set_sync(spool_journal(fx->s), fail_sync);
+	journal_set_sync(spool_journal(fx->s), always_eio);
 	char ids[3][SPOOL_ID_MAX];
 	for (int i = 0; i < 3; i++) {
 		spool_new_id(fx->s, ids[i], sizeof ids[i]);

@@ -654,13 +654,6 @@ static void test_stale_cleanup(void **state)
 
 /* ---- a failed sync (the journal's, issue 14; test_journal.c has the rest) ---- */
 
-static int always_eio(int fd)
-{
-	(void)fd;
-	errno = EIO;
-	return -1;
-}
-
 /* A failed sync: the store fails, and nothing of the message stays in new/,
  * meta/, tmp/ or the index; the next store works. */
 static void test_store_sync_fails(void **state)
