@@ -25,6 +25,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "natspub_build.h"
+
 /* Values are cut well before CONFIG_WHY_MAX (config_priv.h), so one setting
  * can never flood the log. */
 #define CONFIG_QUOTE_CUT 60
@@ -361,6 +363,22 @@ int config_check_url(char *value, char *why, size_t whylen)
 	config_quote(q, sizeof q, value);
 	config_fmt(why, whylen, "%s is not an http:// or https:// URL", q);
 	return -1;
+}
+
+/* SPEC 9: comma-separated nats:// and tls:// URLs (natspub_build.c parses). */
+int config_check_nats_urls(char *value, char *why, size_t whylen)
+{
+	if (config_check_text(value, why, whylen) < 0)
+		return -1;
+	char *urls[NATSPUB_MAX_URLS];
+	size_t n;
+	char e[CONFIG_WHY_MAX];
+	if (natspub_urls_parse(value, urls, &n, e, sizeof e) < 0) {
+		config_fmt(why, whylen, "%s", e);
+		return -1;
+	}
+	natspub_urls_free(urls, n);
+	return 0;
 }
 
 /* "25, 587": comma-separated ports (1-65535), blanks around items ignored. */
@@ -787,6 +805,25 @@ int config_load(struct config *cfg, int argc, char **argv, char **envp,
 		return -1;
 	}
 
+	/* SPEC 9: forward mode publishes what the spool holds, through the
+	 * webhook's queue: one or the other. */
+	if (cfg->nats_url[0] != '\0' && cfg->webhook_url[0] != '\0') {
+		config_fmt(err, errlen,
+		           "SMTPD_NATS_URL and SMTPD_WEBHOOK_URL: set one or the other (both "
+		           "deliver through the same queue)");
+		return -1;
+	}
+	if (cfg->nats_url[0] != '\0' && cfg->nats_mode == CONFIG_NATS_FORWARD &&
+	    cfg->deliver == CONFIG_DELIVER_DISCARD) {
+		config_fmt(err, errlen,
+		           "SMTPD_NATS_MODE: forward needs the spool, but SMTPD_DELIVER is discard "
+		           "(use sync)");
+		return -1;
+	}
+	if (cfg->nats_url[0] != '\0' && cfg->nats_stream[0] == '\0') {
+		config_fmt(err, errlen, "SMTPD_NATS_STREAM: must name the stream");
+		return -1;
+	}
 	/* The webhook posts what the spool holds: nothing to post without it. */
 	if (cfg->webhook_url[0] != '\0' && cfg->deliver == CONFIG_DELIVER_DISCARD) {
 		config_fmt(err, errlen,

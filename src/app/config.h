@@ -25,6 +25,8 @@ enum config_log_level { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONF
 enum config_webhook_format { CONFIG_WEBHOOK_JSON, CONFIG_WEBHOOK_RAW };
 /* SMTPD_RSPAMD_FAIL (SPEC 8): what a message gets when rspamd cannot answer. */
 enum config_rspamd_fail { CONFIG_RSPAMD_TEMPFAIL, CONFIG_RSPAMD_ACCEPT };
+/* SMTPD_NATS_MODE (SPEC 9): publish after the 250 (forward) or before it (sync). */
+enum config_nats_mode { CONFIG_NATS_FORWARD, CONFIG_NATS_SYNC };
 
 /* What the command line asked for besides running the service. */
 enum config_action {
@@ -107,6 +109,15 @@ struct config {
 	uint64_t rspamd_timeout; /* seconds, per check, queue included */
 	enum config_rspamd_fail rspamd_fail;
 	uint64_t rspamd_concurrency; /* requests in flight at once */
+
+	/* SPEC 9: NATS JetStream (natspub.h). */
+	char *nats_url; /* comma list; "" = off */
+	char *nats_subject;
+	char *nats_stream;
+	enum config_nats_mode nats_mode;
+	char *nats_creds;      /* "" = none */
+	char *nats_ca;         /* "" = the system's */
+	uint64_t nats_timeout; /* seconds, one publish acknowledgement */
 
 	/* SPEC 7 */
 	uint64_t shutdown_grace; /* seconds */

@@ -43,6 +43,7 @@ int config_check_hostname(char *value, char *why, size_t whylen);
 int config_check_token(char *value, char *why, size_t whylen);
 int config_check_secret(char *value, char *why, size_t whylen);
 int config_check_url(char *value, char *why, size_t whylen);
+int config_check_nats_urls(char *value, char *why, size_t whylen);
 int config_check_port_list(char *value, char *why, size_t whylen);
 
 /* config_scan.c: how an action just prints (> 0: help, version and the

@@ -16,6 +16,10 @@ static const char *const config_tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
 static const char *const config_rspamd_fails[] = {"tempfail", "accept", NULL};
 _Static_assert(sizeof(enum config_rspamd_fail) == sizeof(int) && CONFIG_RSPAMD_ACCEPT == 1,
                "choices follow the enum");
+/* SPEC 9: when the 250 comes. */
+static const char *const config_nats_modes[] = {"forward", "sync", NULL};
+_Static_assert(sizeof(enum config_nats_mode) == sizeof(int) && CONFIG_NATS_SYNC == 1,
+               "choices follow the enum");
 
 /* ENUM settings store the index of the choice; the lists above are written in
  * the order of the enums in config.h, and the enums must be int-sized. */
@@ -229,6 +233,35 @@ const struct config_setting config_settings[] = {
 	 .offset = F(rspamd_concurrency), .def = "16", .min = 1,
 	 .help = "Most rspamd checks in flight at once; more messages wait in a queue (at most "
 	         "one per connection, so SMTPD_MAX_CONNECTIONS bounds it)."},
+
+	/* SPEC 9: NATS JetStream (natspub.h). */
+	{.name = "nats-url", .env = "SMTPD_NATS_URL", .kind = CONFIG_STRING,
+	 .offset = F(nats_url), .def = "", .metavar = "LIST", .check = config_check_nats_urls,
+	 .help = "Comma-separated nats:// or tls:// server URLs (user:password@ or a token in "
+	         "them; the client learns the rest of the cluster): every message is published "
+	         "into a JetStream stream. Off when empty."},
+	{.name = "nats-subject", .env = "SMTPD_NATS_SUBJECT", .kind = CONFIG_STRING,
+	 .offset = F(nats_subject), .def = "mailport.messages", .metavar = "SUBJECT",
+	 .help = "Subject the messages are published on."},
+	{.name = "nats-stream", .env = "SMTPD_NATS_STREAM", .kind = CONFIG_STRING,
+	 .offset = F(nats_stream), .def = "MAILPORT", .metavar = "NAME",
+	 .help = "The JetStream stream that must capture SMTPD_NATS_SUBJECT; mailport never "
+	         "creates or changes it, and /readyz is 503 naming it until it exists."},
+	{.name = "nats-mode", .env = "SMTPD_NATS_MODE", .kind = CONFIG_ENUM,
+	 .offset = F(nats_mode), .def = "forward", .choices = config_nats_modes,
+	 .help = "forward: stored in the spool and answered 250, then published with the "
+	         "webhook's retries and marked delivered; sync: 250 only after JetStream's "
+	         "acknowledgement, else 451 4.3.0."},
+	{.name = "nats-creds", .env = "SMTPD_NATS_CREDS", .kind = CONFIG_STRING,
+	 .offset = F(nats_creds), .def = "", .metavar = "FILE",
+	 .help = "NATS .creds file (user JWT and NKey seed)."},
+	{.name = "nats-ca", .env = "SMTPD_NATS_CA", .kind = CONFIG_STRING,
+	 .offset = F(nats_ca), .def = "", .metavar = "FILE",
+	 .help = "PEM CA certificates that verify tls:// servers (default: the system's)."},
+	{.name = "nats-timeout", .env = "SMTPD_NATS_TIMEOUT", .kind = CONFIG_DURATION,
+	 .offset = F(nats_timeout), .def = "10", .min = 1,
+	 .help = "Longest wait for JetStream's acknowledgement of one publish; in sync mode the "
+	         "message then gets 451 4.3.0."},
 
 	/* SPEC 7: operations. */
 	{.name = "shutdown-grace", .env = "SMTPD_SHUTDOWN_GRACE", .kind = CONFIG_DURATION,

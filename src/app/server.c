@@ -435,7 +435,10 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 	}
 	struct deliver_hooks hooks = session_deliver_hooks;
 	hooks.owner = &srv;
-	if (deliver_new(&loop, cfg, srv.spool, &srv.stats, &hooks, &srv.deliver, err, errlen) < 0) {
+	int drc = deliver_new(&loop, cfg, srv.spool, &srv.stats, &hooks, &srv.deliver, err, errlen);
+	if (drc < 0) {
+		if (drc == -2) /* SPEC 9: the NATS server's max_payload is too small */
+			code = 2;
 		deliver_stop(srv.deliver);
 		httpd_stop(srv.httpd);
 		listener_close_all(&srv);

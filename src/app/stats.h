@@ -143,6 +143,21 @@ struct stats_counters {
 	uint64_t rspamd_latency[STATS_LATENCY_BUCKETS + 1];
 	uint64_t rspamd_latency_count;
 	uint64_t rspamd_latency_sum_us;
+	/* NATS JetStream (SPEC 9, natspub.c): written by the loop from what the
+	 * publisher thread reports. nats_unready: why /readyz fails ("": it
+	 * does not, on NATS's account). */
+	bool nats_enabled;
+	bool nats_connected;
+	char nats_server[128]; /* the URL connected to ("": none) */
+	char nats_stream[64];
+	char nats_last_error[192];
+	char nats_unready[128];
+	uint64_t nats_pending; /* publishes sent, not acknowledged yet */
+	uint64_t nats_published;
+	uint64_t nats_failed; /* publishes that got an error or no answer in time */
+	uint64_t nats_latency[STATS_LATENCY_BUCKETS + 1];
+	uint64_t nats_latency_count;
+	uint64_t nats_latency_sum_us;
 };
 
 struct stats {

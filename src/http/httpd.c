@@ -35,6 +35,7 @@
 #include "httpd_front.h"
 #include "httpd_priv.h"
 #include "httpd_policy.h"
+#include "httpd_nats.h"
 #include "httpd_rspamd.h"
 #include "messages.h"
 #include "spool.h"
@@ -136,6 +137,7 @@ static bool httpd_ready(struct httpd *h, const struct stats_counters *c, char *w
 	    {c->listeners_bound && c->listener_error[0] != '\0', c->listener_error},
 	    {!c->spool_writable, spool},
 	    {c->spool_low, low},
+	    {c->nats_enabled && c->nats_unready[0] != '\0', c->nats_unready}, /* SPEC 9 */
 	};
 	bool ready = true;
 	size_t used = 0;
@@ -290,7 +292,8 @@ static enum MHD_Result httpd_status(struct httpd *h, struct MHD_Connection *conn
 	}
 	if (v != NULL &&
 	    (httpd_delivery_json(v, &c) < 0 || httpd_readiness_json(v, &c, ready, why) < 0 ||
-	     httpd_policy_status(v, &c) < 0 || httpd_rspamd_status(v, &c) < 0)) {
+	     httpd_policy_status(v, &c) < 0 || httpd_rspamd_status(v, &c) < 0 ||
+	     httpd_nats_status(v, &c) < 0)) {
 		json_decref(v);
 		v = NULL;
 	}

@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "httpd_policy.h"
 #include "httpd_priv.h"
+#include "httpd_nats.h"
 #include "httpd_rspamd.h"
 #include "spool.h"
 
@@ -254,6 +255,7 @@ enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *conn)
 	httpd_latency_metrics(&b, &c);
 	httpd_policy_metrics(&b, &c); /* SPEC 8 */
 	httpd_rspamd_metrics(&b, &c); /* SPEC 8 */
+	httpd_nats_metrics(&b, &c);   /* SPEC 9 */
 	httpd_listener_metric(&b, "mailport_listener_connections_active", "gauge",
 	                      "Open SMTP connections per listener.", l, n,
 	                      offsetof(struct stats_listener, connections_active));

@@ -12,6 +12,7 @@
 #include "buf.h"
 #include "filter.h"
 #include "hdredit.h"
+#include "natspub.h"
 #include "rspamd.h"
 #include "spool_commit.h"
 #include "spool_writer.h"
@@ -29,6 +30,8 @@ struct deliver_env {
 	struct spool_commit *commit;
 	struct webhook *webhook;
 	struct rspamd *rspamd; /* NULL: SMTPD_RSPAMD_URL is empty */
+	struct natspub *nats;  /* NULL: SMTPD_NATS_URL is empty */
+	bool nats_sync;        /* SMTPD_NATS_MODE=sync: published before the 250 */
 	int tmp_fd;            /* where a filter's or rspamd's input goes when nothing is stored */
 	uint64_t ids;          /* ids of discarded messages */
 	struct deliver_msg *ending; /* messages between their end and their verdict */
@@ -79,6 +82,13 @@ struct deliver_msg {
 	char log_session[24];
 	char log_client[ENDPOINT_TEXT_MAX + 8];
 	struct log_ctx log;
+	/* SMTPD_NATS_MODE=sync: the message whole, as published (NATS has one
+	 * payload). With discard and no checks it is collected here as it comes
+	 * (nothing touches the disk), otherwise read back from the file. */
+	bool use_mem;
+	struct buf mem;
+	char *nats_data;
+	size_t nats_len;
 	struct deliver_msg *prev, *next; /* de->ending */
 };
 
@@ -96,6 +106,8 @@ static void deliver_msg_free(struct deliver_msg *m, bool remove)
 	free(m->mail_from);
 	free(m->env_json);
 	free(m->meta);
+	buf_free(&m->mem);
+	free(m->nats_data);
 	free(m);
 }
 
@@ -248,7 +260,10 @@ static void deliver_sync_done(void *ctx, bool delivered, const char *reason)
 	struct deliver_env *de = m->de;
 	if (!delivered) {
 		const char *kv[] = {"id", m->id, "reason", reason, NULL};
-		log_event(CONFIG_LOG_WARN, &m->log, "webhook did not take the message", kv);
+		log_event(CONFIG_LOG_WARN, &m->log,
+		          de->nats ? "JetStream did not acknowledge the message"
+		                   : "webhook did not take the message",
+		          kv);
 		/* The reason may name internal hosts: the client gets a plain 451. */
 		deliver_reply(m, 451, "4.3.0", "Error: the message could not be delivered now",
 		              false, 0);
@@ -258,8 +273,10 @@ static void deliver_sync_done(void *ctx, bool delivered, const char *reason)
 	de->stats->c.delivery_delivered++;
 	stats_unlock(de->stats);
 	const char *kv[] = {"id", m->id, "attempt", "1", NULL};
-	log_event(CONFIG_LOG_INFO, &m->log, "webhook delivered", kv);
-	if (!de->cfg->webhook_keep) {
+	log_event(CONFIG_LOG_INFO, &m->log,
+	          de->nats ? "published to JetStream" : "webhook delivered", kv);
+	if ((!de->nats && !de->cfg->webhook_keep) || de->spool == NULL ||
+	    de->cfg->deliver == CONFIG_DELIVER_DISCARD) {
 		deliver_accept(m, false);
 		return;
 	}
@@ -294,12 +311,71 @@ static void deliver_sync(struct deliver_msg *m)
 		              false, 0);
 }
 
+/* ---- SMTPD_NATS_MODE=sync (SPEC 9) -------------------------------------------------- */
+
+static void deliver_nats_publish(struct deliver_msg *m, char *data, size_t len)
+{
+	struct natspub_msg nm = {.id = m->id,
+	                         .envelope_json = m->env_json,
+	                         .mail_from = m->env.mail_from ? m->env.mail_from : "",
+	                         .rcpt = m->env.rcpt,
+	                         .nrcpt = m->env.nrcpt,
+	                         .data = data,
+	                         .len = len};
+	if (natspub_publish(m->de->nats, &nm, deliver_sync_done, m) < 0)
+		deliver_reply(m, 451, "4.3.0", "Error: the message could not be delivered now",
+		              false, 0);
+}
+
+/* Thread pool: the file (trace headers, message) read whole. */
+static void deliver_nats_read_work(uv_work_t *w)
+{
+	struct deliver_msg *m = w->data;
+	int fd = deliver_fd(m);
+	m->work_rc = natspub_read_file(fd, m->len, &m->nats_data);
+	m->nats_len = (size_t)m->len;
+}
+
+static void deliver_nats_read_done(uv_work_t *w, int status)
+{
+	struct deliver_msg *m = w->data;
+	if (status < 0 || m->work_rc < 0) {
+		deliver_store_failed(m, status < 0 ? status : m->work_rc);
+		return;
+	}
+	char *data = m->nats_data;
+	m->nats_data = NULL;
+	deliver_nats_publish(m, data, m->nats_len);
+}
+
+static void deliver_nats(struct deliver_msg *m)
+{
+	m->step = STEP_SYNC;
+	if (m->use_mem) {
+		size_t len = m->mem.len;
+		char *data = malloc(len ? len : 1);
+		if (data == NULL) {
+			deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, -ENOMEM);
+			return;
+		}
+		memcpy(data, m->mem.data, len);
+		buf_free(&m->mem);
+		deliver_nats_publish(m, data, len);
+		return;
+	}
+	m->work.data = m;
+	int rc =
+	    uv_queue_work(m->de->loop, &m->work, deliver_nats_read_work, deliver_nats_read_done);
+	if (rc < 0)
+		deliver_store_failed(m, rc);
+}
+
 /* ---- after the filter ---------------------------------------------------------------- */
 
 static void deliver_continue(struct deliver_msg *m)
 {
 	struct deliver_env *de = m->de;
-	if (de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL) {
+	if (!de->nats_sync && (de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL)) {
 		deliver_accept(m, false);
 		return;
 	}
@@ -308,6 +384,10 @@ static void deliver_continue(struct deliver_msg *m)
 	m->env_json = spool_envelope_json(&m->env);
 	if (m->env_json == NULL) {
 		deliver_reply(m, 451, "4.3.0", "Error: out of memory", false, -ENOMEM);
+		return;
+	}
+	if (de->nats_sync) {
+		deliver_nats(m);
 		return;
 	}
 	if (de->webhook && de->cfg->webhook_sync) {
@@ -634,11 +714,15 @@ void deliver_end(struct deliver_msg *m, const struct spool_envelope *env)
 	}
 	bool filter = de->cfg->filter[0] != '\0';
 	bool discard = de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL;
-	bool sync = !discard && de->webhook && de->cfg->webhook_sync;
+	bool sync = !discard && ((de->webhook && de->cfg->webhook_sync) || de->nats_sync);
 	if ((filter || de->rspamd) && de->stopping) {
 		/* Pipelined input may complete a message after the drain killed the
 		 * filters: it must not slip through unchecked. */
 		deliver_reply(m, 451, "4.3.0", "Error: shutting down, try again later", false, 0);
+		return;
+	}
+	if (m->w == NULL && m->use_mem) { /* discard, NATS sync, no checks */
+		deliver_continue(m);
 		return;
 	}
 	if (m->w == NULL) { /* discard, no filter, no rspamd */
@@ -687,10 +771,13 @@ struct deliver_msg *deliver_begin(struct deliver_env *de, uint64_t sid,
 	m->fd = -1;
 	hdredit_init(&m->edits, RSPAMD_TRACE_FIELDS);
 	m->sid = sid;
-	if (de->spool)
+	if (de->spool) {
 		spool_new_id(de->spool, m->id, sizeof m->id);
-	else
+	} else if (de->nats_sync) {
+		natspub_new_id(de->nats, ++de->ids, m->id, sizeof m->id);
+	} else {
 		snprintf(m->id, sizeof m->id, "discard.%llu", (unsigned long long)++de->ids);
+	}
 	if (log) {
 		snprintf(m->log_session, sizeof m->log_session, "%s",
 		         log->session ? log->session : "");
@@ -700,6 +787,20 @@ struct deliver_msg *deliver_begin(struct deliver_env *de, uint64_t sid,
 	}
 	bool checked = de->cfg->filter[0] != '\0' || de->rspamd != NULL;
 	bool discard = de->cfg->deliver == CONFIG_DELIVER_DISCARD || de->spool == NULL;
+	if (discard && !checked && de->nats_sync) {
+		/* Collected in memory for the publish: the trace headers first. */
+		m->use_mem = true;
+		buf_init(&m->mem, de->cfg->max_message_size + 64 * 1024);
+		struct spool_envelope e = *env;
+		e.id = m->id;
+		clock_gettime(CLOCK_REALTIME, &e.received_at);
+		if (spool_trace_headers(NULL, &e, &m->mem) < 0) {
+			deliver_msg_free(m, true);
+			return NULL;
+		}
+		m->len = m->mem.len;
+		return m;
+	}
 	if (discard && !checked)
 		return m; /* counted, never kept */
 	if (discard && de->tmp_fd < 0) {
@@ -738,6 +839,10 @@ const char *deliver_msg_id(const struct deliver_msg *m)
 
 int deliver_write(struct deliver_msg *m, const char *data, size_t len)
 {
+	if (m->use_mem) {
+		m->len += len;
+		return buf_append(&m->mem, data, len) == 0 ? 0 : -1;
+	}
 	if (m->w == NULL)
 		return 0;
 	m->len += len;
@@ -815,7 +920,14 @@ int deliver_new(uv_loop_t *loop, const struct config *cfg, struct spool *spool, 
 			return -1;
 		}
 	}
-	if (cfg->webhook_url[0] == '\0' || spool == NULL)
+	if (cfg->nats_url[0] != '\0') {
+		int rc = natspub_setup(loop, cfg, stats, &de->nats, err, errlen);
+		if (rc < 0)
+			return rc; /* -2: max_payload too small (exit 2) */
+		de->nats_sync = cfg->nats_mode == CONFIG_NATS_SYNC;
+	}
+	bool nats_forward = de->nats != NULL && !de->nats_sync;
+	if ((cfg->webhook_url[0] == '\0' && !nats_forward) || spool == NULL)
 		return 0;
 	struct webhook_options opt = {
 	    .url = cfg->webhook_url,
@@ -829,10 +941,14 @@ int deliver_new(uv_loop_t *loop, const struct config *cfg, struct spool *spool, 
 	    .concurrency =
 	        cfg->webhook_concurrency > 1000 ? 1000u : (unsigned)cfg->webhook_concurrency,
 	    .version = MAILPORT_VERSION,
+	    .nats = nats_forward ? de->nats : NULL,
+	    .nats_stream = cfg->nats_stream,
 	};
 	if (webhook_new(loop, &opt, spool, stats, &de->webhook, err, errlen) < 0)
 		return -1;
 	webhook_scan(de->webhook);
+	if (nats_forward)
+		return 0;
 	/* Not the URL: it may carry credentials. */
 	log_info("webhook delivery on: format %s%s, concurrency %u",
 	         cfg->webhook_format == CONFIG_WEBHOOK_RAW ? "raw" : "json",
@@ -852,6 +968,9 @@ void deliver_stop(struct deliver_env *de)
 			filter_kill(m->filter);
 	}
 	webhook_stop(de->webhook);
+	/* After the webhook: publishes in flight fail (forward mode: they stay
+	 * in new/; sync mode: 451). */
+	natspub_stop(de->nats);
 	/* Checks in flight end now (451); edits on the pool finish by themselves. */
 	rspamd_stop(de->rspamd);
 	spool_commit_stop(de->commit);
@@ -862,6 +981,7 @@ void deliver_free(struct deliver_env *de)
 	if (de == NULL)
 		return;
 	webhook_free(de->webhook);
+	natspub_free(de->nats);
 	rspamd_free(de->rspamd);
 	spool_commit_free(de->commit);
 	if (de->tmp_fd >= 0)

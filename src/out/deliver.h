@@ -67,7 +67,8 @@ struct deliver_hooks {
 /* Set up what delivery needs (rspamd and the webhook: curl on the loop, the
  * messages left in new/ queued again; the group commit). spool is NULL for
  * discard.
- * Returns 0, or -1 with a message in err. */
+ * Returns 0, or -1 with a message in err; -2 for a configuration error found
+ * only now (SPEC 9: the NATS server's max_payload is too small; exit 2). */
 int deliver_new(uv_loop_t *loop, const struct config *cfg, struct spool *spool, struct stats *stats,
                 const struct deliver_hooks *hooks, struct deliver_env **out, char *err,
                 size_t errlen);

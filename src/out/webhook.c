@@ -177,6 +177,8 @@ static void webhook_job_release(struct webhook_job *j)
 	curl_slist_free_all(j->hdrs);
 	curl_loop_upload_release(j->upload);
 	webhook_request_free(&j->req);
+	free(j->nats_data);
+	json_decref(j->nats_envelope);
 	if (j->sync_fd >= 0)
 		close(j->sync_fd);
 	json_decref(j->meta);
@@ -193,7 +195,7 @@ static void webhook_job_free(struct webhook_job *j)
 
 /* A job that will not finish: its item stays in new/ for the next start; a
  * synchronous post is told it failed. */
-static void webhook_job_abandon(struct webhook_job *j)
+void webhook_job_abandon(struct webhook_job *j)
 {
 	webhook_post_fn done = j->done;
 	void *ctx = j->ctx;
@@ -324,7 +326,10 @@ static void webhook_prep_work(uv_work_t *w)
 	    .version = wh->version,
 	};
 	/* webhook_build owns fd, whatever it returns. */
-	if (env)
+	if (env && wh->nats) {
+		rc = webhook_nats_prep(j, env, fd, size);
+		env = NULL;
+	} else if (env)
 		rc = webhook_build(&in, &j->req);
 	else {
 		close(fd);
@@ -368,7 +373,12 @@ static void webhook_result_work(uv_work_t *w)
 		/* The envelope first: a crash before the move leaves a message
 		 * marked delivered in new/, which the next start moves on without
 		 * posting it again. */
-		if (j->prep != WEBHOOK_PREP_DELIVERED)
+		if (j->prep != WEBHOOK_PREP_DELIVERED && wh->nats)
+			rc = webhook_set_delivery(j, json_pack("{s:s, s:i, s:s, s:s}", "state",
+			                                       "delivered", "attempts",
+			                                       (int)j->attempt, "delivered_at",
+			                                       when, "stream", wh->nats_stream));
+		else if (j->prep != WEBHOOK_PREP_DELIVERED)
 			rc = webhook_set_delivery(j, json_pack("{s:s, s:i, s:s, s:i}", "state",
 			                                       "delivered", "attempts",
 			                                       (int)j->attempt, "delivered_at",
@@ -469,15 +479,22 @@ void webhook_finish_item(struct webhook_job *j)
 	snprintf(delay, sizeof delay, "%llus", (unsigned long long)(j->delay_ms + 999) / 1000);
 	if (j->outcome == WEBHOOK_DELIVERED) {
 		const char *kv[] = {"id", j->item->id, "attempt", attempt, NULL};
-		log_event(CONFIG_LOG_INFO, NULL, "webhook delivered", kv);
+		log_event(CONFIG_LOG_INFO, NULL,
+		          wh->nats ? "published to JetStream" : "webhook delivered", kv);
 	} else if (j->outcome == WEBHOOK_FAILED) {
 		const char *kv[] = {"id",     j->item->id, "attempt", attempt,
 		                    "reason", j->reason,   NULL};
-		log_event(CONFIG_LOG_WARN, NULL, "webhook failed, moved to failed/", kv);
+		log_event(CONFIG_LOG_WARN, NULL,
+		          wh->nats ? "NATS publish failed, moved to failed/"
+		                   : "webhook failed, moved to failed/",
+		          kv);
 	} else {
 		const char *kv[] = {"id",      j->item->id, "attempt", attempt, "error",
 		                    j->reason, "retry_in",  delay,     NULL};
-		log_event(CONFIG_LOG_INFO, NULL, "webhook attempt failed, will retry", kv);
+		log_event(CONFIG_LOG_INFO, NULL,
+		          wh->nats ? "NATS publish failed, will retry"
+		                   : "webhook attempt failed, will retry",
+		          kv);
 	}
 	j->in_work = true;
 	if (uv_queue_work(wh->loop, &j->work, webhook_result_work, webhook_result_done) < 0) {
@@ -615,8 +632,11 @@ int webhook_new(uv_loop_t *loop, const struct webhook_options *opt, struct spool
 	wh->url = strdup(opt->url ? opt->url : "");
 	wh->secret = strdup(opt->secret ? opt->secret : "");
 	wh->version = strdup(opt->version ? opt->version : "");
+	wh->nats = opt->nats;
+	wh->nats_stream = strdup(opt->nats_stream ? opt->nats_stream : "");
 	wh->rnd = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
-	if (wh->url == NULL || wh->secret == NULL || wh->version == NULL) {
+	if (wh->url == NULL || wh->secret == NULL || wh->version == NULL ||
+	    wh->nats_stream == NULL) {
 		snprintf(err, errlen, "webhook: out of memory");
 		goto fail;
 	}
@@ -637,6 +657,7 @@ int webhook_new(uv_loop_t *loop, const struct webhook_options *opt, struct spool
 	*out = wh;
 	return 0;
 fail:
+	free(wh->nats_stream);
 	free(wh->url);
 	free(wh->secret);
 	free(wh->version);
@@ -752,8 +773,8 @@ void webhook_stop(struct webhook *wh)
 	struct webhook_job *abandon = NULL;
 	for (struct webhook_job *j = wh->jobs, *next; j; j = next) {
 		next = j->next;
-		if (j->in_work)
-			continue;
+		if (j->in_work || j->nats_wait)
+			continue; /* they end themselves (natspub_stop answers the latter) */
 		if (j->easy) {
 			curl_loop_remove(wh->cl, j->easy);
 			curl_easy_cleanup(j->easy);
@@ -798,5 +819,6 @@ void webhook_free(struct webhook *wh)
 	free(wh->url);
 	free(wh->secret);
 	free(wh->version);
+	free(wh->nats_stream);
 	free(wh);
 }

@@ -40,6 +40,7 @@
 struct spool;
 struct stats;
 struct webhook;
+struct natspub;
 struct json_t;
 
 struct webhook_options {
@@ -53,6 +54,10 @@ struct webhook_options {
 	uint64_t max_age_s;
 	unsigned concurrency;
 	const char *version; /* in the User-Agent */
+	/* SPEC 9, SMTPD_NATS_MODE=forward: the queue publishes into JetStream
+	 * instead of posting (url unused); borrowed, it outlives the webhook. */
+	struct natspub *nats;
+	const char *nats_stream;
 };
 
 /* ---- pure parts (unit-tested) ---- */

@@ -75,6 +75,10 @@ static void webhook_completed(struct curl_loop_xfer *x, CURLcode cc)
 void webhook_start_post(struct webhook_job *j)
 {
 	struct webhook *wh = j->wh;
+	if (wh->nats) { /* SPEC 9: forward mode */
+		webhook_nats_post(j);
+		return;
+	}
 	CURL *e = curl_easy_init();
 	j->easy = e;
 	/* The body is the upload's from now on (it may outlive the job). */

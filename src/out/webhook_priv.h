@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "curl_loop.h"
+#include "natspub.h"
 #include "spool.h"
 #include "webhook.h"
 
@@ -69,6 +70,13 @@ struct webhook_job {
 	char resp[WEBHOOK_RESPONSE_KEEP];
 	size_t resp_len;
 
+	/* SMTPD_NATS_URL, forward mode (webhook_nats.c): the message read whole
+	 * (a NATS message is one payload), the envelope it is published with. */
+	char *nats_data;
+	size_t nats_len;
+	json_t *nats_envelope;
+	bool nats_wait; /* published, waiting for JetStream: the drain leaves it be */
+
 	/* The outcome. */
 	enum webhook_outcome outcome;
 	long status;
@@ -94,11 +102,22 @@ struct webhook {
 	uint64_t pending; /* items queued or in a job */
 	uint64_t rnd;
 	bool stopping;
+	struct natspub *nats; /* forward mode: publish instead of posting (borrowed) */
+	char *nats_stream;
 };
 
 /* webhook.c */
 void webhook_sync_end(struct webhook_job *j, bool delivered, const char *why);
 void webhook_finish_item(struct webhook_job *j);
+/* A job that will not finish (the drain): its item stays in new/. */
+void webhook_job_abandon(struct webhook_job *j);
+
+/* webhook_nats.c (SPEC 9, forward mode): on the thread pool, read the message
+ * whole and keep its envelope (both taken: fd is closed, envelope released
+ * with the job); returns 0 or -errno. On the loop, publish it; the outcome
+ * goes to webhook_finish_item like a post's. */
+int webhook_nats_prep(struct webhook_job *j, json_t *envelope, int fd, uint64_t size);
+void webhook_nats_post(struct webhook_job *j);
 
 /* webhook_curl.c: one easy handle per post on the webhook's curl_loop. */
 void webhook_start_post(struct webhook_job *j);

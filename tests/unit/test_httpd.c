@@ -301,7 +301,16 @@ static void test_status(void **state)
 	get(f, "/status", &r);
 	assert_int_equal(r.status, 200);
 	json_t *j = json_body(&r);
-	assert_int_equal(json_object_size(j), 17); /* 15 + "policy" and "rspamd" (SPEC 8) */
+	/* 15 + "policy" and "rspamd" (SPEC 8) + "nats" (SPEC 9) */
+	assert_int_equal(json_object_size(j), 18);
+	/* NATS off: the block is there, its strings null. */
+	json_t *nats = json_object_get(j, "nats");
+	assert_int_equal(json_object_size(nats), 7);
+	assert_true(json_is_false(json_object_get(nats, "connected")));
+	assert_true(json_is_null(json_object_get(nats, "server")));
+	assert_true(json_is_null(json_object_get(nats, "stream")));
+	assert_true(json_is_null(json_object_get(nats, "last_error")));
+	assert_int_equal(json_integer_value(json_object_get(nats, "pending")), 0);
 	assert_int_equal(json_object_size(json_object_get(j, "policy")), 8);
 	assert_true(json_is_null(json_object_get(json_object_get(j, "policy"), "file_mtime")));
 	assert_string_equal(json_string_value(json_object_get(j, "service")), "mailport");
