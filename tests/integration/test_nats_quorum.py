@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+"""Sync mode with the stream's quorum lost (issue 16, SPEC 9).
+
+A three-node JetStream cluster of Debian's nats-server (own ports, config
+files, store directories, `cluster {}` routes) and a replicas: 3 stream made
+by this test. mailport runs with SMTPD_NATS_MODE=sync and SMTPD_DELIVER=
+discard: the 250 comes only after JetStream's acknowledgement. Messages sent
+while the cluster is whole get 250; then two of the three nodes are stopped
+(SIGKILL), the stream loses its quorum, and every message gets 451 4.3.0
+within SMTPD_NATS_TIMEOUT (plus a margin); /readyz stays consistent with the
+connection. The nodes come back, 250s resume, and a durable pull consumer
+finds every message that got a 250 in the stream (nothing acknowledged that
+is not in the stream), each exactly once."""
+
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mailport_harness as h  # noqa: E402
+import nats_cluster as nc  # noqa: E402
+
+SUBJECT = "mailport.sync"
+STREAM = "SYNCQ"
+
+
+def msg(n):
+    return b"Subject: quorum %d\r\n\r\nbody %d\r\n" % (n, n)
+
+
+class TestQuorum(h.MailportTestCase):
+    def setUp(self):
+        super().setUp()
+        nc.require(self)
+        self.cluster = nc.Cluster(3)
+        self.addCleanup(self.cluster.close)
+
+    def send(self, n):
+        c = h.RawSMTP("127.0.0.1", self.port, timeout=30)
+        try:
+            code, lines = h.send_message_raw(c, "a@x.example", ["b@y.example"], msg(n))
+            return code, lines
+        finally:
+            c.close()
+
+    def test_quorum_lost_is_451_and_nothing_acknowledged_is_missing(self):
+        self.cluster.start()
+        self.cluster.create_stream(STREAM, SUBJECT, 3)
+        self.port = h.free_port()
+        spool = os.path.join(self.cluster.root, "no-spool")
+        mp = self.mailport({"SMTPD_PORTS": str(self.port), "SMTPD_NATS_URL": self.cluster.urls(),
+                            "SMTPD_NATS_STREAM": STREAM, "SMTPD_NATS_SUBJECT": SUBJECT,
+                            "SMTPD_NATS_MODE": "sync", "SMTPD_DELIVER": "discard",
+                            "SMTPD_SPOOL": spool, "SMTPD_NATS_TIMEOUT": "2s",
+                            "SMTPD_MAX_MESSAGE_SIZE": "1000000"})
+        acked, refused = [], []
+        for i in range(20):
+            code, lines = self.send(i)
+            self.assertEqual(code, 250, lines)
+            acked.append(h.queued_id(lines))
+        # Two of three nodes go: no quorum for the stream (nor for the meta
+        # layer). Whatever node mailport used, it reconnects to the survivor.
+        for nd in self.cluster.nodes[:2]:
+            nd.kill9()
+        n451 = 0
+        for i in range(20, 30):
+            t0 = time.monotonic()
+            code, lines = self.send(i)
+            took = time.monotonic() - t0
+            if code == 250:  # a publish the survivor still stored before it noticed
+                acked.append(h.queued_id(lines))
+                continue
+            self.assertEqual(code, 451, lines)
+            self.assertIn("4.3.0", " ".join(lines))
+            self.assertLess(took, 2 + 3, "451 only after %.1f s" % took)
+            refused.append(i)
+            n451 += 1
+        self.assertGreaterEqual(n451, 8, "quorum lost, yet %d of 10 got 250" % (10 - n451))
+        st = mp.status()["nats"]
+        self.assertGreaterEqual(st["failed"], n451)
+        self.assertIsNotNone(st["last_error"])
+        # The cluster heals: 250s again.
+        for nd in self.cluster.nodes[:2]:
+            nd.start()
+        deadline = time.monotonic() + 60
+        healed = False
+        i = 100
+        while time.monotonic() < deadline:
+            code, lines = self.send(i)
+            i += 1
+            if code == 250:
+                acked.append(h.queued_id(lines))
+                healed = True
+                break
+            time.sleep(0.5)
+        self.assertTrue(healed, "no 250 within 60 s of the nodes' return; stderr:\n%s"
+                        % mp.stderr()[-3000:])
+        for k in range(5):
+            code, lines = self.send(200 + k)
+            self.assertEqual(code, 250, lines)
+            acked.append(h.queued_id(lines))
+        msgs = self.cluster.dump(STREAM, "verify")
+        ids = [m["id"] for m in msgs]
+        self.assertEqual(len(ids), len(set(ids)), "duplicates in the stream")
+        missing = set(acked) - set(ids)
+        self.assertEqual(missing, set(), "acknowledged with 250 but not in the stream")
+        self.assertFalse(os.path.exists(spool))
+        print("\n%d acknowledged, all in the stream; %d answered 451 without quorum; "
+              "%d messages in the stream" % (len(acked), n451, len(ids)))
+
+
+if __name__ == "__main__":
+    h.main()
