@@ -18,6 +18,12 @@
 #   - rspamd's local settings (docker/k8s/components/rspamd/local.d, mounted by
 #     compose, the ConfigMap in Kubernetes): `rspamadm configtest` and
 #     `configdump` (Debian's rspamd) show the workers and headers relied on;
+#   - NATS (issue 16): the compose "nats" profile (one JetStream node, the
+#     stream-creating one-shot, docker-compose.nats.yml) and
+#     docker/k8s/overlays/nats (3-node StatefulSet, stream Job, mailport as a
+#     Deployment): rendered and type-checked like the rest, nats-server -t on
+#     both config files, max_payload against SMTPD_MAX_MESSAGE_SIZE, names and
+#     ports that must agree;
 #   - Dockerfile: `dockerfile-utils lint` (npm), and every -dev package CI
 #     builds with (the README run command) is installed by the build stage too.
 # npm packages go to docker/.validate/ (git-ignored). Exits non-zero on any
@@ -135,6 +141,62 @@ if problems:
 print("rspamd: profile only, no published port, /ping health check, read-only; mailport's SMTPD_RSPAMD_URL off / passed through / set by the override, which waits for rspamd")
 PY
 
+# NATS JetStream (issue 16, SPEC 9): the nats service and the stream-creating
+# one-shot only under the "nats" profile; mailport's SMTPD_NATS_URL empty (off)
+# unless given; the override points mailport at nats:4222 and starts it once the
+# one-shot has created the stream; the one-shot creates the stream and subject
+# mailport publishes to; nats-server accepts the mounted config (-t) and its
+# max_payload holds SMTPD_MAX_MESSAGE_SIZE plus mailport's header allowance.
+step "docker-compose config: the nats profile and docker-compose.nats.yml"
+env -u SMTPD_NATS_URL docker-compose -f docker-compose.yml --profile nats config >"$TMP/nats-plain.yml" ||
+	die "docker-compose.yml --profile nats config"
+env -u SMTPD_NATS_URL docker-compose -f docker-compose.yml -f docker-compose.nats.yml --profile nats config \
+	>"$TMP/nats-override.yml" || die "docker-compose.yml + docker-compose.nats.yml config"
+command -v nats-server >/dev/null || die "nats-server is not installed (apt-get install nats-server)"
+nats-server -t -c docker/nats/nats.conf >/dev/null 2>&1 || die "nats-server -t rejects docker/nats/nats.conf"
+printf 'max_payload: = 1\n' >"$TMP/bad-nats.conf"
+! nats-server -t -c "$TMP/bad-nats.conf" >/dev/null 2>&1 || die "nats-server -t accepted a broken file"
+/usr/bin/python3 - "$TMP" "$TMP/plain.yml" <<'PY' || die "the compose nats profile"
+import os, re, sys, yaml
+tmp = sys.argv[1]
+load = lambda p: yaml.safe_load(open(p))["services"]
+plain, prof, over = load(sys.argv[2]), load(os.path.join(tmp, "nats-plain.yml")), load(os.path.join(tmp, "nats-override.yml"))
+problems = []
+def want(cond, what):
+    if not cond:
+        problems.append(what)
+n, j = prof.get("nats") or {}, prof.get("nats-stream") or {}
+want(n.get("profiles") == ["nats"] and j.get("profiles") == ["nats"], "nats / nats-stream not under (only) the profile nats")
+want(not n.get("ports"), "nats publishes ports %r" % n.get("ports"))
+want(n.get("read_only") is True and "ALL" in (n.get("cap_drop") or []), "nats: not read-only, or keeps capabilities")
+hc = " ".join(n.get("healthcheck", {}).get("test", []))
+want("/healthz" in hc and ":8222" in hc, "nats's health check does not ask /healthz on 8222: %r" % hc)
+vols = [v.split(":") for v in n.get("volumes", [])]
+conf = [v[0] for v in vols if v[1] == "/etc/nats/nats.conf"]
+want(conf and os.path.isfile(conf[0]), "nats: the config mount %r is not a file" % conf)
+text = open(conf[0]).read() if conf and os.path.isfile(conf[0]) else ""
+store = re.search(r"store_dir:\s*(\S+)", text)
+want(store and any(v[1] == store.group(1) for v in vols if not v[0].startswith("/") and not v[0].startswith(".")),
+     "nats: JetStream's store_dir %r is not on a named volume" % (store and store.group(1)))
+mp = re.search(r"^max_payload:\s*(\d+)", text, re.M)
+need = 26214400 + 16 * 1024 + 100 * 1024  # SMTPD_MAX_MESSAGE_SIZE default + headers (natspub_build.c)
+want(mp and int(mp.group(1)) >= need, "max_payload %s is below SMTPD_MAX_MESSAGE_SIZE plus headers (%d): mailport would exit 2" % (mp and mp.group(1), need))
+want((j.get("depends_on") or {}).get("nats", {}).get("condition") == "service_healthy", "nats-stream does not wait for nats's health check")
+cmd = " ".join(j.get("command") or [])
+want("stream add MAILPORT" in cmd and "--subjects mailport.messages" in cmd, "nats-stream does not create MAILPORT on mailport.messages: %r" % cmd)
+want(j.get("environment", {}).get("NATS_URL") == "nats://nats:4222", "nats-stream's NATS_URL is not nats://nats:4222")
+want(plain["mailport"]["environment"].get("SMTPD_NATS_URL") == "", "mailport's SMTPD_NATS_URL is not empty (off) when not given")
+want("nats-stream" not in (plain["mailport"].get("depends_on") or {}), "mailport depends on nats-stream in docker-compose.yml: a plain `up` would need the profile")
+om = over["mailport"]
+want(om["environment"].get("SMTPD_NATS_URL") == "nats://nats:4222", "docker-compose.nats.yml: SMTPD_NATS_URL is %r" % om["environment"].get("SMTPD_NATS_URL"))
+want((om.get("depends_on") or {}).get("nats-stream", {}).get("condition") == "service_completed_successfully",
+     "docker-compose.nats.yml: mailport does not wait for the stream to be created")
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print("nats: profile only, no published port, /healthz check, read-only, store on a volume, max_payload %s; the one-shot creates MAILPORT after the health check; mailport's SMTPD_NATS_URL off / set by the override, which waits for the stream" % mp.group(1))
+PY
+
 # ---------------------------------------------------------------- kubernetes
 # loadbalancer/ with the rspamd component, as an overlay of one's own combines
 # them (written next to the npm packages, git-ignored).
@@ -142,7 +204,7 @@ mkdir -p "$V/lb-rspamd"
 printf '%s\n' 'apiVersion: kustomize.config.k8s.io/v1beta1' 'kind: Kustomization' \
 	'resources: [../../k8s/loadbalancer]' 'components: [../../k8s/components/rspamd]' \
 	>"$V/lb-rspamd/kustomization.yaml"
-for dir in docker/k8s docker/k8s/loadbalancer docker/k8s/example docker/k8s/rspamd "$V/lb-rspamd"; do
+for dir in docker/k8s docker/k8s/loadbalancer docker/k8s/example docker/k8s/rspamd "$V/lb-rspamd" docker/k8s/overlays/nats; do
 	step "kubectl kustomize $dir | kubernetes-models"
 	kubectl kustomize "$dir" >"$TMP/rendered.yaml" || die "kubectl kustomize $dir"
 	cp "$TMP/rendered.yaml" "$TMP/rendered-${dir//\//_}.yaml"    # for teeth below
@@ -184,6 +246,62 @@ teeth docker/k8s/rspamd '/memory: 512Mi/d'
 teeth docker/k8s/rspamd 's/^  ingress:$/&\n  - from:\n    - podSelector: {}\n    ports:\n    - port: 11333/'
 teeth docker/k8s/rspamd '/- configMap:/,/name: rspamd-local/s/rspamd-local-[a-z0-9]*/rspamd-missing/'
 teeth docker/k8s 's#^\(  SMTPD_SHUTDOWN_GRACE: .*\)$#\1\n  SMTPD_RSPAMD_URL: http://rspamd:11333#'
+
+# NATS (issue 16): the rendered overlay's own facts, which no schema knows.
+step "docker/k8s/overlays/nats: the NATS cluster, the stream Job, mailport as a Deployment"
+POD_NAME=nats-0 nats-server -t -c docker/k8s/overlays/nats/nats.conf >/dev/null 2>&1 ||
+	die "nats-server -t rejects docker/k8s/overlays/nats/nats.conf"
+/usr/bin/python3 - "$TMP/rendered-docker_k8s_overlays_nats.yaml" <<'PY' || die "docker/k8s/overlays/nats"
+import re, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+get = lambda kind, name: next((d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name), None)
+problems = []
+def want(cond, what):
+    if not cond:
+        problems.append(what)
+ss, dep, job = get("StatefulSet", "nats"), get("Deployment", "mailport"), get("Job", "nats-stream")
+want(get("StatefulSet", "mailport") is None, "base/'s mailport StatefulSet is still there")
+want(dep is not None and dep["spec"]["replicas"] >= 2, "mailport is not a Deployment with several replicas")
+want(ss is not None and ss["spec"]["replicas"] == 3, "no 3-node nats StatefulSet")
+if ss and dep and job:
+    pod = ss["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    cmname = next(v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v)
+    conf = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == cmname)["data"]["nats.conf"]
+    store = re.search(r"store_dir:\s*(\S+)", conf).group(1)
+    claims = {t["metadata"]["name"] for t in ss["spec"].get("volumeClaimTemplates", [])}
+    want(any(m["mountPath"] == store and m["name"] in claims for m in c["volumeMounts"]),
+         "JetStream's store_dir %s is not on a PersistentVolumeClaim" % store)
+    svc = ss["spec"]["serviceName"]
+    for i in range(3):
+        want("nats-%d.%s:6222" % (i, svc) in conf, "nats.conf has no route to nats-%d.%s:6222" % (i, svc))
+    want("$POD_NAME" in conf and any(e["name"] == "POD_NAME" for e in c.get("env", [])), "server_name is not the pod's name")
+    mp = int(re.search(r"max_payload:\s*(\d+)", conf).group(1))
+    m = dep["spec"]["template"]["spec"]["containers"][0]
+    cm = {}
+    for ef in m.get("envFrom", []):
+        d = get("ConfigMap", ef["configMapRef"]["name"])
+        cm.update(d["data"] if d else {})
+    size = int(cm.get("SMTPD_MAX_MESSAGE_SIZE", 26214400))
+    rcpt = int(cm.get("SMTPD_MAX_RECIPIENTS", 100))
+    want(mp >= size + 16 * 1024 + rcpt * 1024, "max_payload %d is below SMTPD_MAX_MESSAGE_SIZE plus headers" % mp)
+    url = cm.get("SMTPD_NATS_URL", "")
+    host = re.match(r"^nats://([a-z0-9-]+):(\d+)$", url)
+    want(host and get("Service", host.group(1)) and any(p["port"] == int(host.group(2)) for p in get("Service", host.group(1))["spec"]["ports"]),
+         "SMTPD_NATS_URL %r is not a Service of these manifests with that port" % url)
+    want(cm.get("SMTPD_NATS_MODE") == "sync" and cm.get("SMTPD_DELIVER") == "discard", "mailport is not in sync mode with SMTPD_DELIVER=discard")
+    want(not any("spool" in (v.get("name") or "") for v in dep["spec"]["template"]["spec"].get("volumes", [])), "the Deployment still mounts a spool")
+    cmd = " ".join(job["spec"]["template"]["spec"]["containers"][0]["command"])
+    stream, subject = cm.get("SMTPD_NATS_STREAM", "MAILPORT"), cm.get("SMTPD_NATS_SUBJECT", "mailport.messages")
+    want("stream add %s " % stream in cmd and "--subjects %s " % subject in cmd and "--replicas 3" in cmd,
+         "the Job does not create %s on %s with 3 replicas: %r" % (stream, subject, cmd))
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+print("nats overlay: 3 nodes with routes and JetStream on claims, max_payload %d; the Job creates the stream mailport uses; mailport a %d-replica Deployment in sync mode, no spool" % (mp, dep["spec"]["replicas"]))
+PY
+teeth docker/k8s/overlays/nats 's/runAsUser: 1000/runAsUser: 0/'
+teeth docker/k8s/overlays/nats '/memory: 2Gi/d'
 
 # ---------------------------------------------------------------- rspamd settings
 step "rspamadm configtest/configdump docker/k8s/components/rspamd/local.d"
