@@ -195,9 +195,9 @@ static void natspub_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *p
 
 static void natspub_conn_state(struct natspub *np, natsConnection *nc, bool connected)
 {
-	char url[128] = "";
-	if (connected && natsConnection_GetConnectedUrl(nc, url, sizeof url) != NATS_OK)
-		url[0] = '\0';
+	char raw[256] = "", url[128] = "";
+	if (connected && natsConnection_GetConnectedUrl(nc, raw, sizeof raw) == NATS_OK)
+		natspub_url_redact(raw, url, sizeof url); /* no password in /status */
 	int64_t maxp = connected ? natsConnection_GetMaxPayload(nc) : 0;
 	pthread_mutex_lock(&np->mu);
 	np->connected = connected;
@@ -484,7 +484,11 @@ int natspub_publish(struct natspub *np, struct natspub_msg *m, natspub_done_fn d
 		np->send_head = r;
 	np->send_tail = r;
 	pthread_cond_signal(&np->cv);
+	size_t live = np->live;
 	pthread_mutex_unlock(&np->mu);
+	stats_lock(np->stats);
+	np->stats->c.nats_pending = live;
+	stats_unlock(np->stats);
 	return 0;
 }
 
@@ -534,16 +538,29 @@ static int natspub_options(struct natspub *np, const struct natspub_options *opt
 		snprintf(err, errlen, "SMTPD_NATS_URL: %s", natsStatus_GetText(s));
 		return -1;
 	}
+	/* Files named by settings that cannot be used are configuration errors
+	 * (exit 2); libnats reads the .creds file only when it connects, so it is
+	 * checked here first. */
+	if (opt->creds[0] != '\0' && access(opt->creds, R_OK) < 0) {
+		snprintf(err, errlen, "SMTPD_NATS_CREDS: cannot read %s: %s", opt->creds,
+		         strerror(errno));
+		return -2;
+	}
 	if (opt->creds[0] != '\0' &&
 	    (s = natsOptions_SetUserCredentialsFromFiles(np->opts, opt->creds, NULL)) != NATS_OK) {
 		snprintf(err, errlen, "SMTPD_NATS_CREDS: %s: %s", opt->creds,
 		         natsStatus_GetText(s));
-		return -1;
+		return -2;
 	}
-	if (tls && opt->ca[0] != '\0' &&
+	if (opt->ca[0] != '\0' && !tls) {
+		snprintf(err, errlen, "SMTPD_NATS_CA: set, but no SMTPD_NATS_URL is tls://");
+		return -2;
+	}
+	if (opt->ca[0] != '\0' &&
 	    (s = natsOptions_LoadCATrustedCertificates(np->opts, opt->ca)) != NATS_OK) {
-		snprintf(err, errlen, "SMTPD_NATS_CA: %s: %s", opt->ca, natsStatus_GetText(s));
-		return -1;
+		snprintf(err, errlen, "SMTPD_NATS_CA: cannot load %s: %s", opt->ca,
+		         natsStatus_GetText(s));
+		return -2;
 	}
 	return 0;
 }
@@ -578,8 +595,9 @@ int natspub_new(uv_loop_t *loop, const struct natspub_options *opt, struct stats
 		snprintf(err, errlen, "NATS: cannot initialise libnats");
 		return -1;
 	}
-	if (natspub_options(np, opt, err, errlen) < 0)
-		return -1;
+	int orc = natspub_options(np, opt, err, errlen);
+	if (orc < 0)
+		return orc;
 	natsStatus s = natsConnection_Connect(&np->nc, np->opts);
 	if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
 		snprintf(err, errlen, "SMTPD_NATS_URL: cannot connect: %s", natsStatus_GetText(s));

@@ -69,8 +69,9 @@ typedef void (*natspub_done_fn)(void *ctx, bool ok, const char *reason);
 /* Connect (at most the timeout, blocking: start-up only). A server that
  * answers is asked its max_payload: when max_message_size plus
  * natspub_overhead() can exceed it, returns -2 with the message in err (a
- * configuration error, exit 2). Unreachable servers are retried in the
- * background (a warning is logged). Returns 0, or -1 with a message in err. */
+ * configuration error, exit 2), as for an unreadable SMTPD_NATS_CREDS or
+ * SMTPD_NATS_CA. Unreachable servers are retried in the background (a warning
+ * is logged). Returns 0, -2, or -1 with a message in err. */
 int natspub_new(uv_loop_t *loop, const struct natspub_options *opt, struct stats *stats,
                 struct natspub **out, char *err, size_t errlen);
 /* Publish (loop thread). done runs once, from the loop, never inside this

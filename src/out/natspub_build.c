@@ -104,6 +104,23 @@ bool natspub_urls_tls(char *const *urls, size_t n)
 	return false;
 }
 
+void natspub_url_redact(const char *url, char *out, size_t len)
+{
+	const char *scheme = strstr(url, "://");
+	const char *host = scheme ? scheme + 3 : url;
+	/* The user information ends at the last '@' before the path. */
+	const char *end = host + strcspn(host, "/?#");
+	const char *at = NULL;
+	for (const char *p = host; p < end; p++)
+		if (*p == '@')
+			at = p;
+	if (at == NULL) {
+		snprintf(out, len, "%s", url);
+		return;
+	}
+	snprintf(out, len, "%.*s%s", (int)(host - url), url, at + 1);
+}
+
 char *natspub_header_value(const char *s)
 {
 	char *v = strdup(s ? s : "");

@@ -21,6 +21,10 @@ void natspub_urls_free(char **urls, size_t n);
 /* Whether any URL is tls:// (then SMTPD_NATS_CA applies). */
 bool natspub_urls_tls(char *const *urls, size_t n);
 
+/* The URL without its user information ("nats://u:p@h:4222" -> "nats://h:4222"),
+ * for /status and the log: at most len - 1 bytes into out. */
+void natspub_url_redact(const char *url, char *out, size_t len);
+
 /* A header value: a malloc'ed copy of s with every control character (and
  * DEL) made '?', so CR/LF can never end the header early. NULL: no memory. */
 char *natspub_header_value(const char *s);

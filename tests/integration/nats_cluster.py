@@ -54,10 +54,11 @@ def _wait_port(port, timeout=15.0):
 
 
 class Node:
-    def __init__(self, root, name, port, cluster_port, routes, max_payload, cluster_name):
+    def __init__(self, root, name, port, cluster_port, routes, max_payload, cluster_name,
+                 extra=(), scheme="nats"):
         self.name = name
         self.port = port
-        self.url = "nats://127.0.0.1:%d" % port
+        self.url = "%s://127.0.0.1:%d" % (scheme, port)
         self.dir = os.path.join(root, name)
         os.makedirs(self.dir, exist_ok=True)
         self.conf = os.path.join(self.dir, "nats.conf")
@@ -67,7 +68,7 @@ class Node:
             'listen: "127.0.0.1:%d"' % port,
             "max_payload: %d" % max_payload,
             'jetstream { store_dir: "%s" }' % os.path.join(self.dir, "js"),
-        ]
+        ] + list(extra)
         if cluster_port:
             lines.append('cluster { name: "%s"\n  listen: "127.0.0.1:%d"\n  routes: [%s] }' % (
                 cluster_name, cluster_port,
@@ -112,7 +113,9 @@ class Node:
 class Cluster:
     """n nodes (1: a single JetStream server; 3: a cluster with routes)."""
 
-    def __init__(self, n=3, max_payload=8 * 1024 * 1024):
+    def __init__(self, n=3, max_payload=8 * 1024 * 1024, extra=(), scheme="nats", tool_url=None):
+        """extra: more config lines for every node (tls {}, authorization {});
+        scheme: of the nodes' URLs; tool_url(node) -> the URL nats_tool uses."""
         self.root = tempfile.mkdtemp(prefix="mailport-nats-")
         ports = h.free_ports(2 * n, "127.0.0.1")
         client, route = ports[:n], ports[n:]
@@ -121,7 +124,9 @@ class Cluster:
         for i in range(n):
             routes = [route[k] for k in range(n) if k != i] if n > 1 else []
             self.nodes.append(Node(self.root, "n%d" % (i + 1), client[i],
-                                   route[i] if n > 1 else 0, routes, max_payload, name))
+                                   route[i] if n > 1 else 0, routes, max_payload, name,
+                                   extra, scheme))
+        self.tool_url = tool_url
 
     def start(self):
         for nd in self.nodes:
@@ -134,7 +139,7 @@ class Cluster:
     def alive_url(self):
         for nd in self.nodes:
             if nd.alive():
-                return nd.url
+                return self.tool_url(nd) if self.tool_url else nd.url
         raise AssertionError("no NATS node alive")
 
     def close(self):
@@ -148,7 +153,11 @@ class Cluster:
 
     # -- nats_tool
     def tool(self, *args, timeout=90):
-        r = subprocess.run([nats_tool()] + list(args), capture_output=True, timeout=timeout)
+        env = dict(os.environ)
+        if getattr(self, "ca", None):
+            env["NATS_CA"] = self.ca
+        r = subprocess.run([nats_tool()] + list(args), capture_output=True, timeout=timeout,
+                           env=env)
         if r.returncode != 0:
             raise AssertionError("nats_tool %s: exit %d: %s" % (
                 " ".join(args), r.returncode, r.stderr.decode("utf-8", "replace")))

@@ -17,7 +17,10 @@ pull consumer:
 
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 
@@ -201,6 +204,71 @@ class TestSync(NatsCase):
         self.assertGreaterEqual(mp.status()["nats"]["failed"], 1)
 
 
+def make_tls(d):
+    """A CA and a server certificate for 127.0.0.1 (openssl), and a second CA
+    that did not sign it. Returns (ca, other_ca, cert, key) paths."""
+    def ossl(*args):
+        subprocess.run(["openssl"] + list(args), cwd=d, check=True, capture_output=True)
+    for name in ("ca", "other"):
+        ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+             "/CN=test %s" % name, "-keyout", name + ".key", "-out", name + ".pem")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout",
+         "server.key", "-out", "server.csr")
+    with open(os.path.join(d, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+         "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    return tuple(os.path.join(d, n) for n in ("ca.pem", "other.pem", "server.pem", "server.key"))
+
+
+class TestSecurity(NatsCase):
+    def test_tls_verified_by_smtpd_nats_ca(self):
+        d = tempfile.mkdtemp(prefix="mailport-nats-tls-")
+        self.addCleanup(shutil.rmtree, d, True)
+        ca, other, cert, key = make_tls(d)
+        self.cluster = nc.Cluster(1, extra=['tls { cert_file: "%s"\n  key_file: "%s" }'
+                                            % (cert, key)], scheme="tls")
+        self.cluster.ca = ca
+        self.addCleanup(self.cluster.close)
+        self.node = self.cluster.nodes[0]
+        self.cluster.start()
+        self.cluster.create_stream("MAILPORT", SUBJECT, 1)
+        mp = self.start({"SMTPD_NATS_CA": ca})
+        self.assertTrue(self.node.url.startswith("tls://"))
+        mid = self.send_ok(1)
+        self.wait_for(lambda: os.path.exists(self.cur_file(mp, mid)), 15, "delivered", mp)
+        self.assertEqual([m["id"] for m in self.cluster.dump("MAILPORT", "tls")], [mid])
+        self.assertEqual(mp.status()["nats"]["server"], self.node.url)
+        # A CA that did not sign the server's certificate: no connection.
+        mp2 = self.start({"SMTPD_NATS_CA": other}, wait=False)
+        time.sleep(2)
+        st = mp2.status()["nats"]
+        self.assertIs(st["connected"], False)
+        self.assertEqual(mp2.http_get("/readyz")[0], 503)
+        mid2 = self.send_ok(2)  # forward mode: the spool takes it
+        self.assertIn(mid2, mp2.new_files())
+
+    def test_user_password_in_the_url(self):
+        self.cluster = nc.Cluster(1, extra=['authorization { user: "mp"\n  password: "s3cret" }'],
+                                  tool_url=lambda nd: nd.url.replace("nats://", "nats://mp:s3cret@"))
+        self.addCleanup(self.cluster.close)
+        self.node = self.cluster.nodes[0]
+        self.cluster.start()
+        self.cluster.create_stream("MAILPORT", SUBJECT, 1)
+        good = self.node.url.replace("nats://", "nats://mp:s3cret@")
+        mp = self.start({"SMTPD_NATS_URL": good, "SMTPD_NATS_MODE": "sync"})
+        mid = self.send_ok(1)
+        self.assertEqual([m["id"] for m in self.cluster.dump("MAILPORT", "auth")], [mid])
+        # The password never reaches /status or the log.
+        self.assertNotIn("s3cret", json.dumps(mp.status()))
+        self.assertNotIn("s3cret", mp.stderr())
+        bad = self.node.url.replace("nats://", "nats://mp:wrong@")
+        mp2 = self.start({"SMTPD_NATS_URL": bad, "SMTPD_NATS_MODE": "sync"}, wait=False)
+        code, lines = self.send(2)
+        self.assertEqual(code, 451, lines)
+        self.assertIs(mp2.status()["nats"]["connected"], False)
+
+
 class TestReadiness(NatsCase):
     def test_readyz_names_the_missing_stream_until_it_exists(self):
         self.cluster.start()
@@ -252,6 +320,17 @@ class TestReadiness(NatsCase):
             self.assertEqual(r.returncode, 2, (env, r.stderr))
             self.assertIn(name, r.stderr, env)
             self.assertEqual(len(h.stderr_lines(r.stderr)), 1, r.stderr)
+        # Files the settings name, checked when NATS is set up: exit 2 too.
+        self.cluster.start()
+        for env, want in (({"SMTPD_NATS_CREDS": "/nonexistent/mp.creds"},
+                           "SMTPD_NATS_CREDS: cannot read /nonexistent/mp.creds"),
+                          ({"SMTPD_NATS_CA": "/nonexistent/ca.pem"},
+                           "SMTPD_NATS_CA: set, but no SMTPD_NATS_URL is tls://")):
+            mp = self.new_mailport()
+            env = dict(env, SMTPD_NATS_URL=self.node.url, SMTPD_MAX_MESSAGE_SIZE="100000")
+            mp.start(env, wait=False)
+            self.assertEqual(mp.wait_exit(20), 2, mp.stderr())
+            self.assertIn(want, mp.stderr())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@
  *                                                  after it is written
  *
  * A dump line: {"seq":N,"id":"<Nats-Msg-Id>","envelope":"...","mail_from":"...",
- * "rcpt":["..."],"data":"<base64 of the payload>"}. Exit 0, or 1 with a
+ * "rcpt":["..."],"data":"<base64 of the payload>"}. NATS_CA in the
+ * environment: the CA file that verifies a tls:// server. Exit 0, or 1 with a
  * message on stderr. */
 #include <stdint.h>
 #include <stdio.h>
@@ -42,6 +43,10 @@ static natsStatus tool_connect(const char *url, natsConnection **nc, jsCtx **js)
 		s = natsOptions_SetMaxReconnect(o, 60);
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectWait(o, 500);
+	/* NATS_CA: the CA that verifies a tls:// server. */
+	const char *ca = getenv("NATS_CA");
+	if (s == NATS_OK && ca && ca[0])
+		s = natsOptions_LoadCATrustedCertificates(o, ca);
 	if (s == NATS_OK)
 		s = natsConnection_Connect(nc, o);
 	natsOptions_Destroy(o);

@@ -130,6 +130,27 @@ static void test_header_value(void **state)
 	free(v);
 }
 
+static void test_url_redact(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+	    {"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+	    {"nats://u:p@127.0.0.1:4222", "nats://127.0.0.1:4222"},
+	    {"tls://token@nats.example:4443", "tls://nats.example:4443"},
+	    {"nats://u:p@ss@h:1", "nats://h:1"},
+	    {"nats://h:1/x@y", "nats://h:1/x@y"},
+	    {"h:1", "h:1"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char out[64];
+		natspub_url_redact(cases[i].in, out, sizeof out);
+		if (strcmp(out, cases[i].want) != 0)
+			fail_msg("in=%s got=%s want=%s", cases[i].in, out, cases[i].want);
+	}
+}
+
 static void test_overhead(void **state)
 {
 	(void)state;
@@ -148,6 +169,7 @@ int main(void)
 	    cmocka_unit_test(test_urls_good),    cmocka_unit_test(test_urls_empty),
 	    cmocka_unit_test(test_urls_bad),     cmocka_unit_test(test_urls_too_many),
 	    cmocka_unit_test(test_header_value), cmocka_unit_test(test_overhead),
+	    cmocka_unit_test(test_url_redact),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
