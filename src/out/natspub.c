@@ -656,13 +656,14 @@ int natspub_new(uv_loop_t *loop, const struct natspub_options *opt, struct stats
 		return -1;
 	}
 	np->threads = true;
+	/* np->mu before the stats' lock, always (natspub_on_async). */
+	pthread_mutex_lock(&np->mu);
 	stats_lock(stats);
 	stats->c.nats_enabled = true;
 	snprintf(stats->c.nats_stream, sizeof stats->c.nats_stream, "%s", np->stream);
-	pthread_mutex_lock(&np->mu);
 	natspub_state_to_stats(np, &stats->c);
-	pthread_mutex_unlock(&np->mu);
 	stats_unlock(stats);
+	pthread_mutex_unlock(&np->mu);
 	return 0;
 }
 

@@ -11,8 +11,8 @@ while Postfix's smtp-source and smtplib clients send MAILPORT_NATS_MESSAGES
 two threads alternating between the replicas, the rest in three smtp-source
 runs, the one to replica B perhaps cut short by its kill. During the run one
 NATS node is killed with SIGKILL and restarted; then the whole cluster is
-stalled with SIGSTOP for 1.5 s so both replicas hold stored, unpublished
-messages, one mailport is killed with SIGKILL in that
+stalled with SIGSTOP for a moment so both replicas hold stored, unpublished
+messages (B takes 20 more then), one mailport is killed with SIGKILL in that
 moment, the cluster resumes and the replica restarts on its spool. Afterwards a durable pull
 consumer reads the stream and finds:
   - exactly the messages the two spools hold (every message that got a 250 is
@@ -164,7 +164,12 @@ class TestCluster(h.MailportTestCase):
         # the stream: JetStream drops those by Nats-Msg-Id).
         for nd in self.cluster.nodes:
             nd.proc.send_signal(signal.SIGSTOP)
-        time.sleep(1.5)
+        # Whatever the load is doing by now, B takes 20 messages in the stall
+        # (250 from its spool; they cannot be published yet).
+        stall = SmtplibSender([pb], 20, "stall")
+        stall.run()
+        self.assertEqual(len(stall.ids), 20)
+        time.sleep(0.5)
         b.kill9()
         backlog = len(b.new_files())
         for nd in self.cluster.nodes:
@@ -188,9 +193,10 @@ class TestCluster(h.MailportTestCase):
         stored.update(stored_b)
         client_ids = [i for s in senders for i in s.ids]
         self.assertEqual(len(client_ids), n_lib)
+        client_ids += stall.ids
         # The complete smtp-source runs got 250s for all (it exits non-zero
         # otherwise); the one cut short by the kill adds what it could.
-        self.assertGreaterEqual(len(stored), n_lib + 3 * n_src)
+        self.assertGreaterEqual(len(stored), n_lib + 3 * n_src + 20)
 
         msgs = self.cluster.dump(STREAM, "verify")
         ids = [m["id"] for m in msgs]
