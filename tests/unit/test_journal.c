@@ -89,7 +89,8 @@ static char *path(const struct fx *fx, const char *sub, const char *name)
 	static char p[4][512];
 	static int k;
 	k = (k + 1) % 4;
-	snprintf(p[k], sizeof p[k], "%s/%s/%s", fx->dir, sub, name);
+	int n = snprintf(p[k], sizeof p[k], "%s/%s/%s", fx->dir, sub, name);
+	assert_true(n > 0 && (size_t)n < sizeof p[k]);
 	return p[k];
 }
 
@@ -157,7 +158,8 @@ static void test_batch_one_sync(void **state)
 		assert_int_equal(n, 17);
 		free(got);
 		char mname[SPOOL_ID_MAX + 8];
-		snprintf(mname, sizeof mname, "%s.json", ids[i]);
+		int mn = snprintf(mname, sizeof mname, "%s.json", ids[i]);
+		assert_true(mn > 0 && (size_t)mn < sizeof mname);
 		got = slurp(path(fx, "meta", mname), NULL);
 		assert_non_null(got);
 		assert_string_equal(got, meta[i]);
