@@ -54,6 +54,11 @@ struct config {
 	char *http;               /* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080" or "off" */
 	char *http_token;         /* "" = no token */
 	char *http_allowed_hosts; /* comma list; "" = IP literals and localhost only */
+	/* Issue 17 */
+	bool http_ui;                    /* SMTPD_HTTP_UI */
+	uint64_t http_max_event_clients; /* SMTPD_HTTP_MAX_EVENT_CLIENTS */
+	uint64_t retention_max_messages; /* 0 = no limit */
+	uint64_t retention_max_age;      /* seconds, 0 = forever */
 
 	/* SPEC 4 */
 	char *hostname; /* default: gethostname() */

@@ -61,6 +61,22 @@ const struct config_setting config_settings[] = {
 	         "others get 403, so a web page cannot reach it by DNS rebinding. Health routes "
 	         "never check."},
 
+	/* Issue 17: the web UI, live events, retention. */
+	{.name = "http-ui", .env = "SMTPD_HTTP_UI", .kind = CONFIG_BOOL, .offset = F(http_ui),
+	 .def = "on",
+	 .help = "Serve the web UI (a mail catcher's inbox) at / of the HTTP side port; off: 404."},
+	{.name = "http-max-event-clients", .env = "SMTPD_HTTP_MAX_EVENT_CLIENTS",
+	 .kind = CONFIG_COUNT, .offset = F(http_max_event_clients), .def = "64", .min = 1,
+	 .help = "Most /events (Server-Sent Events) streams at once (10000 at most); more "
+	         "get 503."},
+	{.name = "retention-max-messages", .env = "SMTPD_RETENTION_MAX_MESSAGES",
+	 .kind = CONFIG_COUNT, .offset = F(retention_max_messages), .def = "0",
+	 .help = "Keep at most this many messages in the spool, removing the oldest first "
+	         "(0: no limit)."},
+	{.name = "retention-max-age", .env = "SMTPD_RETENTION_MAX_AGE", .kind = CONFIG_DURATION,
+	 .offset = F(retention_max_age), .def = "0",
+	 .help = "Remove messages older than this from the spool, oldest first (0: keep forever)."},
+
 	/* SPEC 4: SMTP. */
 	{.name = "hostname", .env = "SMTPD_HOSTNAME", .kind = CONFIG_STRING, .offset = F(hostname),
 	 .def = "", .def_text = "the host's name", .metavar = "NAME",

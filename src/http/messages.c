@@ -203,6 +203,16 @@ static json_t *messages_entry(struct spool *sp, const char *id, enum spool_state
 	return o;
 }
 
+json_t *messages_list_entry(struct spool *sp, const char *id)
+{
+	enum spool_state st = SPOOL_STATE_NEW;
+	if (sp == NULL || !spool_id_valid(id) ||
+	    (spool_index_get(spool_get_index(sp), id, &st) < 0 && spool_locate(sp, id, &st) < 0))
+		return NULL;
+	int err = 0;
+	return messages_entry(sp, id, &st, false, &err);
+}
+
 /* Most rounds of a listing: each round after the first is there only because
  * messages of the page were found gone (and dropped from the index). */
 #define MESSAGES_LIST_ROUNDS 8

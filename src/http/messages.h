@@ -62,6 +62,10 @@ struct messages_query {
 void messages_handle(struct spool *sp, const char *method, const char *path,
                      const struct messages_query *q, struct messages_reply *out);
 
+/* Issue 17: the entry of one message exactly as GET /messages lists it (for
+ * /events), or NULL when it is gone (or out of memory). Blocking file reads. */
+struct json_t *messages_list_entry(struct spool *sp, const char *id);
+
 /* ---- pure parts (unit-tested) ---- */
 
 /* The header section of a message (up to the first empty line, or the end of

@@ -38,6 +38,10 @@ struct spool_index {
 	size_t counts[SPOOL_STATES];
 	char *hosts[SPOOL_INDEX_HOSTS];
 	size_t nhosts;
+	/* Issue 17: observers, read-locked while called (see spool_index_observe). */
+	pthread_rwlock_t obs_mu;
+	spool_index_observer obs[SPOOL_INDEX_OBSERVERS];
+	void *obs_ctx[SPOOL_INDEX_OBSERVERS];
 };
 
 /* A position: entry i of chunk c. */
@@ -316,7 +320,54 @@ struct spool_index *spool_index_new(void)
 		free(ix);
 		return NULL;
 	}
+	if (pthread_rwlock_init(&ix->obs_mu, NULL) != 0) {
+		pthread_mutex_destroy(&ix->mu);
+		free(ix);
+		return NULL;
+	}
 	return ix;
+}
+
+int spool_index_observe(struct spool_index *ix, spool_index_observer fn, void *ctx)
+{
+	int rc = -ENOSPC;
+	pthread_rwlock_wrlock(&ix->obs_mu);
+	for (size_t i = 0; i < SPOOL_INDEX_OBSERVERS; i++) {
+		if (ix->obs[i] == NULL) {
+			ix->obs[i] = fn;
+			ix->obs_ctx[i] = ctx;
+			rc = 0;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&ix->obs_mu);
+	return rc;
+}
+
+int spool_index_unobserve(struct spool_index *ix, spool_index_observer fn, void *ctx)
+{
+	int rc = -ENOENT;
+	pthread_rwlock_wrlock(&ix->obs_mu);
+	for (size_t i = 0; i < SPOOL_INDEX_OBSERVERS; i++) {
+		if (ix->obs[i] == fn && ix->obs_ctx[i] == ctx) {
+			ix->obs[i] = NULL;
+			ix->obs_ctx[i] = NULL;
+			rc = 0;
+		}
+	}
+	pthread_rwlock_unlock(&ix->obs_mu);
+	return rc;
+}
+
+/* Tell every observer, outside ix->mu. */
+static void spool_ix_notify(struct spool_index *ix, enum spool_index_change ch, const char *id,
+                            enum spool_state st)
+{
+	pthread_rwlock_rdlock(&ix->obs_mu);
+	for (size_t i = 0; i < SPOOL_INDEX_OBSERVERS; i++)
+		if (ix->obs[i] != NULL)
+			ix->obs[i](ix->obs_ctx[i], ch, id, st);
+	pthread_rwlock_unlock(&ix->obs_mu);
 }
 
 void spool_index_free(struct spool_index *ix)
@@ -332,6 +383,7 @@ void spool_index_free(struct spool_index *ix)
 	for (size_t i = 0; i < ix->nhosts; i++)
 		free(ix->hosts[i]);
 	pthread_mutex_destroy(&ix->mu);
+	pthread_rwlock_destroy(&ix->obs_mu);
 	free(ix);
 }
 
@@ -343,9 +395,12 @@ int spool_index_put(struct spool_index *ix, const char *id, enum spool_state st)
 	 * any id printed back from its numbers, which is the same string. */
 	if (strlen(id) >= SPOOL_ID_MAX)
 		return -EINVAL;
+	int changed = -1; /* -1: nothing to tell */
 	pthread_mutex_lock(&ix->mu);
 	int rc = spool_ix_make(ix, id, st, false, &k);
 	if ((e = spool_ix_find(ix, &k, &pos)) != NULL) {
+		if (e->state != (uint8_t)st)
+			changed = SPOOL_INDEX_STATE;
 		ix->counts[e->state]--;
 		e->state = (uint8_t)st;
 		ix->counts[st]++;
@@ -353,8 +408,12 @@ int spool_index_put(struct spool_index *ix, const char *id, enum spool_state st)
 		rc = spool_ix_insert_at(ix, pos, &k);
 		if (rc < 0)
 			spool_ix_entry_free(&k);
+		else
+			changed = SPOOL_INDEX_STORED;
 	}
 	pthread_mutex_unlock(&ix->mu);
+	if (changed >= 0)
+		spool_ix_notify(ix, (enum spool_index_change)changed, id, st);
 	return rc;
 }
 
@@ -362,14 +421,18 @@ int spool_index_update(struct spool_index *ix, const char *id, enum spool_state 
 {
 	struct spool_ix_entry k, *e;
 	struct spool_ix_pos pos;
+	bool changed = false;
 	pthread_mutex_lock(&ix->mu);
 	spool_ix_make(ix, id, st, false, &k);
 	if ((e = spool_ix_find(ix, &k, &pos)) != NULL) {
+		changed = e->state != (uint8_t)st;
 		ix->counts[e->state]--;
 		e->state = (uint8_t)st;
 		ix->counts[st]++;
 	}
 	pthread_mutex_unlock(&ix->mu);
+	if (changed)
+		spool_ix_notify(ix, SPOOL_INDEX_STATE, id, st);
 	return e ? 0 : -ENOENT;
 }
 
@@ -380,9 +443,14 @@ int spool_index_del(struct spool_index *ix, const char *id)
 	pthread_mutex_lock(&ix->mu);
 	spool_ix_make(ix, id, SPOOL_STATE_NEW, false, &k);
 	bool found = spool_ix_find(ix, &k, &pos) != NULL;
-	if (found)
+	enum spool_state st = SPOOL_STATE_NEW;
+	if (found) {
+		st = (enum spool_state)ix->c[pos.c]->e[pos.i].state;
 		spool_ix_remove_at(ix, pos);
+	}
 	pthread_mutex_unlock(&ix->mu);
+	if (found)
+		spool_ix_notify(ix, SPOOL_INDEX_DELETED, id, st);
 	return found ? 0 : -ENOENT;
 }
 

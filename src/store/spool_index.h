@@ -59,6 +59,25 @@ int spool_index_get(struct spool_index *ix, const char *id, enum spool_state *st
  * (counts[SPOOL_STATES]). */
 size_t spool_index_total(struct spool_index *ix, size_t *counts);
 
+/* Issue 17: who hears about every change, so that /events and anything else
+ * that follows the spool need no code of their own in the paths that store,
+ * move or delete a message (every one of them goes through put, update or del).
+ * Called after the index's mutex is released, on the thread that made the
+ * change (the thread pool, the HTTP thread), once per message: STORED when put
+ * inserted it, STATE when put or update changed its state, DELETED when del
+ * removed it. The start-up scan (add_batch) calls nobody. An observer must be
+ * quick and must not call back into the index. */
+enum spool_index_change { SPOOL_INDEX_STORED, SPOOL_INDEX_STATE, SPOOL_INDEX_DELETED };
+typedef void (*spool_index_observer)(void *ctx, enum spool_index_change ch, const char *id,
+                                     enum spool_state st);
+/* At most this many observers. */
+#define SPOOL_INDEX_OBSERVERS 4
+/* Add (fn non-NULL) or remove (the same fn and ctx) an observer. 0, or -ENOSPC
+ * when SPOOL_INDEX_OBSERVERS are registered. A removal waits for calls in
+ * progress on other threads to finish, so ctx may be freed afterwards. */
+int spool_index_observe(struct spool_index *ix, spool_index_observer fn, void *ctx);
+int spool_index_unobserve(struct spool_index *ix, spool_index_observer fn, void *ctx);
+
 /* Add n ids in state st at once (the start-up scan): one sort instead of n
  * inserts. An id already in the index, or twice in ids, is kept once, in the
  * later state of new -> cur -> failed (a move seen half-way by the scan); ids

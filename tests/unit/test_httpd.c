@@ -301,7 +301,9 @@ static void test_status(void **state)
 	get(f, "/status", &r);
 	assert_int_equal(r.status, 200);
 	json_t *j = json_body(&r);
-	assert_int_equal(json_object_size(j), 17); /* 15 + "policy" and "rspamd" (SPEC 8) */
+	/* 15 + "policy" and "rspamd" (SPEC 8) + "retention" and "events" (issue 17) */
+	assert_int_equal(json_object_size(j), 19);
+	assert_int_equal(int_at(json_object_get(j, "retention"), "removed"), 0);
 	assert_int_equal(json_object_size(json_object_get(j, "policy")), 8);
 	assert_true(json_is_null(json_object_get(json_object_get(j, "policy"), "file_mtime")));
 	assert_string_equal(json_string_value(json_object_get(j, "service")), "mailport");
