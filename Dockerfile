@@ -18,7 +18,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config ca-certificates \
       libuv1-dev libmicrohttpd-dev libjansson-dev libssl-dev \
-      libcurl4-openssl-dev libcrypt-dev \
+      libcurl4-openssl-dev libcrypt-dev libgmime-3.0-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./

@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 #   install and start a system DNS service), and DKIM-signed messages.
 # The first line is the README run command's list (test_readme.py checks it).
 PKGS=(build-essential cmake pkg-config libuv1-dev libmicrohttpd-dev libjansson-dev libssl-dev
-      libcurl4-openssl-dev libcrypt-dev
+      libcurl4-openssl-dev libcrypt-dev libgmime-3.0-dev
       libcmocka-dev python3 swaks libnet-ssleay-perl curl iproute2 postfix
       openssl whois util-linux systemd man-db git clang-14 libclang-rt-14-dev llvm-14
       nodejs ca-certificates rspamd dnsmasq-base python3-dkim)

@@ -39,6 +39,7 @@
 #include "httpd_rspamd.h"
 #include "httpd_ui.h"
 #include "messages.h"
+#include "messages_mime.h"
 #include "spool.h"
 
 typedef enum MHD_Result (*httpd_handler)(struct httpd *h, struct MHD_Connection *conn);
@@ -402,11 +403,17 @@ static enum MHD_Result httpd_messages(struct httpd *h, struct MHD_Connection *co
 	char *path = strndup(url + 9, plen - 9);
 	if (path == NULL)
 		return MHD_NO;
+	int mime_res; /* parts, html, DELETE all: messages_mime.c (issue 17) */
+	if (messages_mime_route(h, conn, path, method, &mime_res)) {
+		free(path);
+		return (enum MHD_Result)mime_res;
+	}
 	struct messages_reply r;
 	struct messages_query q = {
 	    .limit = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit"),
 	    .offset = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "offset"),
 	    .before = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "before"),
+	    .q = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "q"),
 	};
 	messages_handle(h->spool, method, path, &q, &r);
 	free(path);
