@@ -322,7 +322,8 @@ async function show(id) {
       // An iframe cannot send the token: fetch the HTML and show it from
       // memory, still sandboxed, with the same policy the server would send.
       const r = await api(base + "/html");
-      const html = r.ok ? await r.text() : "";
+      const html = r.ok ? await inlineParts(await r.text(), base) : "";
+      if (ui.openId !== id) return;
       frame.removeAttribute("src");
       frame.srcdoc = '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; img-src data:; style-src \'unsafe-inline\'">' + html;
     } else {
@@ -338,6 +339,27 @@ async function show(id) {
   }
   const i = ui.items.findIndex((e) => e.id === id);
   if (i >= 0) select(i, false);
+}
+
+// With a token, the HTML's inline images (cid: parts, which the server made
+// "parts/<n>" URLs) are fetched with the token and put in as data: URLs. The
+// HTML is parsed inertly (DOMParser runs no script and loads nothing).
+async function inlineParts(html, base) {
+  const doc = new DOMParser().parseFromString(html, "text/html");
+  for (const img of doc.querySelectorAll('img[src^="parts/"]')) {
+    try {
+      const r = await api(base + "/" + img.getAttribute("src"));
+      if (!r.ok) continue;
+      const blob = await r.blob();
+      img.setAttribute("src", await new Promise((res, rej) => {
+        const fr = new FileReader();
+        fr.onload = () => res(fr.result);
+        fr.onerror = rej;
+        fr.readAsDataURL(blob);
+      }));
+    } catch (e) { /* left as it was: it will not load */ }
+  }
+  return "<!DOCTYPE html>" + doc.documentElement.outerHTML;
 }
 
 // The part through fetch (so the token goes along), saved under its name.

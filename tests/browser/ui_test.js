@@ -221,6 +221,28 @@ const scenarios = {
     await page.reload({ waitUntil: "load" });
     await waitRows(page, (r) => r.some((x) => x.id === id), "after reload");
     if (!(await page.$eval("#login", (e) => e.hidden))) fail("asked again after reload");
+    // An iframe cannot send the token: the UI shows the HTML from memory, its
+    // cid: image fetched with the token, scripts still sandboxed.
+    const cid = await ask({ ask: "send", kind: "cid" });
+    await waitRows(page, (r) => r.some((x) => x.id === cid.id), "cid message");
+    await page.click('#rows tr[data-id="' + cid.id + '"]');
+    const t1 = Date.now();
+    let shown = null;
+    while (Date.now() - t1 < 5000) {
+      const frame = page.frames().find((f) => f.url() === "about:srcdoc");
+      if (frame) {
+        shown = await frame.evaluate(() => {
+          const img = document.querySelector("img");
+          return img && img.complete ? [img.naturalWidth, img.naturalHeight] : null;
+        }).catch(() => null);
+        if (shown && shown[0] > 0) break;
+      }
+      await sleep(100);
+    }
+    if (!shown || shown[0] !== cid.width || shown[1] !== cid.height)
+      fail("cid image not shown with a token: " + JSON.stringify(shown));
+    const sandbox = await page.$eval("#v-html", (f) => f.getAttribute("sandbox"));
+    if (sandbox !== "") fail("iframe sandbox attribute " + JSON.stringify(sandbox));
     return {};
   },
 };
