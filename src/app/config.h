@@ -22,7 +22,7 @@ enum config_mode { CONFIG_MODE_OFF, CONFIG_MODE_OPTIONAL, CONFIG_MODE_REQUIRED }
 #define CONFIG_AUTH_ANY ((enum config_mode)3)
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
 enum config_log_level { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
-enum config_webhook_format { CONFIG_WEBHOOK_JSON, CONFIG_WEBHOOK_RAW };
+enum config_webhook_format { CONFIG_WEBHOOK_JSON, CONFIG_WEBHOOK_RAW, CONFIG_WEBHOOK_PARSED };
 /* SMTPD_RSPAMD_FAIL (SPEC 8): what a message gets when rspamd cannot answer. */
 enum config_rspamd_fail { CONFIG_RSPAMD_TEMPFAIL, CONFIG_RSPAMD_ACCEPT };
 

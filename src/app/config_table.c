@@ -8,7 +8,7 @@ static const char *const config_modes[] = {"off", "optional", "required", NULL};
 static const char *const config_auth_modes[] = {"off", "optional", "required", "any", NULL};
 static const char *const config_bare_lfs[] = {"normalize", "reject", NULL};
 static const char *const config_delivers[] = {"maildir", "discard", NULL};
-static const char *const config_webhook_formats[] = {"json", "raw", NULL};
+static const char *const config_webhook_formats[] = {"json", "raw", "parsed", NULL};
 static const char *const config_log_formats[] = {"text", "json", NULL};
 static const char *const config_log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const config_tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
@@ -26,7 +26,7 @@ _Static_assert(sizeof(enum config_webhook_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(CONFIG_MODE_REQUIRED == 2 && CONFIG_BARE_LF_REJECT == 1 &&
-                   CONFIG_DELIVER_DISCARD == 1 && CONFIG_WEBHOOK_RAW == 1 && CONFIG_LOG_JSON == 1 &&
+                   CONFIG_DELIVER_DISCARD == 1 && CONFIG_WEBHOOK_RAW == 1 && CONFIG_WEBHOOK_PARSED == 2 && CONFIG_LOG_JSON == 1 &&
                    CONFIG_LOG_ERROR == 3,
                "choices follow the enums");
 
@@ -147,7 +147,7 @@ const struct config_setting config_settings[] = {
 	 .help = "http:// or https:// URL every stored message is POSTed to after its 250."},
 	{.name = "webhook-format", .env = "SMTPD_WEBHOOK_FORMAT", .kind = CONFIG_ENUM,
 	 .offset = F(webhook_format), .def = "json", .choices = config_webhook_formats,
-	 .help = "Post JSON with the envelope and the base64 message, or the raw message."},
+	 .help = "Post JSON with the envelope and the base64 message, the raw message, or parsed JSON (text, html, attachments)."},
 	{.name = "webhook-secret", .env = "SMTPD_WEBHOOK_SECRET", .kind = CONFIG_STRING,
 	 .offset = F(webhook_secret), .def = "", .metavar = "SECRET", .secret = true,
 	 .check = config_check_secret,

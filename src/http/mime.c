@@ -349,6 +349,25 @@ static struct mime_leaf *mime_find_cid(struct mime *m, const char *cid)
 	return NULL;
 }
 
+char *mime_body(struct mime *m, bool html, size_t *len)
+{
+	*len = 0;
+	struct mime_leaf *l = mime_find_kind(m, html ? MIME_HTML : MIME_TEXT);
+	if (l == NULL)
+		return NULL;
+	char *t = mime_text_of(l->o);
+	size_t n = strlen(t);
+	char *r = malloc(n + 1);
+	if (r != NULL) {
+		memcpy(r, t, n + 1);
+		*len = n;
+	} else {
+		*len = 1;
+	}
+	g_free(t);
+	return r;
+}
+
 char *mime_html(struct mime *m, size_t *len)
 {
 	*len = 0;
@@ -425,17 +444,6 @@ char *mime_casefold(const char *s, size_t len)
 	char *r = strdup(f);
 	g_free(f);
 	return r;
-}
-
-int mime_foreach_leaf(struct mime *m, mime_leaf_fn fn, void *ctx)
-{
-	for (size_t i = 0; i < m->n; i++) {
-		int rc = fn(ctx, m->leaves[i].name, m->leaves[i].kind == MIME_TEXT,
-		            m->leaves[i].kind == MIME_HTML);
-		if (rc != 0)
-			return rc;
-	}
-	return 0;
 }
 
 void mime_filename_params(const char *name, char *out, size_t n, char *ascii, size_t an)

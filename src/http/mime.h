@@ -72,6 +72,10 @@ int64_t mime_part_write(struct mime *m, const char *name, int out_fd, struct mim
  * *len 1 on out of memory. */
 char *mime_html(struct mime *m, size_t *len);
 
+/* The text (html false) or HTML body as it is, UTF-8, malloc'ed with *len;
+ * NULL with *len 0 when there is none, NULL with *len 1 on out of memory. */
+char *mime_body(struct mime *m, bool html, size_t *len);
+
 /* The text of the first header `name` decoded (RFC 2047) to UTF-8, malloc'ed;
  * NULL when absent. */
 char *mime_header(struct mime *m, const char *name);
@@ -82,11 +86,6 @@ char *mime_decode_header(const char *raw);
 /* s[0..len) case-folded (Unicode, so "Grüße" and "GRÜSSE" fold alike) as
  * valid UTF-8, malloc'ed; NULL on out of memory. */
 char *mime_casefold(const char *s, size_t len);
-
-/* Every leaf in walk order, for the parsed webhook: name, and the same facts
- * as mime_parts_json. Calls fn until it returns non-zero; returns that. */
-typedef int (*mime_leaf_fn)(void *ctx, const char *name, bool is_text, bool is_html);
-int mime_foreach_leaf(struct mime *m, mime_leaf_fn fn, void *ctx);
 
 /* Percent-encode a UTF-8 file name for filename*=UTF-8''... (RFC 6266 4.3,
  * RFC 8187 3.2.1) into out (size n); an ASCII stand-in for the plain

@@ -12,8 +12,11 @@ with the MIME fixtures of tests/fixtures/mime sent by smtplib:
   RFC 2047 subjects, total exact, limit/offset/before on the filtered set;
 - DELETE /messages: 204 and the spool empty;
 - the token and Host rules on every new route;
-- a malformed message still lists, shows raw, and the server stays up."""
+- a malformed message still lists, shows raw, and the server stays up;
+- SMTPD_WEBHOOK_FORMAT=parsed posts the envelope, subject, text, html and the
+  attachments with their decoded bytes in base64, signed."""
 
+import base64
 import json
 import os
 import smtplib
@@ -23,6 +26,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailport_harness as h  # noqa: E402
+from webhook_receiver import Receiver  # noqa: E402
 
 FIX = os.path.join(h.SOURCE_DIR, "tests", "fixtures", "mime")
 TOKEN = "mime-t0ken"
@@ -49,16 +53,20 @@ class MimeCase(h.MailportTestCase):
         return self.mp
 
     def send(self, data, mail_from="sender@example.com", rcpts=("rcpt@example.net",)):
-        """Send raw bytes with smtplib; return the new message's id."""
-        before = set(self.mp.new_files())
+        """Send raw bytes with smtplib; return the new message's id (from the 250)."""
         s = smtplib.SMTP("127.0.0.1", self.port, timeout=10)
         try:
-            s.sendmail(mail_from, list(rcpts), data.replace(b"\n", b"\r\n"))
+            s.ehlo()
+            self.assertEqual(s.mail(mail_from)[0], 250)
+            for r in rcpts:
+                self.assertEqual(s.rcpt(r)[0], 250)
+            code, reply = s.data(data.replace(b"\n", b"\r\n"))
         finally:
             s.quit()
-        new = h.wait_for(lambda: set(self.mp.new_files()) - before, timeout=5)
-        self.assertEqual(len(new), 1, new)
-        return new.pop()
+        self.assertEqual(code, 250, reply)
+        mid = h.queued_id([reply.decode()])
+        self.assertIsNotNone(mid, reply)
+        return mid
 
     def api(self, method, path, token=None, host=None):
         headers = {}
@@ -329,6 +337,38 @@ class TestTokenAndHost(MimeCase):
         st, _, _ = self.api("DELETE", "/messages", host="evil.example")
         self.assertIn(st, (403, 421))
         self.assertEqual(len(self.mp.new_files()), 1)
+
+
+class TestWebhookParsed(MimeCase):
+    def test_parsed(self):
+        rcv = Receiver()
+        self.addCleanup(rcv.close)
+        self.start({"SMTPD_WEBHOOK_URL": rcv.url, "SMTPD_WEBHOOK_FORMAT": "parsed",
+                    "SMTPD_WEBHOOK_SECRET": "s3cret", "SMTPD_WEBHOOK_RETRY_MIN": "1s"})
+        mid = self.send(fixture("nested.eml"), "bounce@example.com", ["bob@example.org"])
+        self.assertTrue(rcv.wait(lambda r: mid in r.delivered_ids()), rcv.snapshot())
+        req = [r for r in rcv.snapshot() if r.id == mid][0]
+        self.assertEqual(req.headers["content-type"], "application/json")
+        self.assertTrue(req.signature_ok("s3cret"))
+        j = req.json()
+        self.assertEqual(sorted(j), ["attachments", "envelope", "html", "subject", "text"])
+        self.assertEqual(j["envelope"]["id"], mid)
+        self.assertEqual(j["envelope"]["mail_from"], "bounce@example.com")
+        self.assertEqual(j["envelope"]["rcpt_to"], ["bob@example.org"])
+        self.assertEqual(j["subject"], "Nested caf\u00e9 report")
+        self.assertIn("soft line break", j["text"])
+        self.assertIn('src="cid:logo@mailport.test"', j["html"])
+        atts = j["attachments"]
+        self.assertEqual([a["filename"] for a in atts], ["\u20ac rates 2026.pdf", "logo.png"])
+        self.assertEqual(base64.b64decode(atts[0]["content"]), fixture("report.pdf.bin"))
+        self.assertEqual(base64.b64decode(atts[1]["content"]), fixture("logo.png.bin"))
+        self.assertEqual(atts[1]["content_id"], "logo@mailport.test")
+        self.assertEqual(atts[0]["size"], len(fixture("report.pdf.bin")))
+        # a malformed message is still posted, as JSON
+        bad = self.send(fixture("malformed.eml"))
+        self.assertTrue(rcv.wait(lambda r: bad in r.delivered_ids()), rcv.snapshot())
+        req = [r for r in rcv.snapshot() if r.id == bad][0]
+        self.assertIsInstance(req.json()["attachments"], list)
 
 
 if __name__ == "__main__":

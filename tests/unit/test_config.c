@@ -325,6 +325,9 @@ static void test_values(void **state)
 	    {"rspamd-timeout 1m", NONE, ARGS("SMTPD_RSPAMD_TIMEOUT=1m"), "rspamd-timeout", "60"},
 	    {"webhook-format JSON", NONE, ARGS("SMTPD_WEBHOOK_FORMAT=JSON"), "webhook-format",
 	     "json"},
+	    /* Issue 17: the parsed webhook body. */
+	    {"webhook-format parsed", NONE, ARGS("SMTPD_WEBHOOK_FORMAT=parsed"), "webhook-format",
+	     "parsed"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct run r;
