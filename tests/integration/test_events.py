@@ -11,7 +11,6 @@ import os
 import socket
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailport_harness as h  # noqa: E402
@@ -354,4 +353,4 @@ class TestRetention(EventsCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    h.main(timeout=240)
