@@ -8,6 +8,7 @@ smtplib sends, the API's view, and a local HTTP server that a message's HTML
 tries to reach and must never reach."""
 
 import hashlib
+import http.client
 import http.server
 import json
 import os
@@ -53,6 +54,49 @@ class Trap(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b"GIF89a")
 
     do_POST = do_GET
+
+    def log_message(self, *a):
+        pass
+
+
+class PrefixProxy(http.server.BaseHTTPRequestHandler):
+    """A reverse proxy that serves mailport's side port under /mail/ (as nginx
+    with `location /mail/ { proxy_pass http://mailport/; }` would), streaming
+    bodies through so /events works; paths outside the prefix are 404 and
+    recorded."""
+    upstream = None
+    outside = []
+
+    def do_GET(self):
+        if not self.path.startswith("/mail/"):
+            PrefixProxy.outside.append(self.path)
+            self.send_error(404)
+            return
+        up = http.client.HTTPConnection("127.0.0.1", PrefixProxy.upstream, timeout=60)
+        headers = {k: v for k, v in self.headers.items()
+                   if k.lower() not in ("host", "connection")}
+        headers["Host"] = "127.0.0.1:%d" % PrefixProxy.upstream
+        try:
+            up.request(self.command, self.path[len("/mail"):], headers=headers)
+            r = up.getresponse()
+            self.send_response(r.status)
+            for k, v in r.getheaders():
+                if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            while True:
+                data = r.read1(65536)
+                if not data:
+                    break
+                self.wfile.write(data)
+                self.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            up.close()
+
+    do_DELETE = do_GET
 
     def log_message(self, *a):
         pass
@@ -153,8 +197,8 @@ class BrowserCase(h.MailportTestCase):
             return {"status": st}
         raise AssertionError("unknown ask %r" % q)
 
-    def scenario(self, name):
-        url = "http://127.0.0.1:%d/" % self.mp.http_port
+    def scenario(self, name, url=None):
+        url = url or "http://127.0.0.1:%d/" % self.mp.http_port
         args = [NODE, os.path.join(BROWSER_DIR, "ui_test.js"), name, url]
         if self.token:
             args.append(self.token)
@@ -206,6 +250,18 @@ class TestBrowser(BrowserCase):
         self.scenario("delete")
         st, body = self.api("GET", "/messages")
         self.assertEqual(json.loads(body)["total"], 0)
+
+    def test_behind_a_reverse_proxy_under_a_path_prefix(self):
+        self.start()
+        PrefixProxy.upstream = self.mp.http_port
+        PrefixProxy.outside = []
+        proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PrefixProxy)
+        proxy.daemon_threads = True
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        self.addCleanup(proxy.server_close)
+        self.addCleanup(proxy.shutdown)
+        self.scenario("live", url="http://127.0.0.1:%d/mail/" % proxy.server_address[1])
+        self.assertEqual(PrefixProxy.outside, [])
 
     def test_token_prompt(self):
         self.start({"SMTPD_HTTP_TOKEN": TOKEN})
