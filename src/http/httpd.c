@@ -670,7 +670,8 @@ int httpd_start(const struct httpd_options *opt, struct httpd **out, char *err, 
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
 	                 MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
 	/* Issue 17: /events streams suspend their connections between events;
-	 * the limits grow by as many, so streams never take the slots the
+	 * the limit grows by as many, and one address holds at most
+	 * HTTPD_EVENTS_PER_ADDRESS of them, so streams never take the slots the
 	 * other routes have. */
 	size_t nev = opt->max_event_clients < HTTPD_EVENTS_CLIENTS_MAX ? opt->max_event_clients
 	                                                               : HTTPD_EVENTS_CLIENTS_MAX;
@@ -681,12 +682,12 @@ int httpd_start(const struct httpd_options *opt, struct httpd **out, char *err, 
 		return -ENOMEM;
 	}
 	errno = 0;
-	h->daemon = MHD_start_daemon(
-	    flags, 0, NULL, NULL, httpd_access, h, MHD_OPTION_CONNECTION_LIMIT,
-	    (unsigned)(HTTPD_CONNECTION_LIMIT + nev), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-	    (unsigned)(HTTPD_PER_IP_LIMIT + nev), MHD_OPTION_CONNECTION_TIMEOUT,
-	    (unsigned)HTTPD_CONNECTION_TIMEOUT, MHD_OPTION_UNESCAPE_CALLBACK, httpd_unescape, NULL,
-	    MHD_OPTION_END);
+	h->daemon =
+	    MHD_start_daemon(flags, 0, NULL, NULL, httpd_access, h, MHD_OPTION_CONNECTION_LIMIT,
+	                     (unsigned)(HTTPD_CONNECTION_LIMIT + nev),
+	                     MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTPD_PER_IP_LIMIT,
+	                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPD_CONNECTION_TIMEOUT,
+	                     MHD_OPTION_UNESCAPE_CALLBACK, httpd_unescape, NULL, MHD_OPTION_END);
 	int e = errno ? errno : EIO;
 	if (h->daemon == NULL) {
 		close(fd);

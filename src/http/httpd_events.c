@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <netinet/in.h>
 
 #include "httpd_priv.h"
 #include "log.h"
@@ -38,10 +40,17 @@ struct httpd_ev_client {
 	char note[64]; /* the greeting or a heartbeat comment, sent first */
 	size_t note_len;
 	size_t note_off;
-	uint64_t last_ms; /* when it was last sent anything */
-	int fd;           /* its socket, for noticing a hang-up while suspended */
-	bool suspended;   /* by its content reader; resumed by the thread */
-	bool gone;        /* the peer hung up: end the stream */
+	uint64_t last_ms;             /* when it was last sent anything */
+	int fd;                       /* its socket, for noticing a hang-up while suspended */
+	struct sockaddr_storage addr; /* its address (HTTPD_EVENTS_PER_ADDRESS) */
+	socklen_t addrlen;
+	bool suspended; /* by its content reader; resumed by the thread */
+	bool gone;      /* the peer hung up: end the stream */
+	/* The rest of a frame it was in the middle of when the ring dropped that
+	 * frame (sent before anything else, so no frame is ever cut). */
+	char *tail;
+	size_t tail_len;
+	size_t tail_off;
 	struct httpd_ev_client *prev, *next;
 };
 
@@ -153,13 +162,13 @@ static char *httpd_ev_build(struct httpd_events *ev, const struct httpd_ev_chang
 }
 
 /* Resume every suspended client that has something to send now: a frame, or
- * its heartbeat (all of them when closing). Under ev->mu. */
+ * its heartbeat (all of them when closing, and those to end). Under ev->mu. */
 static void httpd_ev_wake(struct httpd_events *ev, uint64_t now)
 {
 	for (struct httpd_ev_client *c = ev->clients; c; c = c->next) {
 		if (!c->suspended)
 			continue;
-		if (ev->closing || c->seq < ev->seq ||
+		if (ev->closing || c->gone || c->tail != NULL || c->seq < ev->seq ||
 		    now - c->last_ms >= HTTPD_EVENTS_HEARTBEAT_MS) {
 			c->suspended = false;
 			MHD_resume_connection(c->conn);
@@ -198,6 +207,29 @@ static void httpd_ev_reap(struct httpd_events *ev)
 	}
 }
 
+/* Frame `seq` (in slot) leaves the ring: a client half-way through it keeps
+ * the rest (or, out of memory, loses the stream rather than get a cut frame).
+ * Under ev->mu. */
+static void httpd_ev_keep_tails(struct httpd_events *ev, const struct httpd_ev_frame *slot,
+                                uint64_t seq)
+{
+	for (struct httpd_ev_client *c = ev->clients; c; c = c->next) {
+		if (c->seq != seq || c->off == 0)
+			continue;
+		size_t n = slot->len - c->off;
+		c->tail = malloc(n);
+		if (c->tail == NULL) {
+			c->gone = true;
+		} else {
+			memcpy(c->tail, slot->text + c->off, n);
+			c->tail_len = n;
+			c->tail_off = 0;
+		}
+		c->seq++;
+		c->off = 0;
+	}
+}
+
 static void *httpd_ev_main(void *arg)
 {
 	struct httpd_events *ev = arg;
@@ -225,6 +257,8 @@ static void *httpd_ev_main(void *arg)
 			continue;
 		}
 		struct httpd_ev_frame *slot = &ev->ring[ev->seq % HTTPD_EVENTS_RING];
+		if (slot->text != NULL)
+			httpd_ev_keep_tails(ev, slot, ev->seq - HTTPD_EVENTS_RING);
 		free(slot->text);
 		slot->text = f;
 		slot->len = len;
@@ -342,9 +376,20 @@ static ssize_t httpd_ev_read(void *cls, uint64_t pos, char *buf, size_t max)
 		c->note_len = (size_t)snprintf(c->note, sizeof c->note, ": heartbeat\n\n");
 		c->note_off = 0;
 	}
-	if (c->note_off < c->note_len) {
-		size_t k = c->note_len - c->note_off < max ? c->note_len - c->note_off : max;
-		memcpy(buf, c->note + c->note_off, k);
+	if (c->tail != NULL) {
+		size_t k = c->tail_len - c->tail_off < max ? c->tail_len - c->tail_off : max;
+		memcpy(buf, c->tail + c->tail_off, k);
+		c->tail_off += k;
+		n += k;
+		if (c->tail_off == c->tail_len) {
+			free(c->tail);
+			c->tail = NULL;
+		}
+	}
+	if (c->note_off < c->note_len && n < max) {
+		size_t k =
+		    c->note_len - c->note_off < max - n ? c->note_len - c->note_off : max - n;
+		memcpy(buf + n, c->note + c->note_off, k);
 		c->note_off += k;
 		n += k;
 	}
@@ -353,7 +398,7 @@ static ssize_t httpd_ev_read(void *cls, uint64_t pos, char *buf, size_t max)
 		c->seq = ev->seq - HTTPD_EVENTS_RING;
 		c->off = 0;
 	}
-	while (n < max && c->note_off == c->note_len && c->seq < ev->seq) {
+	while (n < max && c->tail == NULL && c->note_off == c->note_len && c->seq < ev->seq) {
 		const struct httpd_ev_frame *f = &ev->ring[c->seq % HTTPD_EVENTS_RING];
 		size_t k = f->len - c->off < max - n ? f->len - c->off : max - n;
 		memcpy(buf + n, f->text + c->off, k);
@@ -389,7 +434,30 @@ static void httpd_ev_gone(void *cls)
 		c->next->prev = c->prev;
 	ev->nclients--;
 	pthread_mutex_unlock(&ev->mu);
+	free(c->tail);
 	free(c);
+}
+
+/* Streams open from c's address (port aside). Under ev->mu. */
+static size_t httpd_ev_same_address(struct httpd_events *ev, const struct httpd_ev_client *c)
+{
+	size_t n = 0;
+	for (const struct httpd_ev_client *o = ev->clients; o; o = o->next) {
+		if (o->addrlen != c->addrlen || c->addrlen == 0)
+			continue;
+		const struct sockaddr *a = (const struct sockaddr *)&o->addr;
+		const struct sockaddr *b = (const struct sockaddr *)&c->addr;
+		if (a->sa_family != b->sa_family)
+			continue;
+		if (a->sa_family == AF_INET)
+			n += ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+			     ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+		else if (a->sa_family == AF_INET6)
+			n += memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			            &((const struct sockaddr_in6 *)b)->sin6_addr,
+			            sizeof(struct in6_addr)) == 0;
+	}
+	return n;
 }
 
 enum MHD_Result httpd_events_serve(struct httpd_events *ev, struct MHD_Connection *conn)
@@ -398,13 +466,23 @@ enum MHD_Result httpd_events_serve(struct httpd_events *ev, struct MHD_Connectio
 	if (c == NULL)
 		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory", NULL,
 		                   NULL);
+	const union MHD_ConnectionInfo *ai =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	if (ai != NULL && ai->client_addr != NULL) {
+		c->addrlen = ai->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+		                                                    : sizeof(struct sockaddr_in);
+		memcpy(&c->addr, ai->client_addr, c->addrlen);
+	}
 	pthread_mutex_lock(&ev->mu);
-	if (ev->closing || ev->nclients >= ev->max_clients) {
+	const char *full = NULL;
+	if (ev->closing || ev->nclients >= ev->max_clients)
+		full = "too many event clients (SMTPD_HTTP_MAX_EVENT_CLIENTS)";
+	else if (httpd_ev_same_address(ev, c) >= HTTPD_EVENTS_PER_ADDRESS)
+		full = "too many event clients from this address";
+	if (full != NULL) {
 		pthread_mutex_unlock(&ev->mu);
 		free(c);
-		return httpd_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE,
-		                   "too many event clients (SMTPD_HTTP_MAX_EVENT_CLIENTS)", NULL,
-		                   NULL);
+		return httpd_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, full, NULL, NULL);
 	}
 	c->ev = ev;
 	c->conn = conn;

@@ -23,9 +23,10 @@
  * 503), HTTPD_EVENTS_PENDING changes waiting (more are dropped and counted),
  * HTTPD_EVENTS_RING frames of at most HTTPD_EVENTS_FRAME_MAX bytes each (an
  * entry larger than that is sent as {"id","state"}). libmicrohttpd's connection
- * limits are raised by max_clients (httpd.c), so event clients never take the
- * slots other routes need; health is answered before libmicrohttpd anyway
- * (httpd_front.h). */
+ * limit is raised by max_clients (httpd.c) and one address may hold at most
+ * HTTPD_EVENTS_PER_ADDRESS streams (of its 64 connections), so event clients
+ * never take the slots other routes need; health is answered before
+ * libmicrohttpd anyway (httpd_front.h). */
 #ifndef MAILPORT_HTTPD_EVENTS_H
 #define MAILPORT_HTTPD_EVENTS_H
 
@@ -37,6 +38,10 @@
 #include "spool_index.h"
 
 #define HTTPD_EVENTS_HEARTBEAT_MS 15000
+/* Streams from one client address at most: half of libmicrohttpd's
+ * per-address limit (HTTPD_PER_IP_LIMIT), so one address always has slots left
+ * for the other routes. */
+#define HTTPD_EVENTS_PER_ADDRESS 32
 /* SMTPD_HTTP_MAX_EVENT_CLIENTS above this counts as this. */
 #define HTTPD_EVENTS_CLIENTS_MAX 10000
 #define HTTPD_EVENTS_RING        256

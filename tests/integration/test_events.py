@@ -202,6 +202,23 @@ class TestEvents(EventsCase):
         c = self.sse()
         self.assertEqual(c.status, 200)
 
+    def test_one_address_holds_at_most_32_streams(self):
+        """Streams from one address stop at 32 of its 64 connections, so the
+        other routes keep slots; another address still gets one."""
+        self.start()
+        streams = [self.sse() for _ in range(32)]
+        self.assertEqual({s.status for s in streams}, {200})
+        over = self.sse()
+        self.assertEqual(over.status, 503)
+        self.assertIn("this address", json.loads(over.body)["error"])
+        for _ in range(20):
+            self.assertEqual(self.get_json("/messages")["total"], 0)
+        other = socket.create_connection(("127.0.0.1", self.mp.http_port), timeout=5,
+                                         source_address=("127.0.0.2", 0))
+        self.addCleanup(other.close)
+        other.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        self.assertTrue(other.recv(4096).startswith(b"HTTP/1.1 200"))
+
     def test_token_header_or_query_on_events_only(self):
         self.start({"SMTPD_HTTP_TOKEN": TOKEN})
         st, _, _ = self.mp.http("GET", "/events")
@@ -294,9 +311,13 @@ class TestRetention(EventsCase):
                 break
             time.sleep(0.05)
         self.assertEqual([m["id"] for m in data["messages"]], ids[:1:-1])
-        for mid in ids[:2]:
-            self.assertFalse(os.path.exists(os.path.join(self.mp.spool, "new", mid)))
-            self.assertFalse(os.path.exists(os.path.join(self.mp.spool, "meta", mid + ".json")))
+        # The message leaves the index first, its envelope right after.
+        gone = [os.path.join(self.mp.spool, d, mid + x)
+                for mid in ids[:2] for d, x in (("new", ""), ("meta", ".json"))]
+        deadline = time.monotonic() + 5
+        while any(map(os.path.exists, gone)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([p for p in gone if os.path.exists(p)], [])
         st = self.mp.status()["retention"]
         self.assertEqual(st, {"max_messages": 3, "max_age_seconds": 0, "removed": 2})
         deleted = set()
