@@ -25,6 +25,7 @@ COPY CMakeLists.txt ./
 COPY cmake ./cmake
 COPY packaging ./packaging
 COPY src ./src
+COPY web ./web
 # The README's build command; the context has no .git, so the commit that
 # --version shows comes from the REVISION build argument.
 ARG REVISION=unknown
