@@ -209,7 +209,12 @@ static char *mime_text_of(GMimeObject *o)
 	if (t == NULL)
 		return g_strdup("");
 	if (!g_utf8_validate(t, -1, NULL)) {
-		char *v = g_utf8_make_valid(t, -1);
+		/* 8-bit text with no (or an unknown) charset: GMime's fallback
+		 * charsets (UTF-8, then ISO-8859-1) as mail clients do, and any
+		 * byte still invalid replaced. */
+		char *d = g_mime_utils_decode_8bit(NULL, t, strlen(t));
+		char *v = g_utf8_make_valid(d ? d : t, -1);
+		g_free(d);
 		g_free(t);
 		t = v;
 	}

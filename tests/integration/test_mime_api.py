@@ -364,6 +364,14 @@ class TestWebhookParsed(MimeCase):
         self.assertEqual(base64.b64decode(atts[1]["content"]), fixture("logo.png.bin"))
         self.assertEqual(atts[1]["content_id"], "logo@mailport.test")
         self.assertEqual(atts[0]["size"], len(fixture("report.pdf.bin")))
+        # delivered, the message is in cur/: the MIME routes still find it
+        self.assertTrue(h.wait_for(
+            lambda: self.get_json("/messages/" + mid)["state"] == "delivered", timeout=5))
+        st, _, body = self.api("GET", "/messages/%s/parts/2" % mid)
+        self.assertEqual((st, body), (200, fixture("report.pdf.bin")))
+        st, _, body = self.api("GET", "/messages/%s/html" % mid)
+        self.assertEqual(st, 200)
+        self.assertIn(b'src="parts/3"', body)
         # a malformed message is still posted, as JSON
         bad = self.send(fixture("malformed.eml"))
         self.assertTrue(rcv.wait(lambda r: bad in r.delivered_ids()), rcv.snapshot())

@@ -206,6 +206,23 @@ static void test_charsets(void **state)
 	mime_free(m);
 }
 
+/* 8-bit text without a charset: UTF-8 when it is, else ISO-8859-1. */
+static void test_undeclared_charset(void **state)
+{
+	(void)state;
+	const char *utf8 = "Subject: x\n\nh\xc3\xa9llo\n", *latin1 = "Subject: x\n\nh\xe9llo\n";
+	struct mime *m = mime_open_mem(utf8, strlen(utf8));
+	json_t *p = mime_parts_json(m);
+	assert_string_equal(str(p, "text"), "h\xc3\xa9llo\n");
+	json_decref(p);
+	mime_free(m);
+	m = mime_open_mem(latin1, strlen(latin1));
+	p = mime_parts_json(m);
+	assert_string_equal(str(p, "text"), "h\xc3\xa9llo\n");
+	json_decref(p);
+	mime_free(m);
+}
+
 static void test_rfc2231(void **state)
 {
 	(void)state;
@@ -405,11 +422,17 @@ static void test_index_search(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_nested),          cmocka_unit_test(test_part_bytes),
-	    cmocka_unit_test(test_html_cid),        cmocka_unit_test(test_charsets),
-	    cmocka_unit_test(test_rfc2231),         cmocka_unit_test(test_malformed),
-	    cmocka_unit_test(test_filename_params), cmocka_unit_test(test_decode_header),
-	    cmocka_unit_test(test_search_text),     cmocka_unit_test(test_index_search),
+	    cmocka_unit_test(test_nested),
+	    cmocka_unit_test(test_part_bytes),
+	    cmocka_unit_test(test_html_cid),
+	    cmocka_unit_test(test_charsets),
+	    cmocka_unit_test(test_rfc2231),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_filename_params),
+	    cmocka_unit_test(test_decode_header),
+	    cmocka_unit_test(test_search_text),
+	    cmocka_unit_test(test_index_search),
+	    cmocka_unit_test(test_undeclared_charset),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
