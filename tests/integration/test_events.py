@@ -155,6 +155,21 @@ class TestEvents(EventsCase):
         self.assertEqual((name, data), ("deleted", {"id": mid}))
         self.assertIn(": connected", s.comments)
 
+    def test_delete_all_emits_one_deleted_event_each(self):
+        """DELETE /messages (the MIME half's route) goes through the spool's
+        delete path, so /events reports every message with no code of its own."""
+        self.start()
+        ids = [self.send(i) for i in range(3)]
+        s = self.sse()
+        st, _, _ = self.mp.http("DELETE", "/messages")
+        self.assertEqual(st, 204)
+        got = set()
+        for _ in ids:
+            name, data = s.next_event()
+            self.assertEqual(name, "deleted")
+            got.add(data["id"])
+        self.assertEqual(got, set(ids))
+
     def test_state_events_follow_the_webhook(self):
         rcv = Receiver(lambda req, r: 400 if b"refuse me" in req.raw() else 200)
         self.addCleanup(rcv.close)
