@@ -440,7 +440,9 @@ function init() {
     ui.offset = 0;
     load();
   });
-  $("newer").addEventListener("click", () => { ui.offset = Math.max(0, ui.offset - PAGE); load(); });
+  // Newer: the page before, or the first page once that is less than a page
+  // away (new mail moved the page shown down by what arrived).
+  $("newer").addEventListener("click", () => { ui.offset = ui.offset - PAGE < PAGE ? 0 : ui.offset - PAGE; load(); });
   $("older").addEventListener("click", () => { ui.offset += PAGE; load(); });
   $("delete-all").addEventListener("click", removeAll);
   $("v-delete").addEventListener("click", () => { if (ui.openId) remove(ui.openId); });

@@ -164,6 +164,31 @@ const scenarios = {
     return {};
   },
 
+  // 50 a page: Older and Newer move through the list; a new message while an
+  // older page is shown keeps that page where it was.
+  async paging(browser) {
+    const errors = [];
+    const page = await openPage(browser, errors);
+    await waitLive(page);
+    const { ids } = await ask({ ask: "bulk", n: 55 });
+    await waitRows(page, (r) => r.length === 50 && r[0].id === ids[54], "first page", 10000);
+    const pageText = () => page.$eval("#page", (e) => e.textContent);
+    if ((await pageText()) !== "1\u201350") fail("page label " + (await pageText()));
+    if (!(await page.$eval("#newer", (b) => b.disabled))) fail("Newer enabled on the first page");
+    await page.click("#older");
+    await waitRows(page, (r) => r.length === 5 && r[4].id === ids[0], "second page");
+    if ((await pageText()) !== "51\u201355") fail("page label " + (await pageText()));
+    if (!(await page.$eval("#older", (b) => b.disabled))) fail("Older enabled on the last page");
+    await ask({ ask: "send", kind: "plain", subject: "while on page 2" });
+    await page.waitForFunction(() => document.getElementById("total").textContent === "56 messages",
+      { timeout: 5000 });
+    await waitRows(page, (r) => r.length === 5 && r[4].id === ids[0], "page 2 unchanged");
+    await page.click("#newer");
+    await waitRows(page, (r) => r.length === 50 && r[0].subject === "while on page 2", "back to page 1");
+    if (errors.length) fail("console errors: " + errors.join("; "));
+    return {};
+  },
+
   // Keys move the selection, Delete deletes one, "Delete all" all; the list
   // follows (and the server agrees).
   async delete(browser) {

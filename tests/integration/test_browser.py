@@ -187,6 +187,16 @@ class BrowserCase(h.MailportTestCase):
                 m.get_payload()[1].add_related(png, maintype="image", subtype="png",
                                                cid="<logo@x.example>")
                 return {"id": self.smtp(m), "width": width, "height": height}
+        if q["ask"] == "bulk":
+            ids = []
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=30) as c:
+                for i in range(q["n"]):
+                    m = self.message("bulk %02d" % i)
+                    m.set_content("bulk\n")
+                    c.send_message(m)
+            st, body = self.api("GET", "/messages?limit=%d" % q["n"])
+            ids = [e["id"] for e in json.loads(body)["messages"]][::-1]
+            return {"ids": ids}
         if q["ask"] == "hits":
             return {"hits": len(Trap.hits), "paths": Trap.hits}
         if q["ask"] == "total":
@@ -244,6 +254,10 @@ class TestBrowser(BrowserCase):
     def test_attachment_download_and_cid_image(self):
         self.start()
         self.scenario("attachments")
+
+    def test_paging(self):
+        self.start()
+        self.scenario("paging")
 
     def test_keys_delete_and_delete_all(self):
         self.start()
