@@ -136,11 +136,15 @@ const scenarios = {
     if (!label.startsWith(sent.filename)) fail("attachment link " + label);
     await page.click("#v-attachments a.attachment");
     const file = path.join(dir, sent.filename);
-    const t0 = Date.now();
-    while (!fs.existsSync(file) && Date.now() - t0 < 10000) await sleep(100);
-    if (!fs.existsSync(file)) fail("no download: " + JSON.stringify(fs.readdirSync(dir)));
-    const got = require("crypto").createHash("sha256").update(fs.readFileSync(file)).digest("hex");
-    fs.rmSync(dir, { recursive: true, force: true });
+    let got;
+    try {
+      const t0 = Date.now();
+      while (!fs.existsSync(file) && Date.now() - t0 < 10000) await sleep(100);
+      if (!fs.existsSync(file)) fail("no download: " + JSON.stringify(fs.readdirSync(dir)));
+      got = require("crypto").createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
     if (got !== sent.sha256) fail("downloaded bytes differ");
 
     const cid = await ask({ ask: "send", kind: "cid" });
@@ -272,10 +276,25 @@ const scenarios = {
   },
 };
 
+// puppeteer starts chromium in a process group of its own: when the Python side
+// gives up on us (SIGTERM, or our stdin closes), the browser must go too.
+let browser = null;
+let finished = false;
+const profile = fs.mkdtempSync(path.join(os.tmpdir(), "mailport-chromium-"));
+function bail() {
+  try { if (browser && browser.process()) browser.process().kill("SIGKILL"); } catch (e) { /* gone */ }
+  // A moment for the browser's processes to stop writing into the profile.
+  setTimeout(() => {
+    try { fs.rmSync(profile, { recursive: true, force: true }); } catch (e) { /* best effort */ }
+    process.exit(2);
+  }, 500);
+}
+process.on("SIGTERM", bail);
+process.on("uncaughtException", (e) => { process.stderr.write(String(e && e.stack || e) + "\n"); bail(); });
+lines.on("close", () => { if (!finished) bail(); });
+
 (async () => {
-  let browser;
   let out;
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "mailport-chromium-"));
   try {
     browser = await puppeteer.launch({
       executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -292,6 +311,7 @@ const scenarios = {
     if (browser) await browser.close().catch(() => {});
     fs.rmSync(profile, { recursive: true, force: true });
   }
+  finished = true;
   process.stdout.write(JSON.stringify(out) + "\n");
   lines.close();
   process.exit(out.result === "ok" ? 0 : 1);

@@ -215,7 +215,7 @@ class BrowserCase(h.MailportTestCase):
         env = dict(os.environ, NODE_PATH=os.path.join(self.modules, "node_modules"))
         p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env, cwd=self.modules)
-        timer = threading.Timer(120, p.kill)
+        timer = threading.Timer(120, p.terminate)
         timer.start()
         result = None
         try:
@@ -229,9 +229,15 @@ class BrowserCase(h.MailportTestCase):
             p.wait(timeout=30)
         finally:
             timer.cancel()
+            # SIGTERM first: ui_test.js then kills its browser (which puppeteer
+            # starts in a process group of its own) before it exits.
             if p.poll() is None:
+                p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 p.kill()
-            p.wait()
+                p.wait()
             err = p.stderr.read()
             for f in (p.stdin, p.stdout, p.stderr):
                 f.close()
