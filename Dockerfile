@@ -18,13 +18,14 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config ca-certificates \
       libuv1-dev libmicrohttpd-dev libjansson-dev libssl-dev \
-      libcurl4-openssl-dev libcrypt-dev libnats-dev \
+      libcurl4-openssl-dev libcrypt-dev libnats-dev libgmime-3.0-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
 COPY cmake ./cmake
 COPY packaging ./packaging
 COPY src ./src
+COPY web ./web
 # The README's build command; the context has no .git, so the commit that
 # --version shows comes from the REVISION build argument.
 ARG REVISION=unknown

@@ -16,19 +16,24 @@ cd "$(dirname "$0")/.."
 #   systemd, man-db: systemd-analyze verify and man on the installed files;
 #   nodejs, ca-certificates: nodemailer (fetched from the npm registry by its
 #   test) as a real client; Debian's npm is not needed for one package.
+#   chromium, npm: the web UI's browser tests (test_browser.py; puppeteer-core
+#   from the npm registry by `npm ci`, no browser download).
 #   rspamd, dnsmasq-base, python3-dkim: test_rspamd.py's real rspamd, its
 #   authoritative test DNS (the binary alone: the dnsmasq package would also
 #   install and start a system DNS service), and DKIM-signed messages.
 # The first line is the README run command's list (test_readme.py checks it).
 PKGS=(build-essential cmake pkg-config libuv1-dev libmicrohttpd-dev libjansson-dev libssl-dev
-      libcurl4-openssl-dev libcrypt-dev libnats-dev
+      libcurl4-openssl-dev libcrypt-dev libnats-dev libgmime-3.0-dev
       libcmocka-dev python3 swaks libnet-ssleay-perl curl iproute2 postfix
       openssl whois util-linux systemd man-db git clang-14 libclang-rt-14-dev llvm-14
-      nodejs ca-certificates rspamd dnsmasq-base python3-dkim nats-server)
+      nodejs ca-certificates rspamd dnsmasq-base python3-dkim nats-server chromium)
 missing=()
 for p in "${PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm installs the browser tests' puppeteer-core; a Node.js that brings its
+# own npm (and conflicts with Debian's package) is fine as it is.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "== installing: ${missing[*]}"
 	# postfix only for smtp-source/smtp-sink: "No configuration" starts no daemon.
@@ -46,6 +51,11 @@ cmake --build "$BUILD" -j"$(nproc)"
 echo "== building build-release (the README's run command, compile only)"
 cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-release -j"$(nproc)" --target mailport
+
+# Issue 17: the browser tests' npm packages (puppeteer-core; Debian's chromium
+# is the browser), with `npm ci` from the lock file into the build directory.
+echo "== npm ci (tests/browser)"
+bash tests/browser/install.sh "$BUILD/npm/browser"
 
 echo "== tests"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}

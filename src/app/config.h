@@ -22,7 +22,7 @@ enum config_mode { CONFIG_MODE_OFF, CONFIG_MODE_OPTIONAL, CONFIG_MODE_REQUIRED }
 #define CONFIG_AUTH_ANY ((enum config_mode)3)
 enum config_log_format { CONFIG_LOG_TEXT, CONFIG_LOG_JSON };
 enum config_log_level { CONFIG_LOG_DEBUG, CONFIG_LOG_INFO, CONFIG_LOG_WARN, CONFIG_LOG_ERROR };
-enum config_webhook_format { CONFIG_WEBHOOK_JSON, CONFIG_WEBHOOK_RAW };
+enum config_webhook_format { CONFIG_WEBHOOK_JSON, CONFIG_WEBHOOK_RAW, CONFIG_WEBHOOK_PARSED };
 /* SMTPD_RSPAMD_FAIL (SPEC 8): what a message gets when rspamd cannot answer. */
 enum config_rspamd_fail { CONFIG_RSPAMD_TEMPFAIL, CONFIG_RSPAMD_ACCEPT };
 /* SMTPD_NATS_MODE (SPEC 9): publish after the 250 (forward) or before it (sync). */
@@ -56,6 +56,11 @@ struct config {
 	char *http;               /* "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8080" or "off" */
 	char *http_token;         /* "" = no token */
 	char *http_allowed_hosts; /* comma list; "" = IP literals and localhost only */
+	/* Issue 17 */
+	bool http_ui;                    /* SMTPD_HTTP_UI */
+	uint64_t http_max_event_clients; /* SMTPD_HTTP_MAX_EVENT_CLIENTS */
+	uint64_t retention_max_messages; /* 0 = no limit */
+	uint64_t retention_max_age;      /* seconds, 0 = forever */
 
 	/* SPEC 4 */
 	char *hostname; /* default: gethostname() */

@@ -8,7 +8,7 @@ static const char *const config_modes[] = {"off", "optional", "required", NULL};
 static const char *const config_auth_modes[] = {"off", "optional", "required", "any", NULL};
 static const char *const config_bare_lfs[] = {"normalize", "reject", NULL};
 static const char *const config_delivers[] = {"maildir", "discard", NULL};
-static const char *const config_webhook_formats[] = {"json", "raw", NULL};
+static const char *const config_webhook_formats[] = {"json", "raw", "parsed", NULL};
 static const char *const config_log_formats[] = {"text", "json", NULL};
 static const char *const config_log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const config_tls_versions[] = {"TLSv1.2", "TLSv1.3", NULL};
@@ -30,7 +30,7 @@ _Static_assert(sizeof(enum config_webhook_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(CONFIG_MODE_REQUIRED == 2 && CONFIG_BARE_LF_REJECT == 1 &&
-                   CONFIG_DELIVER_DISCARD == 1 && CONFIG_WEBHOOK_RAW == 1 && CONFIG_LOG_JSON == 1 &&
+                   CONFIG_DELIVER_DISCARD == 1 && CONFIG_WEBHOOK_RAW == 1 && CONFIG_WEBHOOK_PARSED == 2 && CONFIG_LOG_JSON == 1 &&
                    CONFIG_LOG_ERROR == 3,
                "choices follow the enums");
 
@@ -64,6 +64,22 @@ const struct config_setting config_settings[] = {
 	         "address, localhost, or a name in this comma list (*.example.org for subdomains); "
 	         "others get 403, so a web page cannot reach it by DNS rebinding. Health routes "
 	         "never check."},
+
+	/* Issue 17: the web UI, live events, retention. */
+	{.name = "http-ui", .env = "SMTPD_HTTP_UI", .kind = CONFIG_BOOL, .offset = F(http_ui),
+	 .def = "on",
+	 .help = "Serve the web UI (a mail catcher's inbox) at / of the HTTP side port; off: 404."},
+	{.name = "http-max-event-clients", .env = "SMTPD_HTTP_MAX_EVENT_CLIENTS",
+	 .kind = CONFIG_COUNT, .offset = F(http_max_event_clients), .def = "64", .min = 1,
+	 .help = "Most /events (Server-Sent Events) streams at once (10000 at most); more "
+	         "get 503."},
+	{.name = "retention-max-messages", .env = "SMTPD_RETENTION_MAX_MESSAGES",
+	 .kind = CONFIG_COUNT, .offset = F(retention_max_messages), .def = "0",
+	 .help = "Keep at most this many messages in the spool, removing the oldest first "
+	         "(0: no limit)."},
+	{.name = "retention-max-age", .env = "SMTPD_RETENTION_MAX_AGE", .kind = CONFIG_DURATION,
+	 .offset = F(retention_max_age), .def = "0",
+	 .help = "Remove messages older than this from the spool, oldest first (0: keep forever)."},
 
 	/* SPEC 4: SMTP. */
 	{.name = "hostname", .env = "SMTPD_HOSTNAME", .kind = CONFIG_STRING, .offset = F(hostname),
@@ -135,7 +151,7 @@ const struct config_setting config_settings[] = {
 	 .help = "http:// or https:// URL every stored message is POSTed to after its 250."},
 	{.name = "webhook-format", .env = "SMTPD_WEBHOOK_FORMAT", .kind = CONFIG_ENUM,
 	 .offset = F(webhook_format), .def = "json", .choices = config_webhook_formats,
-	 .help = "Post JSON with the envelope and the base64 message, or the raw message."},
+	 .help = "Post JSON with the envelope and the base64 message, the raw message, or parsed JSON (text, html, attachments)."},
 	{.name = "webhook-secret", .env = "SMTPD_WEBHOOK_SECRET", .kind = CONFIG_STRING,
 	 .offset = F(webhook_secret), .def = "", .metavar = "SECRET", .secret = true,
 	 .check = config_check_secret,

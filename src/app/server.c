@@ -15,6 +15,7 @@
 #include "log.h"
 #include "policy_load.h"
 #include "readiness.h"
+#include "retention.h"
 #include "reaper.h"
 #include "spool.h"
 
@@ -30,6 +31,7 @@ static void server_finish(struct server *srv)
 	/* Filters, webhook requests, curl's handles: nothing may keep the loop. */
 	deliver_stop(srv->deliver);
 	readiness_stop(srv);
+	retention_stop(srv->retention);
 	uv_close((uv_handle_t *)&srv->heartbeat, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->grace, server_on_handle_closed);
 	uv_close((uv_handle_t *)&srv->sigterm, server_on_handle_closed);
@@ -354,6 +356,10 @@ static int server_start_http(struct server *srv, char *err, size_t errlen)
 	    .allowed_hosts = srv->cfg->http_allowed_hosts,
 	    .stats = &srv->stats,
 	    .spool = srv->spool,
+	    .max_event_clients = (size_t)srv->cfg->http_max_event_clients,
+	    .ui = srv->cfg->http_ui,
+	    .retention_max_messages = srv->cfg->retention_max_messages,
+	    .retention_max_age = srv->cfg->retention_max_age,
 	};
 	int rc = httpd_start(&opt, &srv->httpd, err, errlen);
 	if (rc == 0)
@@ -451,6 +457,9 @@ int server_run(const struct config *cfg, const struct endpoint_list *eps, char *
 	/* Issue 12: readiness re-probed off the loop, so it recovers by itself. */
 	if (readiness_start(&srv) < 0)
 		log_warn("out of memory: /readyz is not re-probed (store results still count)");
+	if (retention_start(&loop, srv.spool, &srv.stats, cfg->retention_max_messages,
+	                    cfg->retention_max_age, &srv.retention) < 0)
+		log_warn("out of memory: SMTPD_RETENTION_* not applied");
 	uv_timer_init(&loop, &srv.grace);
 	srv.grace.data = &srv;
 	uv_signal_init(&loop, &srv.sigterm);
@@ -488,6 +497,7 @@ out_listeners:
 	uv_run(&loop, UV_RUN_DEFAULT);
 	deliver_free(srv.deliver);
 	readiness_free(&srv);
+	retention_free(srv.retention);
 	free(srv.listeners);
 	free(srv.client_buckets); /* every chain is empty once the sessions are gone */
 	free(srv.id_buckets);

@@ -121,6 +121,9 @@ struct server {
 	 * its loader, which swaps a reloaded table in here on the loop. */
 	const struct policy *policy;
 	struct policy_load *policy_load;
+
+	/* Issue 17: SMTPD_RETENTION_* (retention.h); NULL when off. */
+	struct retention *retention;
 };
 
 /* Run the service until it has drained after SIGTERM/SIGINT. Returns the exit

@@ -158,6 +158,8 @@ struct stats_counters {
 	uint64_t nats_latency[STATS_LATENCY_BUCKETS + 1];
 	uint64_t nats_latency_count;
 	uint64_t nats_latency_sum_us;
+	/* Issue 17: messages removed by SMTPD_RETENTION_* (retention.c). */
+	uint64_t retention_removed;
 };
 
 struct stats {

@@ -32,12 +32,15 @@
 #include <microhttpd.h>
 
 #include "buf.h"
+#include "httpd_events.h"
 #include "httpd_front.h"
 #include "httpd_priv.h"
 #include "httpd_policy.h"
 #include "httpd_nats.h"
 #include "httpd_rspamd.h"
+#include "httpd_ui.h"
 #include "messages.h"
+#include "messages_mime.h"
 #include "spool.h"
 
 typedef enum MHD_Result (*httpd_handler)(struct httpd *h, struct MHD_Connection *conn);
@@ -293,7 +296,7 @@ static enum MHD_Result httpd_status(struct httpd *h, struct MHD_Connection *conn
 	if (v != NULL &&
 	    (httpd_delivery_json(v, &c) < 0 || httpd_readiness_json(v, &c, ready, why) < 0 ||
 	     httpd_policy_status(v, &c) < 0 || httpd_rspamd_status(v, &c) < 0 ||
-	     httpd_nats_status(v, &c) < 0)) {
+	     httpd_nats_status(v, &c) < 0 || httpd_events_status(h, v, &c) < 0)) {
 		json_decref(v);
 		v = NULL;
 	}
@@ -402,11 +405,17 @@ static enum MHD_Result httpd_messages(struct httpd *h, struct MHD_Connection *co
 	char *path = strndup(url + 9, plen - 9);
 	if (path == NULL)
 		return MHD_NO;
+	int mime_res; /* parts, html, DELETE all: messages_mime.c (issue 17) */
+	if (messages_mime_route(h, conn, path, method, &mime_res)) {
+		free(path);
+		return (enum MHD_Result)mime_res;
+	}
 	struct messages_reply r;
 	struct messages_query q = {
 	    .limit = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "limit"),
 	    .offset = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "offset"),
 	    .before = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "before"),
+	    .q = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "q"),
 	};
 	messages_handle(h->spool, method, path, &q, &r);
 	free(path);
@@ -443,7 +452,7 @@ static enum MHD_Result httpd_messages(struct httpd *h, struct MHD_Connection *co
 
 /* Compares in time that depends only on the lengths, so a remote client cannot
  * find the token byte by byte from response times. */
-static bool httpd_token_equal(const char *want, size_t wlen, const char *got)
+bool httpd_token_equal(const char *want, size_t wlen, const char *got)
 {
 	size_t glen = strlen(got);
 	unsigned char diff = wlen != glen;
@@ -541,6 +550,11 @@ static enum MHD_Result httpd_access(void *cls, struct MHD_Connection *conn, cons
 		    NULL);
 	if (plen >= 9 && memcmp(url, "/messages", 9) == 0 && (plen == 9 || url[9] == '/'))
 		return httpd_messages(h, conn, url, plen, method);
+	/* Issue 17: the live events and the web UI. */
+	if (plen == 7 && memcmp(url, "/events", 7) == 0)
+		return httpd_events_route(h, conn, method);
+	if (httpd_ui_path(url, plen))
+		return httpd_ui_serve(conn, h->ui, url, plen, method);
 	if (route == NULL)
 		return httpd_error(conn, MHD_HTTP_NOT_FOUND, "not found", NULL, NULL);
 	if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
@@ -641,6 +655,9 @@ int httpd_start(const struct httpd_options *opt, struct httpd **out, char *err, 
 		return -ENOMEM;
 	}
 	h->token_len = strlen(h->token);
+	h->ui = opt->ui;
+	h->retention_max_messages = opt->retention_max_messages;
+	h->retention_max_age = opt->retention_max_age;
 	h->process_start = httpd_process_start(opt->stats->started_at);
 
 	int fd = httpd_listen(opt->bind, &h->port);
@@ -653,14 +670,26 @@ int httpd_start(const struct httpd_options *opt, struct httpd **out, char *err, 
 	 * on nothing: the front door accepts and hands it whole request heads
 	 * (MHD_add_connection, which needs MHD_USE_ITC to wake its thread). */
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-	                 MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+	                 MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
+	/* Issue 17: /events streams suspend their connections between events;
+	 * the limit grows by as many, and one address holds at most
+	 * HTTPD_EVENTS_PER_ADDRESS of them, so streams never take the slots the
+	 * other routes have. */
+	size_t nev = opt->max_event_clients < HTTPD_EVENTS_CLIENTS_MAX ? opt->max_event_clients
+	                                                               : HTTPD_EVENTS_CLIENTS_MAX;
+	if (httpd_events_new(opt->spool, nev, &h->events) < 0) {
+		close(fd);
+		snprintf(err, errlen, "HTTP side port: %s", strerror(ENOMEM));
+		httpd_stop(h);
+		return -ENOMEM;
+	}
 	errno = 0;
 	h->daemon =
 	    MHD_start_daemon(flags, 0, NULL, NULL, httpd_access, h, MHD_OPTION_CONNECTION_LIMIT,
-	                     (unsigned)HTTPD_CONNECTION_LIMIT, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-	                     (unsigned)HTTPD_PER_IP_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
-	                     (unsigned)HTTPD_CONNECTION_TIMEOUT, MHD_OPTION_UNESCAPE_CALLBACK,
-	                     httpd_unescape, NULL, MHD_OPTION_END);
+	                     (unsigned)(HTTPD_CONNECTION_LIMIT + nev),
+	                     MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTPD_PER_IP_LIMIT,
+	                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTPD_CONNECTION_TIMEOUT,
+	                     MHD_OPTION_UNESCAPE_CALLBACK, httpd_unescape, NULL, MHD_OPTION_END);
 	int e = errno ? errno : EIO;
 	if (h->daemon == NULL) {
 		close(fd);
@@ -686,9 +715,12 @@ void httpd_stop(struct httpd *h)
 		return;
 	/* The front door first: it hands connections to the daemon. */
 	httpd_front_stop(h->front);
+	/* Streams end and suspended connections resume, as MHD_stop_daemon needs. */
+	httpd_events_shutdown(h->events);
 	/* Joins the thread and closes every connection. */
 	if (h->daemon)
 		MHD_stop_daemon(h->daemon);
+	httpd_events_free(h->events);
 	free(h->version);
 	free(h->token);
 	free(h->allowed_hosts);

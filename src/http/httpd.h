@@ -23,6 +23,10 @@ struct httpd_options {
 	const char *allowed_hosts;   /* SMTPD_HTTP_ALLOWED_HOSTS, checked when there is no token */
 	struct stats *stats;         /* outlives the httpd */
 	struct spool *spool;         /* the /messages API (outlives the httpd); NULL: empty */
+	size_t max_event_clients;    /* SMTPD_HTTP_MAX_EVENT_CLIENTS: /events streams at once */
+	bool ui;                     /* SMTPD_HTTP_UI: GET / serves the web UI */
+	uint64_t retention_max_messages; /* SMTPD_RETENTION_*: shown in /status */
+	uint64_t retention_max_age;
 };
 
 /* Start listening. Returns 0, or a negative errno with a one-line message in err

@@ -14,6 +14,7 @@
 #include "stats.h"
 
 struct spool;
+struct httpd_events;
 
 /* A side port for probes and scrapes needs few connections; the limit keeps a
  * misbehaving scraper from taking file descriptors the SMTP side needs. These
@@ -43,7 +44,11 @@ struct httpd {
 	char *allowed_hosts; /* SMTPD_HTTP_ALLOWED_HOSTS */
 	size_t token_len;
 	uint16_t port;
-	double process_start; /* Unix seconds, for process_start_time_seconds */
+	double process_start;            /* Unix seconds, for process_start_time_seconds */
+	struct httpd_events *events;     /* GET /events (httpd_events.h) */
+	bool ui;                         /* SMTPD_HTTP_UI: GET / serves the web UI */
+	uint64_t retention_max_messages; /* SMTPD_RETENTION_MAX_MESSAGES, for /status */
+	uint64_t retention_max_age;      /* SMTPD_RETENTION_MAX_AGE, seconds */
 };
 
 /* Queue `body` (malloc'ed, ownership taken in every case) with the headers every
@@ -65,6 +70,16 @@ int httpd_snapshot(struct httpd *h, struct stats_counters *c, struct stats_liste
 uint64_t httpd_uptime(const struct stats *st);
 /* Bearer token check (RFC 6750 section 2.1); true when no token is set. */
 bool httpd_authorized(struct httpd *h, struct MHD_Connection *conn);
+
+/* The token compare, in time that depends only on the lengths. */
+bool httpd_token_equal(const char *want, size_t wlen, const char *got);
+
+/* GET /events (httpd_events.c): token (header, or ?token= here only), then the
+ * stream. */
+enum MHD_Result httpd_events_route(struct httpd *h, struct MHD_Connection *conn,
+                                   const char *method);
+/* /status "retention" and "events" (httpd_events.c). */
+int httpd_events_status(struct httpd *h, json_t *v, const struct stats_counters *c);
 
 /* GET /metrics (httpd_metrics.c). */
 enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *conn);

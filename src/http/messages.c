@@ -12,6 +12,9 @@
 #include <jansson.h>
 
 #include "buf.h"
+#include "messages_mime.h"
+#include "mime.h"
+#include "messages_search.h"
 #include "spool.h"
 #include "spool_index.h"
 
@@ -189,11 +192,16 @@ static json_t *messages_entry(struct spool *sp, const char *id, enum spool_state
 		*err = -ENOMEM;
 		return NULL;
 	}
-	const char *subject = messages_header(headers, "Subject");
+	/* The Subject decoded (RFC 2047 encoded words, by GMime): what a reader sees. */
+	const char *raw_subject = messages_header(headers, "Subject");
+	char *subject = raw_subject ? mime_decode_header(raw_subject) : NULL;
 	int ok = json_object_set_new(o, "subject", subject ? json_string(subject) : json_null());
+	free(subject);
 	ok |= json_object_set_new(o, "state", json_string(messages_states[st]));
-	if (want_headers)
+	if (want_headers) {
 		ok |= json_object_set(o, "headers", headers);
+		ok |= json_object_set_new(o, "parts", messages_mime_parts(sp, id, st));
+	}
 	json_decref(headers);
 	if (ok != 0) {
 		json_decref(o);
@@ -201,6 +209,16 @@ static json_t *messages_entry(struct spool *sp, const char *id, enum spool_state
 		return NULL;
 	}
 	return o;
+}
+
+json_t *messages_list_entry(struct spool *sp, const char *id)
+{
+	enum spool_state st = SPOOL_STATE_NEW;
+	if (sp == NULL || !spool_id_valid(id) ||
+	    (spool_index_get(spool_get_index(sp), id, &st) < 0 && spool_locate(sp, id, &st) < 0))
+		return NULL;
+	int err = 0;
+	return messages_entry(sp, id, &st, false, &err);
 }
 
 /* Most rounds of a listing: each round after the first is there only because
@@ -212,15 +230,16 @@ static json_t *messages_entry(struct spool *sp, const char *id, enum spool_state
  * index (another program removed it); one found in another directory than the
  * index says gets its state there. *gone counts the dropped ones. Returns 0,
  * -ENOENT (before not in the index) or another -errno. */
-static int messages_page(struct spool *sp, const char *before, size_t offset, size_t limit,
-                         json_t *msgs, size_t *gone, size_t *total)
+static int messages_page(struct spool *sp, const char *q, const char *before, size_t offset,
+                         size_t limit, json_t *msgs, size_t *gone, size_t *total)
 {
 	struct spool_index *ix = spool_get_index(sp);
 	struct spool_index_item *items = limit ? malloc(limit * sizeof *items) : NULL;
 	if (limit && items == NULL)
 		return -ENOMEM;
 	size_t n = 0;
-	int rc = spool_index_page(ix, before, offset, limit, items, &n, total);
+	int rc = q ? messages_search_page(sp, q, before, offset, limit, items, &n, total)
+	           : spool_index_page(ix, before, offset, limit, items, &n, total);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		int err = 0;
 		enum spool_state st = items[i].state;
@@ -259,6 +278,7 @@ static void messages_list(struct spool *sp, const struct messages_query *q,
 		messages_error(out, 400, "before must be the id of a message");
 		return;
 	}
+	const char *text = q->q && q->q[0] ? q->q : NULL;
 	json_t *msgs = json_array();
 	if (msgs == NULL) {
 		messages_error(out, 500, strerror(ENOMEM));
@@ -274,16 +294,25 @@ static void messages_list(struct spool *sp, const struct messages_query *q,
 		size_t have = json_array_size(msgs), gone = 0;
 		if (have >= limit && round > 0)
 			break;
-		rc = messages_page(sp, before, offset + have, limit - have, msgs, &gone, &total);
+		rc = messages_page(sp, text, before, offset + have, limit - have, msgs, &gone,
+		                   &total);
 		if (rc == -ENOENT && round > 0)
 			rc = 0; /* the cursor itself went meanwhile: this page is it */
 		if (gone == 0 || rc < 0)
 			break;
-		total = spool_index_total(spool_get_index(sp), NULL);
+		if (text == NULL)
+			total = spool_index_total(spool_get_index(sp), NULL);
+		else
+			total -= gone;
 	}
 	if (rc == -ENOENT) {
 		json_decref(msgs);
 		messages_error(out, 400, "before: no such message");
+		return;
+	}
+	if (rc == -EINVAL) {
+		json_decref(msgs);
+		messages_error(out, 400, "q: too many terms");
 		return;
 	}
 	if (rc < 0) {

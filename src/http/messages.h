@@ -1,17 +1,19 @@
 /* messages: the /messages API of the HTTP side port (SPEC 3), which makes the
  * spool browsable (a mail catcher for CI) and lets an operator drop messages.
  *
- *   GET    /messages?limit=&offset=&before=
- *                                    {"total":N,"messages":[entry...]}, newest first
+ *   GET    /messages?limit=&offset=&before=&q=
+ *                                    {"total":N,"messages":[entry...]}, newest first;
+ *                                    q= searches (messages_search.h), total counts
+ *                                    the matches
  *   GET    /messages/{id}            entry + "headers":[{"name":..,"value":..}...]
+ *                                    + "parts" (messages_mime.h)
  *   GET    /messages/{id}/raw        the stored file, message/rfc822
  *   DELETE /messages/{id}            204; the message and its envelope removed
  * An entry is the envelope of meta/<id>.json (SPEC 5, with its "delivery" object
- * when it has one) plus "subject" (the raw, unfolded Subject header, null when
- * there is none) and "state": "new" (in new/), "delivered" (cur/) or "failed"
- * (failed/). The id is the Maildir base name; anything that is not a plain id
- * (spool_id_valid: no '/', no leading dot) is a 404, so no path can escape the
- * spool.
+ * when it has one) plus "subject" (the unfolded Subject header with its RFC 2047
+ * encoded words decoded to UTF-8, null when there is none) and "state": "new" (in new/),
+ * "delivered" (cur/) or "failed" (failed/). The id is the Maildir base name; anything that is not a
+ * plain id (spool_id_valid: no '/', no leading dot) is a 404, so no path can escape the spool.
  *
  * The listing takes its page from the spool's index (spool_index.h), never
  * from a directory: a page of N costs N envelope and header reads whatever the
@@ -54,6 +56,7 @@ struct messages_query {
 	const char *limit;
 	const char *offset;
 	const char *before; /* a message id: the page starts after it (older) */
+	const char *q;      /* a search (messages_search.h) */
 };
 
 /* Answer one request. path is what follows "/messages" in the URL ("", "/",
@@ -61,6 +64,10 @@ struct messages_query {
  * (SMTPD_DELIVER=discard) is an empty spool. */
 void messages_handle(struct spool *sp, const char *method, const char *path,
                      const struct messages_query *q, struct messages_reply *out);
+
+/* Issue 17: the entry of one message exactly as GET /messages lists it (for
+ * /events), or NULL when it is gone (or out of memory). Blocking file reads. */
+struct json_t *messages_list_entry(struct spool *sp, const char *id);
 
 /* ---- pure parts (unit-tested) ---- */
 

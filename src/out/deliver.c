@@ -951,7 +951,9 @@ int deliver_new(uv_loop_t *loop, const struct config *cfg, struct spool *spool, 
 		return 0;
 	/* Not the URL: it may carry credentials. */
 	log_info("webhook delivery on: format %s%s, concurrency %u",
-	         cfg->webhook_format == CONFIG_WEBHOOK_RAW ? "raw" : "json",
+	         cfg->webhook_format == CONFIG_WEBHOOK_RAW      ? "raw"
+	         : cfg->webhook_format == CONFIG_WEBHOOK_PARSED ? "parsed"
+	                                                        : "json",
 	         cfg->webhook_sync ? ", sync" : "", opt.concurrency);
 	return 0;
 }

@@ -253,6 +253,7 @@ static void webhook_prep_sync(struct webhook_job *j)
 	    .size = j->sync_size,
 	    .timestamp = (int64_t)time(NULL),
 	    .version = wh->version,
+	    .tmp_dir_fd = wh->spool ? spool_tmp_fd(wh->spool) : -1,
 	};
 	j->sync_fd = -1; /* the request's now */
 	j->attempt = 1;
@@ -324,6 +325,7 @@ static void webhook_prep_work(uv_work_t *w)
 	    .size = size,
 	    .timestamp = (int64_t)time(NULL),
 	    .version = wh->version,
+	    .tmp_dir_fd = wh->spool ? spool_tmp_fd(wh->spool) : -1,
 	};
 	/* webhook_build owns fd, whatever it returns. */
 	if (env && wh->nats) {

@@ -168,9 +168,11 @@ struct webhook_build_in {
 	uint64_t size;           /* its bytes */
 	int64_t timestamp;       /* Unix seconds, X-Mailport-Timestamp */
 	const char *version;     /* User-Agent: mailport/<version> */
+	int tmp_dir_fd;          /* parsed: where its body file goes (-1: a memfd) */
 };
 
-/* JSON: {"envelope":{...},"raw":"<base64>"} as application/json; raw: the message
+/* JSON: {"envelope":{...},"raw":"<base64>"} as application/json; parsed: the
+ * JSON of webhook_parsed.h, written first to a temporary file; raw: the message
  * itself as message/rfc822 with X-Mailport-Mail-From and one X-Mailport-Rcpt-To
  * per recipient (control characters made '?'). Both carry X-Mailport-Id,
  * X-Mailport-Attempt and, with a secret, X-Mailport-Timestamp and

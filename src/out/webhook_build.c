@@ -18,6 +18,8 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "webhook_parsed.h"
+
 /* Bytes of a response body kept in a failure reason. */
 #define WEBHOOK_REASON_BODY 200
 
@@ -367,7 +369,17 @@ static int webhook_raw_headers(struct webhook_request *r, json_t *env)
 int webhook_build(const struct webhook_build_in *in, struct webhook_request *out)
 {
 	memset(out, 0, sizeof *out);
-	int rc = webhook_body_new(in->format, in->envelope, in->fd, in->size, &out->body);
+	int rc;
+	if (in->format == CONFIG_WEBHOOK_PARSED) {
+		/* The JSON is made into a file first, then streamed as is. */
+		int fd = -1;
+		uint64_t size = 0;
+		rc = webhook_parsed_body(in->fd, in->envelope, in->tmp_dir_fd, &fd, &size);
+		if (rc == 0)
+			rc = webhook_body_new(CONFIG_WEBHOOK_RAW, NULL, fd, size, &out->body);
+	} else {
+		rc = webhook_body_new(in->format, in->envelope, in->fd, in->size, &out->body);
+	}
 	if (rc < 0)
 		return rc;
 	if (in->format == CONFIG_WEBHOOK_RAW) {

@@ -18,11 +18,12 @@ struct spool_ix_entry {
 	uint32_t usec;
 	uint32_t pid;
 	const char *str;
+	char *attrs; /* the search text (spool_index_set_attrs), NULL until known */
 	uint8_t state;
 	bool compact;
 };
-_Static_assert(sizeof(void *) != 8 || sizeof(struct spool_ix_entry) == 40,
-               "the index entry is documented as 40 bytes");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct spool_ix_entry) == 48,
+               "the index entry is documented as 48 bytes");
 
 struct spool_ix_chunk {
 	size_t n;
@@ -35,9 +36,14 @@ struct spool_index {
 	size_t nc;
 	size_t capc;
 	size_t total;
+	size_t missing; /* entries whose attrs are NULL */
 	size_t counts[SPOOL_STATES];
 	char *hosts[SPOOL_INDEX_HOSTS];
 	size_t nhosts;
+	/* Issue 17: observers, read-locked while called (see spool_index_observe). */
+	pthread_rwlock_t obs_mu;
+	spool_index_observer obs[SPOOL_INDEX_OBSERVERS];
+	void *obs_ctx[SPOOL_INDEX_OBSERVERS];
 };
 
 /* A position: entry i of chunk c. */
@@ -173,6 +179,7 @@ static void spool_ix_entry_free(struct spool_ix_entry *e)
 {
 	if (!e->compact)
 		free((char *)e->str);
+	free(e->attrs);
 }
 
 /* ---- chunks ------------------------------------------------------------------------------ */
@@ -272,6 +279,7 @@ static int spool_ix_insert_at(struct spool_index *ix, struct spool_ix_pos pos,
 	c->e[pos.i] = *e;
 	c->n++;
 	ix->total++;
+	ix->missing += e->attrs == NULL;
 	ix->counts[e->state]++;
 	return 0;
 }
@@ -283,6 +291,7 @@ static void spool_ix_remove_at(struct spool_index *ix, struct spool_ix_pos pos)
 	struct spool_ix_chunk *c = ix->c[pos.c];
 	ix->counts[c->e[pos.i].state]--;
 	ix->total--;
+	ix->missing -= c->e[pos.i].attrs == NULL;
 	spool_ix_entry_free(&c->e[pos.i]);
 	memmove(&c->e[pos.i], &c->e[pos.i + 1], (c->n - pos.i - 1) * sizeof c->e[0]);
 	c->n--;
@@ -316,7 +325,54 @@ struct spool_index *spool_index_new(void)
 		free(ix);
 		return NULL;
 	}
+	if (pthread_rwlock_init(&ix->obs_mu, NULL) != 0) {
+		pthread_mutex_destroy(&ix->mu);
+		free(ix);
+		return NULL;
+	}
 	return ix;
+}
+
+int spool_index_observe(struct spool_index *ix, spool_index_observer fn, void *ctx)
+{
+	int rc = -ENOSPC;
+	pthread_rwlock_wrlock(&ix->obs_mu);
+	for (size_t i = 0; i < SPOOL_INDEX_OBSERVERS; i++) {
+		if (ix->obs[i] == NULL) {
+			ix->obs[i] = fn;
+			ix->obs_ctx[i] = ctx;
+			rc = 0;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&ix->obs_mu);
+	return rc;
+}
+
+int spool_index_unobserve(struct spool_index *ix, spool_index_observer fn, void *ctx)
+{
+	int rc = -ENOENT;
+	pthread_rwlock_wrlock(&ix->obs_mu);
+	for (size_t i = 0; i < SPOOL_INDEX_OBSERVERS; i++) {
+		if (ix->obs[i] == fn && ix->obs_ctx[i] == ctx) {
+			ix->obs[i] = NULL;
+			ix->obs_ctx[i] = NULL;
+			rc = 0;
+		}
+	}
+	pthread_rwlock_unlock(&ix->obs_mu);
+	return rc;
+}
+
+/* Tell every observer, outside ix->mu. */
+static void spool_ix_notify(struct spool_index *ix, enum spool_index_change ch, const char *id,
+                            enum spool_state st)
+{
+	pthread_rwlock_rdlock(&ix->obs_mu);
+	for (size_t i = 0; i < SPOOL_INDEX_OBSERVERS; i++)
+		if (ix->obs[i] != NULL)
+			ix->obs[i](ix->obs_ctx[i], ch, id, st);
+	pthread_rwlock_unlock(&ix->obs_mu);
 }
 
 void spool_index_free(struct spool_index *ix)
@@ -332,6 +388,7 @@ void spool_index_free(struct spool_index *ix)
 	for (size_t i = 0; i < ix->nhosts; i++)
 		free(ix->hosts[i]);
 	pthread_mutex_destroy(&ix->mu);
+	pthread_rwlock_destroy(&ix->obs_mu);
 	free(ix);
 }
 
@@ -343,9 +400,12 @@ int spool_index_put(struct spool_index *ix, const char *id, enum spool_state st)
 	 * any id printed back from its numbers, which is the same string. */
 	if (strlen(id) >= SPOOL_ID_MAX)
 		return -EINVAL;
+	int changed = -1; /* -1: nothing to tell */
 	pthread_mutex_lock(&ix->mu);
 	int rc = spool_ix_make(ix, id, st, false, &k);
 	if ((e = spool_ix_find(ix, &k, &pos)) != NULL) {
+		if (e->state != (uint8_t)st)
+			changed = SPOOL_INDEX_STATE;
 		ix->counts[e->state]--;
 		e->state = (uint8_t)st;
 		ix->counts[st]++;
@@ -353,8 +413,12 @@ int spool_index_put(struct spool_index *ix, const char *id, enum spool_state st)
 		rc = spool_ix_insert_at(ix, pos, &k);
 		if (rc < 0)
 			spool_ix_entry_free(&k);
+		else
+			changed = SPOOL_INDEX_STORED;
 	}
 	pthread_mutex_unlock(&ix->mu);
+	if (changed >= 0)
+		spool_ix_notify(ix, (enum spool_index_change)changed, id, st);
 	return rc;
 }
 
@@ -362,14 +426,18 @@ int spool_index_update(struct spool_index *ix, const char *id, enum spool_state 
 {
 	struct spool_ix_entry k, *e;
 	struct spool_ix_pos pos;
+	bool changed = false;
 	pthread_mutex_lock(&ix->mu);
 	spool_ix_make(ix, id, st, false, &k);
 	if ((e = spool_ix_find(ix, &k, &pos)) != NULL) {
+		changed = e->state != (uint8_t)st;
 		ix->counts[e->state]--;
 		e->state = (uint8_t)st;
 		ix->counts[st]++;
 	}
 	pthread_mutex_unlock(&ix->mu);
+	if (changed)
+		spool_ix_notify(ix, SPOOL_INDEX_STATE, id, st);
 	return e ? 0 : -ENOENT;
 }
 
@@ -380,9 +448,14 @@ int spool_index_del(struct spool_index *ix, const char *id)
 	pthread_mutex_lock(&ix->mu);
 	spool_ix_make(ix, id, SPOOL_STATE_NEW, false, &k);
 	bool found = spool_ix_find(ix, &k, &pos) != NULL;
-	if (found)
+	enum spool_state st = SPOOL_STATE_NEW;
+	if (found) {
+		st = (enum spool_state)ix->c[pos.c]->e[pos.i].state;
 		spool_ix_remove_at(ix, pos);
+	}
 	pthread_mutex_unlock(&ix->mu);
+	if (found)
+		spool_ix_notify(ix, SPOOL_INDEX_DELETED, id, st);
 	return found ? 0 : -ENOENT;
 }
 
@@ -464,8 +537,11 @@ int spool_index_add_batch(struct spool_index *ix, char *const *ids, size_t n, en
 		memcpy(cs[used]->e, &v[i], take * sizeof v[0]);
 		cs[used++]->n = take;
 	}
-	for (size_t i = 0; i < k; i++)
+	ix->missing = 0;
+	for (size_t i = 0; i < k; i++) {
 		ix->counts[v[i].state]++;
+		ix->missing += v[i].attrs == NULL;
+	}
 	for (size_t i = used; i < nchunks; i++)
 		free(cs[i]);
 	ix->c = cs;
@@ -523,6 +599,91 @@ int spool_index_page(struct spool_index *ix, const char *before, size_t offset, 
 		it->id[len] = '\0';
 		it->state = (enum spool_state)e->state;
 		more = spool_ix_back(ix, &pos, 1);
+	}
+	pthread_mutex_unlock(&ix->mu);
+	return 0;
+}
+
+/* ---- search (issue 17) ------------------------------------------------------------------ */
+
+int spool_index_set_attrs(struct spool_index *ix, const char *id, const char *attrs, size_t len)
+{
+	char *copy = malloc(len ? len : 1);
+	if (copy == NULL)
+		return -ENOMEM;
+	memcpy(copy, attrs, len);
+	struct spool_ix_entry k, *e;
+	struct spool_ix_pos pos;
+	pthread_mutex_lock(&ix->mu);
+	spool_ix_make(ix, id, SPOOL_STATE_NEW, false, &k);
+	if ((e = spool_ix_find(ix, &k, &pos)) != NULL) {
+		ix->missing -= e->attrs == NULL;
+		free(e->attrs);
+		e->attrs = copy;
+		copy = NULL;
+	}
+	pthread_mutex_unlock(&ix->mu);
+	free(copy);
+	return e ? 0 : -ENOENT;
+}
+
+int spool_index_missing_attrs(struct spool_index *ix, struct spool_index_item *items, size_t max,
+                              size_t *n)
+{
+	*n = 0;
+	pthread_mutex_lock(&ix->mu);
+	for (size_t c = ix->nc; ix->missing > 0 && c-- > 0 && *n < max;) {
+		for (size_t i = ix->c[c]->n; i-- > 0 && *n < max;) {
+			const struct spool_ix_entry *e = &ix->c[c]->e[i];
+			if (e->attrs != NULL)
+				continue;
+			struct spool_index_item *it = &items[(*n)++];
+			char buf[SPOOL_ID_MAX];
+			snprintf(it->id, sizeof it->id, "%s", spool_ix_name(e, buf, sizeof buf));
+			it->state = (enum spool_state)e->state;
+		}
+	}
+	pthread_mutex_unlock(&ix->mu);
+	return 0;
+}
+
+int spool_index_search(struct spool_index *ix, spool_index_match_fn match, void *ctx,
+                       const char *before, size_t offset, size_t limit,
+                       struct spool_index_item *items, size_t *n, size_t *total)
+{
+	*n = 0;
+	*total = 0;
+	pthread_mutex_lock(&ix->mu);
+	/* Entries at or after `from` (newest first order: positions below it are
+	 * older) are the page's candidates; every match counts in total. */
+	struct spool_ix_pos from = {SIZE_MAX, SIZE_MAX};
+	if (before != NULL) {
+		struct spool_ix_entry k;
+		spool_ix_make(ix, before, SPOOL_STATE_NEW, false, &k);
+		if (spool_ix_find(ix, &k, &from) == NULL) {
+			pthread_mutex_unlock(&ix->mu);
+			return -ENOENT;
+		}
+	}
+	size_t skipped = 0;
+	for (size_t c = ix->nc; c-- > 0;) {
+		for (size_t i = ix->c[c]->n; i-- > 0;) {
+			const struct spool_ix_entry *e = &ix->c[c]->e[i];
+			if (e->attrs == NULL || !match(ctx, e->attrs))
+				continue;
+			(*total)++;
+			bool older = before == NULL || c < from.c || (c == from.c && i < from.i);
+			if (!older || *n >= limit)
+				continue;
+			if (skipped < offset) {
+				skipped++;
+				continue;
+			}
+			struct spool_index_item *it = &items[(*n)++];
+			char buf[SPOOL_ID_MAX];
+			snprintf(it->id, sizeof it->id, "%s", spool_ix_name(e, buf, sizeof buf));
+			it->state = (enum spool_state)e->state;
+		}
 	}
 	pthread_mutex_unlock(&ix->mu);
 	return 0;

@@ -18,17 +18,19 @@
  * chunk's entries; a page walks the chunk counts (n / SPOOL_INDEX_CHUNK steps)
  * then copies its own entries, never touching the other messages.
  *
- * Memory per message: one 40-byte entry (LP64) for an id of our own format
+ * Memory per message: one 48-byte entry (LP64) for an id of our own format
  * "<sec>.M<usec>P<pid>Q<counter>.<host>": the numbers are kept parsed and the
  * host part is shared by every id with the same host (SPOOL_INDEX_HOSTS of them).
  * Another id (a file some other program put in the spool) also keeps its name,
  * strdup'ed. Chunks filled by arrivals in order are full; deletes merge a chunk
  * that drops under a quarter full into a neighbour, so a chunk is on average at
- * least about 3/8 full: 40 bytes per message typically (300,000 messages: 12 MB),
- * about 110 at worst (33 MB). */
+ * least about 3/8 full: 48 bytes per message typically (300,000 messages: 14 MB),
+ * about 130 at worst (39 MB); plus, once GET /messages?q= has been asked, each
+ * message's search text (at most SPOOL_INDEX_ATTRS_MAX bytes, typically ~100). */
 #ifndef MAILPORT_SPOOL_INDEX_H
 #define MAILPORT_SPOOL_INDEX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "spool.h"
@@ -38,6 +40,8 @@
 /* Distinct host parts shared between entries; ids with further hosts keep their
  * whole name (a spool normally sees one host, ours). */
 #define SPOOL_INDEX_HOSTS 64
+/* The longest search text kept per message (from, to and subject). */
+#define SPOOL_INDEX_ATTRS_MAX 1024
 
 struct spool_index;
 
@@ -59,6 +63,25 @@ int spool_index_get(struct spool_index *ix, const char *id, enum spool_state *st
  * (counts[SPOOL_STATES]). */
 size_t spool_index_total(struct spool_index *ix, size_t *counts);
 
+/* Issue 17: who hears about every change, so that /events and anything else
+ * that follows the spool need no code of their own in the paths that store,
+ * move or delete a message (every one of them goes through put, update or del).
+ * Called after the index's mutex is released, on the thread that made the
+ * change (the thread pool, the HTTP thread), once per message: STORED when put
+ * inserted it, STATE when put or update changed its state, DELETED when del
+ * removed it. The start-up scan (add_batch) calls nobody. An observer must be
+ * quick and must not call back into the index. */
+enum spool_index_change { SPOOL_INDEX_STORED, SPOOL_INDEX_STATE, SPOOL_INDEX_DELETED };
+typedef void (*spool_index_observer)(void *ctx, enum spool_index_change ch, const char *id,
+                                     enum spool_state st);
+/* At most this many observers. */
+#define SPOOL_INDEX_OBSERVERS 4
+/* Add (fn non-NULL) or remove (the same fn and ctx) an observer. 0, or -ENOSPC
+ * when SPOOL_INDEX_OBSERVERS are registered. A removal waits for calls in
+ * progress on other threads to finish, so ctx may be freed afterwards. */
+int spool_index_observe(struct spool_index *ix, spool_index_observer fn, void *ctx);
+int spool_index_unobserve(struct spool_index *ix, spool_index_observer fn, void *ctx);
+
 /* Add n ids in state st at once (the start-up scan): one sort instead of n
  * inserts. An id already in the index, or twice in ids, is kept once, in the
  * later state of new -> cur -> failed (a move seen half-way by the scan); ids
@@ -79,6 +102,28 @@ struct spool_index_item {
  * index), or -ENOENT when before is not in the index. */
 int spool_index_page(struct spool_index *ix, const char *before, size_t offset, size_t limit,
                      struct spool_index_item *items, size_t *n, size_t *total);
+
+/* ---- search (issue 17: GET /messages?q=) ----
+ * Each entry may carry its search text ("attrs"): opaque bytes set by the
+ * messages API (messages_search.c: from, to and subject, case-folded), NULL
+ * until set. The index only stores them and hands them to a matcher. */
+
+/* Set (copy) the search text of id: len bytes ending in a NUL.
+ * 0, -ENOMEM, or -ENOENT when id is not in the index. */
+int spool_index_set_attrs(struct spool_index *ix, const char *id, const char *attrs, size_t len);
+/* At most max messages (newest first) whose search text is not set yet;
+ * O(1) when every message has it. Returns 0 with *n items. */
+int spool_index_missing_attrs(struct spool_index *ix, struct spool_index_item *items, size_t max,
+                              size_t *n);
+/* true when a message's search text matches. Called with the index locked:
+ * it must not call into the index. */
+typedef bool (*spool_index_match_fn)(void *ctx, const char *attrs);
+/* Like spool_index_page() over the messages whose search text matches:
+ * *total is the number of all matching messages (cursor and offset aside).
+ * Messages without search text never match. O(n) in the index's size. */
+int spool_index_search(struct spool_index *ix, spool_index_match_fn match, void *ctx,
+                       const char *before, size_t offset, size_t limit,
+                       struct spool_index_item *items, size_t *n, size_t *total);
 
 /* The order of ids, "newest first": < 0 when a is newer than b, 0 when they are
  * the same id. Ids "<seconds>.M<microseconds>P<pid>Q<counter>..." compare as

@@ -28,12 +28,15 @@ set -uo pipefail
 
 # ---------------------------------------------------------------- the targets
 # name | sources besides tests/fuzz/fuzz_<name>.c | dictionary in tests/fuzz (optional)
+#      | pkg-config modules to compile and link with (optional)
+#      | most seconds for this target (optional: a slow library's share kept small)
 # The corpus is tests/fuzz/corpus/<name>; the dictionary defaults to <name>.dict.
 TARGETS=(
 	"smtp_proto|src/core/smtp_proto.c src/core/smtp_data.c src/core/smtp_parse.c src/core/smtp_auth.c src/core/buf.c src/core/policy.c|smtp.dict"
 	"endpoint|src/core/endpoint.c src/core/endpoint_parse.c src/core/buf.c|"
 	"proxy_proto|src/core/proxy_proto.c|"
 	"policy|src/core/policy.c|"
+	"mime|src/http/mime.c -Isrc/http||gmime-3.0 jansson|5"
 )
 
 # shellcheck disable=SC2054  # the commas are part of -fsanitize=
@@ -132,7 +135,18 @@ summary=()
 echo "run-fuzzers: $CC, ${#selected[@]} target(s), ${per} s each, work dir $work"
 
 for t in "${selected[@]}"; do
-	IFS='|' read -r name sources dict <<<"$t"
+	IFS='|' read -r name sources dict pkgs cap <<<"$t"
+	secs=$per
+	if [ -n "$cap" ] && [ "$cap" -lt "$secs" ]; then secs=$cap; fi
+	pkgflags=()
+	if [ -n "$pkgs" ]; then
+		# shellcheck disable=SC2086  # pkgs is a list of module names
+		if ! read -r -a pkgflags <<<"$(pkg-config --cflags --libs $pkgs)"; then
+			summary+=("${name}: BUILD FAILED (pkg-config $pkgs)")
+			found=2
+			continue
+		fi
+	fi
 	src="tests/fuzz/fuzz_${name}.c"
 	bin="$work/fuzz_${name}"
 	log="$work/${name}.log"
@@ -141,7 +155,7 @@ for t in "${selected[@]}"; do
 	echo
 	echo "=== ${name}: build"
 	# shellcheck disable=SC2086  # sources is a space-separated list by design
-	if ! "$CC" "${CFLAGS_FUZZ[@]}" "$src" $sources -o "$bin" 2>"$work/${name}.build.log"; then
+	if ! "$CC" "${CFLAGS_FUZZ[@]}" "$src" $sources "${pkgflags[@]}" -o "$bin" 2>"$work/${name}.build.log"; then
 		cat "$work/${name}.build.log" >&2
 		echo "run-fuzzers: build of ${name} failed" >&2
 		summary+=("${name}: BUILD FAILED")
@@ -161,9 +175,9 @@ for t in "${selected[@]}"; do
 	else
 		dict="(none)"
 	fi
-	echo "=== ${name}: ${per} s on ${seeds} seed(s), dictionary ${dict}"
+	echo "=== ${name}: ${secs} s on ${seeds} seed(s), dictionary ${dict}"
 	# shellcheck disable=SC2086  # FUZZ_EXTRA_ARGS is a list of flags
-	timeout -k 10 $((per + 120)) "$bin" -max_total_time="$per" -print_final_stats=1 \
+	timeout -k 10 $((secs + 120)) "$bin" -max_total_time="$secs" -print_final_stats=1 \
 		-detect_leaks=1 -timeout=10 -rss_limit_mb="${FUZZ_RSS_LIMIT_MB:-2048}" \
 		-artifact_prefix="$art" "${dict_args[@]}" ${FUZZ_EXTRA_ARGS:-} "$corpus" >"$log" 2>&1
 	rc=$?
@@ -187,7 +201,7 @@ for t in "${selected[@]}"; do
 		[ -z "$findings" ] && echo "--- no artifact written; see $log" >&2
 		summary+=("${name}: FAILED exit ${rc}, $(echo "$findings" | grep -c . || true) finding(s), execs ${execs:-?}")
 	else
-		summary+=("${name}: ok, ${per} s, stat::number_of_executed_units: ${execs:-?} (${rate:-?}/s), ${last:-?}, corpus ${seeds} -> ${after}, peak rss ${rss:-?} MB")
+		summary+=("${name}: ok, ${secs} s, stat::number_of_executed_units: ${execs:-?} (${rate:-?}/s), ${last:-?}, corpus ${seeds} -> ${after}, peak rss ${rss:-?} MB")
 	fi
 done
 

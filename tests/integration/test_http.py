@@ -121,7 +121,8 @@ class TestHttp(h.MailportTestCase):
 
     def test_errors(self):
         self.start()
-        for path in ("/nope", "/status/x", "/"):
+        # "/" is the web UI (issue 17; test_events.py); "/ui/<unknown>" is not.
+        for path in ("/nope", "/status/x", "/ui/nope"):
             with self.subTest(path=path):
                 body = self.json_response("GET", path, 404)
                 self.assertIsInstance(body.get("error"), str)

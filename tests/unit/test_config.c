@@ -125,6 +125,10 @@ static void test_defaults(void **state)
 	    {"http", "127.0.0.1:8080"},
 	    {"http-token", ""},
 	    {"http-allowed-hosts", ""},
+	    {"http-ui", "1"},
+	    {"http-max-event-clients", "64"},
+	    {"retention-max-messages", "0"},
+	    {"retention-max-age", "0"},
 	    {"hostname", NULL}, /* gethostname() */
 	    {"max-message-size", "26214400"},
 	    {"max-recipients", "100"},
@@ -203,6 +207,8 @@ static void test_defaults(void **state)
 	assert_int_equal(r.cfg.log_level, CONFIG_LOG_INFO);
 	assert_int_equal(r.cfg.bare_lf, CONFIG_BARE_LF_NORMALIZE);
 	assert_true(r.cfg.webhook_keep);
+	assert_true(r.cfg.http_ui);
+	assert_int_equal(r.cfg.http_max_event_clients, 64);
 	config_free(&r.cfg);
 }
 
@@ -326,6 +332,9 @@ static void test_values(void **state)
 	    {"rspamd-timeout 1m", NONE, ARGS("SMTPD_RSPAMD_TIMEOUT=1m"), "rspamd-timeout", "60"},
 	    {"webhook-format JSON", NONE, ARGS("SMTPD_WEBHOOK_FORMAT=JSON"), "webhook-format",
 	     "json"},
+	    /* Issue 17: the parsed webhook body. */
+	    {"webhook-format parsed", NONE, ARGS("SMTPD_WEBHOOK_FORMAT=parsed"), "webhook-format",
+	     "parsed"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		struct run r;

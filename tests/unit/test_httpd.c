@@ -301,8 +301,10 @@ static void test_status(void **state)
 	get(f, "/status", &r);
 	assert_int_equal(r.status, 200);
 	json_t *j = json_body(&r);
-	/* 15 + "policy" and "rspamd" (SPEC 8) + "nats" (SPEC 9) */
-	assert_int_equal(json_object_size(j), 18);
+	/* 15 + "policy" and "rspamd" (SPEC 8) + "nats" (SPEC 9) + "retention" and
+	 * "events" (issue 17) */
+	assert_int_equal(json_object_size(j), 20);
+	assert_int_equal(int_at(json_object_get(j, "retention"), "removed"), 0);
 	/* NATS off: the block is there, its strings null. */
 	json_t *nats = json_object_get(j, "nats");
 	assert_int_equal(json_object_size(nats), 7);

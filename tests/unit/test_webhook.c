@@ -457,6 +457,95 @@ static void test_build_raw(void **state)
 	json_decref(env);
 }
 
+static char *fixture(const char *name, size_t *len)
+{
+	char path[4096];
+	const char *src = getenv("MAILPORT_SOURCE_DIR");
+	snprintf(path, sizeof path, "%s/tests/fixtures/mime/%s", src ? src : ".", name);
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	char *buf = malloc(1u << 16);
+	assert_non_null(buf);
+	*len = fread(buf, 1, (1u << 16) - 1, f);
+	buf[*len] = '\0';
+	fclose(f);
+	return buf;
+}
+
+/* Issue 17: SMTPD_WEBHOOK_FORMAT=parsed, the envelope, subject, text, html and
+ * attachments with their decoded bytes in base64 (checked against the
+ * attachment encoded here), signed over the body as sent. */
+static void test_build_parsed(void **state)
+{
+	(void)state;
+	json_t *env = test_envelope();
+	size_t mlen, plen;
+	char *msg = fixture("nested.eml", &mlen), *pdf = fixture("report.pdf.bin", &plen);
+	struct webhook_build_in in = {.format = CONFIG_WEBHOOK_PARSED,
+	                              .secret = "k",
+	                              .id = "x",
+	                              .attempt = 1,
+	                              .envelope = env,
+	                              .fd = temp_file(msg, mlen),
+	                              .size = mlen,
+	                              .timestamp = 42,
+	                              .version = "1",
+	                              .tmp_dir_fd = -1};
+	struct webhook_request r;
+	assert_int_equal(webhook_build(&in, &r), 0);
+	assert_true(fd_closed(in.fd));
+	assert_string_equal(hdr(&r, "Content-Type"), "application/json");
+	size_t len;
+	char *body = slurp(r.body, 1u << 20, &len);
+	assert_int_equal(len, r.body->len);
+	json_error_t e;
+	json_t *j = json_loadb(body, len, 0, &e);
+	if (j == NULL)
+		fail_msg("not JSON: %s: %.300s", e.text, body);
+	assert_true(json_equal(json_object_get(j, "envelope"), env));
+	assert_string_equal(json_string_value(json_object_get(j, "subject")),
+	                    "Nested caf\xc3\xa9 report");
+	assert_non_null(strstr(json_string_value(json_object_get(j, "text")), "soft line break"));
+	/* the HTML as sent: cid: left for the receiver to match with content_id */
+	assert_non_null(strstr(json_string_value(json_object_get(j, "html")), "src=\"cid:logo@"));
+	json_t *atts = json_object_get(j, "attachments");
+	assert_int_equal(json_array_size(atts), 2);
+	json_t *a = json_array_get(atts, 0);
+	assert_string_equal(json_string_value(json_object_get(a, "filename")),
+	                    "\xe2\x82\xac rates 2026.pdf");
+	assert_int_equal(json_integer_value(json_object_get(a, "size")), (json_int_t)plen);
+	char *want = malloc(plen / 3 * 4 + 8);
+	assert_non_null(want);
+	EVP_EncodeBlock((unsigned char *)want, (const unsigned char *)pdf, (int)plen);
+	assert_string_equal(json_string_value(json_object_get(a, "content")), want);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_array_get(atts, 1), "content_id")),
+	    "logo@mailport.test");
+	char sig[WEBHOOK_SIGNATURE_MAX];
+	assert_int_equal(webhook_sign("k", "42", body, len, sig), 0);
+	assert_string_equal(hdr(&r, "X-Mailport-Signature"), sig);
+	webhook_request_free(&r);
+	json_decref(j);
+	free(body);
+	free(want);
+	/* a message that is barely one: nulls and no attachments, still JSON */
+	in.fd = temp_file("\n\n", 2);
+	in.size = 2;
+	assert_int_equal(webhook_build(&in, &r), 0);
+	body = slurp(r.body, 1u << 16, &len);
+	j = json_loadb(body, len, 0, &e);
+	assert_non_null(j);
+	assert_true(json_is_array(json_object_get(j, "attachments")));
+	assert_int_equal(json_array_size(json_object_get(j, "attachments")), 0);
+	assert_true(json_is_null(json_object_get(j, "html")));
+	webhook_request_free(&r);
+	json_decref(j);
+	free(body);
+	free(msg);
+	free(pdf);
+	json_decref(env);
+}
+
 /* Issue 14: a message of more than a megabyte, many chunks, streamed from its
  * file: the body is byte for byte the one built whole here, and the signature
  * is the HMAC computed here, independently, over those bytes. */
@@ -594,17 +683,12 @@ static void test_parse_time(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_backoff),
-	    cmocka_unit_test(test_classify),
-	    cmocka_unit_test(test_sign),
-	    cmocka_unit_test(test_body_sizes),
-	    cmocka_unit_test(test_body_stream),
-	    cmocka_unit_test(test_build_json),
-	    cmocka_unit_test(test_build_raw),
-	    cmocka_unit_test(test_build_large),
-	    cmocka_unit_test(test_build_short_file),
-	    cmocka_unit_test(test_reason),
-	    cmocka_unit_test(test_parse_time),
+	    cmocka_unit_test(test_backoff),     cmocka_unit_test(test_classify),
+	    cmocka_unit_test(test_sign),        cmocka_unit_test(test_body_sizes),
+	    cmocka_unit_test(test_body_stream), cmocka_unit_test(test_build_json),
+	    cmocka_unit_test(test_build_raw),   cmocka_unit_test(test_build_parsed),
+	    cmocka_unit_test(test_build_large), cmocka_unit_test(test_build_short_file),
+	    cmocka_unit_test(test_reason),      cmocka_unit_test(test_parse_time),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
