@@ -36,7 +36,7 @@ TARGETS=(
 	"endpoint|src/core/endpoint.c src/core/endpoint_parse.c src/core/buf.c|"
 	"proxy_proto|src/core/proxy_proto.c|"
 	"policy|src/core/policy.c|"
-	"mime|src/http/mime.c -Isrc/http||gmime-3.0 jansson|5"
+	"mime|src/store/mime.c -Isrc/store||gmime-3.0 jansson|5"
 )
 
 # shellcheck disable=SC2054  # the commas are part of -fsanitize=

@@ -1,4 +1,5 @@
-/* mime: the messages API's view of a message through GMime 3. See mime.h. */
+/* mime: a stored message seen through GMime 3 (the messages API, the parsed webhook). See mime.h.
+ */
 #include "mime.h"
 
 #include <errno.h>
