@@ -29,6 +29,9 @@ struct spool_writer {
 	bool released;
 	bool remove;
 	bool cleaned; /* released: the file closed (and removed) */
+	/* What the queued job does, set on the loop before it is queued: the pool
+	 * never reads `released`, which the loop may set while a write runs. */
+	bool job_cleanup;
 	void (*room)(void *arg);
 	void *room_arg;
 	void (*done)(void *arg, int rc);
@@ -51,7 +54,7 @@ static int spool_writer_open(struct spool_writer *w)
 static void spool_writer_work(uv_work_t *req)
 {
 	struct spool_writer *w = req->data;
-	if (w->released) {
+	if (w->job_cleanup) {
 		if (w->fd >= 0)
 			close(w->fd);
 		w->fd = -1;
@@ -97,6 +100,7 @@ static int spool_writer_cleanup(struct spool_writer *w)
 		return 0;
 	}
 	w->in_flight = true;
+	w->job_cleanup = true;
 	w->work.data = w;
 	if (uv_queue_work(w->loop, &w->work, spool_writer_work, spool_writer_after) == 0)
 		return 1;
@@ -139,6 +143,7 @@ static void spool_writer_kick(struct spool_writer *w)
 	w->flight = w->fill;
 	w->fill = t;
 	w->in_flight = true;
+	w->job_cleanup = false;
 	w->work.data = w;
 	int rc = uv_queue_work(w->loop, &w->work, spool_writer_work, spool_writer_after);
 	if (rc < 0) {
@@ -208,15 +213,16 @@ int spool_writer_finish(struct spool_writer *w, bool to_disk, void (*done)(void 
                         void *arg)
 {
 	w->room = NULL;
-	bool disk = to_disk || w->fd >= 0 || w->in_flight;
+	bool disk = to_disk || w->in_flight || w->fd >= 0; /* fd: the pool's while in flight */
 	if (!disk || w->err != 0)
 		return w->err;
 	w->done = done;
 	w->done_arg = arg;
 	w->finishing = true;
-	if (w->fd < 0 && w->fill.len == 0 && !w->in_flight) {
+	if (!w->in_flight && w->fd < 0 && w->fill.len == 0) {
 		/* An empty message that must exist as a file. */
 		w->in_flight = true;
+		w->job_cleanup = false;
 		w->work.data = w;
 		if (uv_queue_work(w->loop, &w->work, spool_writer_work, spool_writer_after) == 0)
 			return 1;
