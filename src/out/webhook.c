@@ -708,7 +708,8 @@ void webhook_scan(struct webhook *wh)
 		webhook_queue(wh, ids[i], now);
 	spool_ids_free(ids, n);
 	if (n > 0)
-		log_info("webhook: %zu message(s) waiting in new/ queued for delivery", n);
+		log_info("%s: %zu message(s) waiting in new/ queued for delivery",
+		         wh->nats != NULL ? "nats" : "webhook", n);
 	webhook_on_stats(&wh->stats_timer);
 	webhook_dispatch(wh);
 }
