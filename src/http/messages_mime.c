@@ -55,16 +55,31 @@ static int messages_mime_tmpfile(struct spool *sp)
 	return fd;
 }
 
-static int messages_mime_part(struct httpd *h, struct MHD_Connection *conn, const char *id,
-                              const char *part)
+/* Open message `id` through GMime: 0 with *m (NULL when GMime cannot parse
+ * it), or -1 with *err the answer already queued (404 or 500). */
+static int messages_mime_load(struct httpd *h, struct MHD_Connection *conn, const char *id,
+                              struct mime **m, enum MHD_Result *err)
 {
 	int fd = -1;
 	int rc = messages_mime_open(h->spool, id, NULL, &fd);
-	if (rc == -ENOENT)
-		return httpd_error(conn, MHD_HTTP_NOT_FOUND, "no such message", NULL, NULL);
-	if (rc < 0)
-		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, strerror(-rc), NULL, NULL);
-	struct mime *m = mime_open_fd(fd);
+	if (rc < 0) {
+		*err = rc == -ENOENT
+		           ? httpd_error(conn, MHD_HTTP_NOT_FOUND, "no such message", NULL, NULL)
+		           : httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, strerror(-rc), NULL,
+		                         NULL);
+		return -1;
+	}
+	*m = mime_open_fd(fd);
+	return 0;
+}
+
+static int messages_mime_part(struct httpd *h, struct MHD_Connection *conn, const char *id,
+                              const char *part)
+{
+	struct mime *m;
+	enum MHD_Result err;
+	if (messages_mime_load(h, conn, id, &m, &err) < 0)
+		return err;
 	bool parsed = m != NULL;
 	int out = m ? messages_mime_tmpfile(h->spool) : -1;
 	struct mime_part_info pi;
@@ -102,13 +117,10 @@ static int messages_mime_part(struct httpd *h, struct MHD_Connection *conn, cons
 
 static int messages_mime_html(struct httpd *h, struct MHD_Connection *conn, const char *id)
 {
-	int fd = -1;
-	int rc = messages_mime_open(h->spool, id, NULL, &fd);
-	if (rc == -ENOENT)
-		return httpd_error(conn, MHD_HTTP_NOT_FOUND, "no such message", NULL, NULL);
-	if (rc < 0)
-		return httpd_error(conn, MHD_HTTP_INTERNAL_SERVER_ERROR, strerror(-rc), NULL, NULL);
-	struct mime *m = mime_open_fd(fd);
+	struct mime *m;
+	enum MHD_Result err;
+	if (messages_mime_load(h, conn, id, &m, &err) < 0)
+		return err;
 	size_t len = 0;
 	char *html = m ? mime_html(m, &len) : NULL;
 	mime_free(m);

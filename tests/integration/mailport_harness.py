@@ -579,6 +579,32 @@ class MailportTestCase(unittest.TestCase):
             mp.cleanup()
 
 
+class PortCase(MailportTestCase):
+    """One mailport per test on a free SMTP port: start() sets self.port and
+    self.mp (env on top of start_env()), send_raw() stores a message and returns
+    its id."""
+
+    def start_env(self):
+        return {}
+
+    def start(self, env=None):
+        self.port = free_port()
+        e = {"SMTPD_PORTS": str(self.port)}
+        e.update(self.start_env())
+        e.update(env or {})
+        self.mp = self.mailport(e)
+        return self.mp
+
+    def send_raw(self, data, mail_from="a@x.example", rcpts=("b@y.example",)):
+        c = RawSMTP("127.0.0.1", self.port)
+        try:
+            r = send_message_raw(c, mail_from, list(rcpts), data)
+        finally:
+            c.close()
+        self.assertEqual(r[0], 250, r)
+        return queued_id(r[1])
+
+
 # ---------------------------------------------------------------- network namespaces
 
 def have_netns():

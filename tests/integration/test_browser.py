@@ -102,7 +102,7 @@ class PrefixProxy(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class BrowserCase(h.MailportTestCase):
+class BrowserCase(h.PortCase):
     def setUp(self):
         super().setUp()
         if not os.path.exists(CHROMIUM):
@@ -117,12 +117,8 @@ class BrowserCase(h.MailportTestCase):
         self.addCleanup(self.trap.shutdown)
 
     def start(self, env=None):
-        self.port = h.free_port()
-        e = {"SMTPD_PORTS": str(self.port)}
-        e.update(env or {})
-        self.mp = self.mailport(e)
         self.token = (env or {}).get("SMTPD_HTTP_TOKEN")
-        return self.mp
+        return super().start(env)
 
     def api(self, method, path):
         headers = {"Authorization": "Bearer " + self.token} if self.token else {}

@@ -42,14 +42,9 @@ def crlf_size(stored_body):
     return len(stored_body) + stored_body.count(b"\n")
 
 
-class ClientCase(h.MailportTestCase):
-    def start(self, env=None):
-        env = dict(env or {})
-        self.port = h.free_port()
-        env.setdefault("SMTPD_PORTS", str(self.port))
-        env.setdefault("SMTPD_MAX_MESSAGE_SIZE", "1M")
-        self.mp = self.mailport(env)
-        return self.mp
+class ClientCase(h.PortCase):
+    def start_env(self):
+        return {"SMTPD_MAX_MESSAGE_SIZE": "1M"}
 
     def tmpfile(self, name, data):
         d = tempfile.mkdtemp(prefix="mailport-clients-")

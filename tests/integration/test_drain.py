@@ -27,14 +27,7 @@ def wait_for(pred, timeout=3.0):
     return h.wait_for(pred, timeout, interval=0.02)
 
 
-class DrainCase(h.MailportTestCase):
-    def start(self, env=None):
-        self.port = h.free_port()
-        e = {"SMTPD_PORTS": str(self.port)}
-        e.update(env or {})
-        self.mp = self.mailport(e)
-        return self.mp
-
+class DrainCase(h.PortCase):
     def raw(self, timeout=5.0):
         c = h.RawSMTP("127.0.0.1", self.port, timeout=timeout)
         self.addCleanup(c.close)

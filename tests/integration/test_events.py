@@ -109,22 +109,9 @@ def message(n, subject=None):
     return (b"Subject: " + subject.encode() + b"\r\nFrom: a@x.example\r\n\r\nbody %d\r\n" % n)
 
 
-class EventsCase(h.MailportTestCase):
-    def start(self, env=None):
-        self.port = h.free_port()
-        e = {"SMTPD_PORTS": str(self.port)}
-        e.update(env or {})
-        self.mp = self.mailport(e)
-        return self.mp
-
+class EventsCase(h.PortCase):
     def send(self, n, subject=None):
-        c = h.RawSMTP("127.0.0.1", self.port)
-        try:
-            r = h.send_message_raw(c, "a@x.example", ["b@y.example"], message(n, subject))
-        finally:
-            c.close()
-        self.assertEqual(r[0], 250, r)
-        return h.queued_id(r[1])
+        return self.send_raw(message(n, subject))
 
     def sse(self, **kw):
         s = SSE(self.mp, **kw)

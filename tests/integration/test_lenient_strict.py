@@ -21,14 +21,7 @@ import mailport_harness as h  # noqa: E402
 import tls_helpers  # noqa: E402
 
 
-class Case(h.MailportTestCase):
-    def start(self, env=None):
-        self.port = h.free_port()
-        e = {"SMTPD_PORTS": str(self.port)}
-        e.update(env or {})
-        self.mp = self.mailport(e)
-        return self.mp
-
+class Case(h.PortCase):
     def stored(self, mid):
         path = os.path.join(self.mp.spool, "new", mid)
         self.assertTrue(h.wait_for(lambda: os.path.exists(path), 3.0), mid)

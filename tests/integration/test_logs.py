@@ -52,14 +52,7 @@ def wait_for(pred, timeout=3.0):
     return h.wait_for(pred, timeout)
 
 
-class LogCase(h.MailportTestCase):
-    def start(self, env=None):
-        env = dict(env or {})
-        self.port = h.free_port()
-        env.setdefault("SMTPD_PORTS", str(self.port))
-        self.mp = self.mailport(env)
-        return self.mp
-
+class LogCase(h.PortCase):
     def idle(self):
         wait_for(lambda: self.mp.status()["connections"]["active"] == 0)
 

@@ -24,22 +24,9 @@ def msg(n, subject=None):
             b"X-Long: a folded\r\n\tvalue %d\r\n\r\nbody %d\r\n" % (n, n))
 
 
-class MessagesCase(h.MailportTestCase):
-    def start(self, env=None):
-        self.port = h.free_port()
-        e = {"SMTPD_PORTS": str(self.port)}
-        e.update(env or {})
-        self.mp = self.mailport(e)
-        return self.mp
-
+class MessagesCase(h.PortCase):
     def send(self, n, subject=None):
-        c = h.RawSMTP("127.0.0.1", self.port)
-        try:
-            r = h.send_message_raw(c, "a@x.example", ["b@y.example"], msg(n, subject))
-        finally:
-            c.close()
-        self.assertEqual(r[0], 250, r)
-        return h.queued_id(r[1])
+        return self.send_raw(msg(n, subject))
 
     def api(self, method, path, token=None):
         headers = {"Authorization": "Bearer " + token} if token else {}

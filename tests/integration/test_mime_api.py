@@ -40,17 +40,11 @@ def fixture(name):
         return f.read()
 
 
-class MimeCase(h.MailportTestCase):
+class MimeCase(h.PortCase):
     token = None
 
-    def start(self, env=None):
-        self.port = h.free_port()
-        e = {"SMTPD_PORTS": str(self.port)}
-        if self.token:
-            e["SMTPD_HTTP_TOKEN"] = self.token
-        e.update(env or {})
-        self.mp = self.mailport(e)
-        return self.mp
+    def start_env(self):
+        return {"SMTPD_HTTP_TOKEN": self.token} if self.token else {}
 
     def send(self, data, mail_from="sender@example.com", rcpts=("rcpt@example.net",)):
         """Send raw bytes with smtplib; return the new message's id (from the 250)."""

@@ -26,7 +26,7 @@ def wait_for(pred, timeout=3.0):
     return h.wait_for(pred, timeout)
 
 
-class OpsCase(h.MailportTestCase):
+class OpsCase(h.PortCase):
     def require(self, env):
         r = h.run(["--check-config"], env=env)
         if r.returncode == 2 and "not supported" in r.stderr:
@@ -34,12 +34,8 @@ class OpsCase(h.MailportTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
 
     def start(self, env=None):
-        env = dict(env or {})
-        self.require(env)
-        self.port = h.free_port()
-        env.setdefault("SMTPD_PORTS", str(self.port))
-        self.mp = self.mailport(env)
-        return self.mp
+        self.require(dict(env or {}))
+        return super().start(env)
 
     def raw(self, **kw):
         c = h.RawSMTP("127.0.0.1", self.port, **kw)
