@@ -96,6 +96,17 @@ static const char *spool_ix_name(const struct spool_ix_entry *e, char *buf, size
 	return buf;
 }
 
+/* One listed item: the entry's id and state. */
+static void spool_ix_item(struct spool_index_item *it, const struct spool_ix_entry *e)
+{
+	char buf[SPOOL_ID_MAX];
+	const char *name = spool_ix_name(e, buf, sizeof buf);
+	size_t len = strnlen(name, sizeof it->id - 1); /* always all of it: see put */
+	memcpy(it->id, name, len);
+	it->id[len] = '\0';
+	it->state = (enum spool_state)e->state;
+}
+
 /* Oldest first: < 0 when a is older than b. Two compact entries compare by
  * their numbers without printing anything; only equal numbers (or a foreign
  * id) fall back to spool_index_id_newer() on the names, which is what keeps
@@ -591,13 +602,7 @@ int spool_index_page(struct spool_index *ix, const char *before, size_t offset, 
 	}
 	while (more && *n < limit) {
 		const struct spool_ix_entry *e = &ix->c[pos.c]->e[pos.i];
-		struct spool_index_item *it = &items[(*n)++];
-		char buf[SPOOL_ID_MAX];
-		const char *name = spool_ix_name(e, buf, sizeof buf);
-		size_t len = strnlen(name, sizeof it->id - 1); /* always all of it: see put */
-		memcpy(it->id, name, len);
-		it->id[len] = '\0';
-		it->state = (enum spool_state)e->state;
+		spool_ix_item(&items[(*n)++], e);
 		more = spool_ix_back(ix, &pos, 1);
 	}
 	pthread_mutex_unlock(&ix->mu);
@@ -637,10 +642,7 @@ int spool_index_missing_attrs(struct spool_index *ix, struct spool_index_item *i
 			const struct spool_ix_entry *e = &ix->c[c]->e[i];
 			if (e->attrs != NULL)
 				continue;
-			struct spool_index_item *it = &items[(*n)++];
-			char buf[SPOOL_ID_MAX];
-			snprintf(it->id, sizeof it->id, "%s", spool_ix_name(e, buf, sizeof buf));
-			it->state = (enum spool_state)e->state;
+			spool_ix_item(&items[(*n)++], e);
 		}
 	}
 	pthread_mutex_unlock(&ix->mu);
@@ -679,10 +681,7 @@ int spool_index_search(struct spool_index *ix, spool_index_match_fn match, void 
 				skipped++;
 				continue;
 			}
-			struct spool_index_item *it = &items[(*n)++];
-			char buf[SPOOL_ID_MAX];
-			snprintf(it->id, sizeof it->id, "%s", spool_ix_name(e, buf, sizeof buf));
-			it->state = (enum spool_state)e->state;
+			spool_ix_item(&items[(*n)++], e);
 		}
 	}
 	pthread_mutex_unlock(&ix->mu);

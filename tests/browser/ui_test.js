@@ -35,6 +35,25 @@ async function rows(page) {
     att: tr.querySelector(".att").textContent, selected: tr.classList.contains("selected") })));
 }
 
+// Within 5 s, the frame `match` picks shows an <img> of the cid message's size.
+async function cidImageShown(page, cid, match, what) {
+  const t1 = Date.now();
+  let shown = null;
+  while (Date.now() - t1 < 5000) {
+    const frame = page.frames().find(match);
+    if (frame) {
+      shown = await frame.evaluate(() => {
+        const img = document.querySelector("img");
+        return img && img.complete ? [img.naturalWidth, img.naturalHeight] : null;
+      }).catch(() => null);
+      if (shown && shown[0] > 0) break;
+    }
+    await sleep(100);
+  }
+  if (!shown || shown[0] !== cid.width || shown[1] !== cid.height)
+    fail(what + ": " + JSON.stringify(shown));
+}
+
 async function waitRows(page, pred, what, timeout = 5000) {
   const t0 = Date.now();
   for (;;) {
@@ -150,21 +169,8 @@ const scenarios = {
     const cid = await ask({ ask: "send", kind: "cid" });
     await waitRows(page, (r) => r.some((x) => x.id === cid.id), "cid message");
     await page.click('#rows tr[data-id="' + cid.id + '"]');
-    const t1 = Date.now();
-    let shown = null;
-    while (Date.now() - t1 < 5000) {
-      const frame = page.frames().find((f) => f.url().includes(cid.id) && f.url().endsWith("/html"));
-      if (frame) {
-        shown = await frame.evaluate(() => {
-          const img = document.querySelector("img");
-          return img && img.complete ? [img.naturalWidth, img.naturalHeight] : null;
-        }).catch(() => null);
-        if (shown && shown[0] > 0) break;
-      }
-      await sleep(100);
-    }
-    if (!shown || shown[0] !== cid.width || shown[1] !== cid.height)
-      fail("cid image not shown: " + JSON.stringify(shown));
+    await cidImageShown(page, cid, (f) => f.url().includes(cid.id) && f.url().endsWith("/html"),
+      "cid image not shown");
     return {};
   },
 
@@ -255,21 +261,8 @@ const scenarios = {
     const cid = await ask({ ask: "send", kind: "cid" });
     await waitRows(page, (r) => r.some((x) => x.id === cid.id), "cid message");
     await page.click('#rows tr[data-id="' + cid.id + '"]');
-    const t1 = Date.now();
-    let shown = null;
-    while (Date.now() - t1 < 5000) {
-      const frame = page.frames().find((f) => f.url() === "about:srcdoc");
-      if (frame) {
-        shown = await frame.evaluate(() => {
-          const img = document.querySelector("img");
-          return img && img.complete ? [img.naturalWidth, img.naturalHeight] : null;
-        }).catch(() => null);
-        if (shown && shown[0] > 0) break;
-      }
-      await sleep(100);
-    }
-    if (!shown || shown[0] !== cid.width || shown[1] !== cid.height)
-      fail("cid image not shown with a token: " + JSON.stringify(shown));
+    await cidImageShown(page, cid, (f) => f.url() === "about:srcdoc",
+      "cid image not shown with a token");
     const sandbox = await page.$eval("#v-html", (f) => f.getAttribute("sandbox"));
     if (sandbox !== "") fail("iframe sandbox attribute " + JSON.stringify(sandbox));
     return {};
