@@ -107,13 +107,17 @@ const char *httpd_events_name(enum spool_index_change ch)
 
 /* ---- the observer and the thread ------------------------------------------------- */
 
-/* Called by the index on whatever thread changed it: a copy, nothing more. */
+/* Called by the index on whatever thread changed it: a copy, nothing more.
+ * With no client listening nothing is queued: a client gets the changes after
+ * it connected only, so a relay nobody watches reads no entry per message. */
 static void httpd_ev_observe(void *ctx, enum spool_index_change ch, const char *id,
                              enum spool_state st)
 {
 	struct httpd_events *ev = ctx;
 	pthread_mutex_lock(&ev->mu);
-	if (ev->qlen == HTTPD_EVENTS_PENDING) {
+	if (ev->nclients == 0) {
+		/* nobody to tell */
+	} else if (ev->qlen == HTTPD_EVENTS_PENDING) {
 		ev->dropped++;
 	} else {
 		struct httpd_ev_change *c = &ev->q[(ev->qhead + ev->qlen) % HTTPD_EVENTS_PENDING];
