@@ -238,9 +238,11 @@ class TestBusyDrain(DrainCase):
         # let them get going, then pull the plug while they are busy
         self.assertTrue(wait_for(lambda: mp.status()["messages"]["accepted"] >= 20, 15),
                         "clients did not get going")
-        stop.set()
+        # SIGTERM while the clients keep going (they stop on 421 or when the
+        # server goes away), so some transactions are always in flight.
         t0 = time.monotonic()
         mp.proc.send_signal(signal.SIGTERM)
+        stop.set()
         rc = mp.wait_exit(25)
         took = time.monotonic() - t0
         for t in threads:
@@ -254,7 +256,8 @@ class TestBusyDrain(DrainCase):
                     acked[e[1]] = e[2]
                 elif e[0] == "reply":
                     self.assertEqual(e[1], 421, r)
-        self.assertGreater(len(acked), 20)
+        # at least the 20 seen accepted before SIGTERM (more is a matter of timing)
+        self.assertGreaterEqual(len(acked), 20)
         files = self.spool_files()
         # every 250 is in new/ with its envelope, byte for byte; nothing else is
         self.assertEqual(sorted(acked), files["new"])
