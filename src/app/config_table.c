@@ -30,8 +30,8 @@ _Static_assert(sizeof(enum config_webhook_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_format) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(CONFIG_MODE_REQUIRED == 2 && CONFIG_BARE_LF_REJECT == 1 &&
-                   CONFIG_DELIVER_DISCARD == 1 && CONFIG_WEBHOOK_RAW == 1 && CONFIG_WEBHOOK_PARSED == 2 && CONFIG_LOG_JSON == 1 &&
-                   CONFIG_LOG_ERROR == 3,
+                   CONFIG_DELIVER_DISCARD == 1 && CONFIG_WEBHOOK_RAW == 1 &&
+                   CONFIG_WEBHOOK_PARSED == 2 && CONFIG_LOG_JSON == 1 && CONFIG_LOG_ERROR == 3,
                "choices follow the enums");
 
 /* One row per setting reads better packed than one field a line, hence
