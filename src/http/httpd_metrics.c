@@ -147,8 +147,8 @@ static void httpd_refused_metrics(struct buf *b, const struct stats_counters *c)
 
 /* A Prometheus histogram: cumulative buckets (n bounds in seconds, then +Inf:
  * counts[n + 1], not cumulative), sum (seconds) and count. */
-static void httpd_histogram(struct buf *b, const char *name, const char *help, const double *bounds,
-                            size_t n, const uint64_t *counts, uint64_t sum_us, uint64_t count)
+void httpd_histogram(struct buf *b, const char *name, const char *help, const double *bounds,
+                     size_t n, const uint64_t *counts, uint64_t sum_us, uint64_t count)
 {
 	httpd_metric_head(b, name, "histogram", help);
 	uint64_t cum = 0;

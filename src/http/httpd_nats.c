@@ -4,10 +4,7 @@
 #include <inttypes.h>
 #include <stdint.h>
 
-static json_int_t httpd_nats_int(uint64_t v)
-{
-	return v > (uint64_t)INT64_MAX ? (json_int_t)INT64_MAX : (json_int_t)v;
-}
+#include "httpd_priv.h"
 
 static json_t *httpd_nats_str(bool on, const char *s)
 {
@@ -20,9 +17,9 @@ int httpd_nats_status(json_t *v, const struct stats_counters *c)
 	json_t *r = json_pack(
 	    "{s:b, s:o, s:o, s:I, s:I, s:I, s:o}", "connected", (int)(on && c->nats_connected),
 	    "server", httpd_nats_str(on && c->nats_connected, c->nats_server), "stream",
-	    httpd_nats_str(on, c->nats_stream), "pending", httpd_nats_int(c->nats_pending),
-	    "published", httpd_nats_int(c->nats_published), "failed",
-	    httpd_nats_int(c->nats_failed), "last_error", httpd_nats_str(on, c->nats_last_error));
+	    httpd_nats_str(on, c->nats_stream), "pending", httpd_int(c->nats_pending), "published",
+	    httpd_int(c->nats_published), "failed", httpd_int(c->nats_failed), "last_error",
+	    httpd_nats_str(on, c->nats_last_error));
 	if (r == NULL || json_object_set_new(v, "nats", r) < 0)
 		return -1;
 	return 0;
@@ -48,19 +45,9 @@ void httpd_nats_metrics(struct buf *b, const struct stats_counters *c)
 	           "mailport_nats_failed_total %" PRIu64 "\n",
 	           c->nats_enabled && c->nats_connected ? 1 : 0, c->nats_pending, c->nats_published,
 	           c->nats_failed);
-	const char *name = "mailport_nats_publish_ack_duration_seconds";
-	buf_printf(b,
-	           "# HELP %s Time from handing a message to the publisher to JetStream's "
-	           "acknowledgement.\n# TYPE %s histogram\n",
-	           name, name);
-	uint64_t cum = 0;
-	for (size_t i = 0; i < STATS_LATENCY_BUCKETS; i++) {
-		cum += c->nats_latency[i];
-		buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, stats_latency_bounds[i],
-		           cum);
-	}
-	cum += c->nats_latency[STATS_LATENCY_BUCKETS];
-	buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
-	buf_printf(b, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name,
-	           (double)c->nats_latency_sum_us / 1e6, name, c->nats_latency_count);
+	httpd_histogram(b, "mailport_nats_publish_ack_duration_seconds",
+	                "Time from handing a message to the publisher to JetStream's "
+	                "acknowledgement.",
+	                stats_latency_bounds, STATS_LATENCY_BUCKETS, c->nats_latency,
+	                c->nats_latency_sum_us, c->nats_latency_count);
 }

@@ -6,10 +6,7 @@
 #include <stdio.h>
 #include <time.h>
 
-static json_int_t httpd_policy_int(uint64_t v)
-{
-	return v > (uint64_t)INT64_MAX ? (json_int_t)INT64_MAX : (json_int_t)v;
-}
+#include "httpd_priv.h"
 
 int httpd_policy_status(json_t *v, const struct stats_counters *c)
 {
@@ -23,15 +20,14 @@ int httpd_policy_status(json_t *v, const struct stats_counters *c)
 			snprintf(t, sizeof t, "1970-01-01T00:00:00Z");
 		mtime = json_string(t);
 	}
-	json_t *p = json_pack("{s:I, s:I, s:I, s:o, s:I, s:I, s:o, s:{s:I, s:I}}", "domains",
-	                      httpd_policy_int(c->policy_domains), "recipients",
-	                      httpd_policy_int(c->policy_recipients), "recipient_domains",
-	                      httpd_policy_int(c->policy_recipient_domains), "file_mtime", mtime,
-	                      "reloads", httpd_policy_int(c->policy_reloads), "reload_failures",
-	                      httpd_policy_int(c->policy_reload_failures), "reload_error",
-	                      c->policy_error[0] ? json_string(c->policy_error) : json_null(),
-	                      "refused", "relay", httpd_policy_int(c->rcpt_refused_relay),
-	                      "unknown_user", httpd_policy_int(c->rcpt_refused_unknown));
+	json_t *p = json_pack(
+	    "{s:I, s:I, s:I, s:o, s:I, s:I, s:o, s:{s:I, s:I}}", "domains",
+	    httpd_int(c->policy_domains), "recipients", httpd_int(c->policy_recipients),
+	    "recipient_domains", httpd_int(c->policy_recipient_domains), "file_mtime", mtime,
+	    "reloads", httpd_int(c->policy_reloads), "reload_failures",
+	    httpd_int(c->policy_reload_failures), "reload_error",
+	    c->policy_error[0] ? json_string(c->policy_error) : json_null(), "refused", "relay",
+	    httpd_int(c->rcpt_refused_relay), "unknown_user", httpd_int(c->rcpt_refused_unknown));
 	if (p == NULL || json_object_set_new(v, "policy", p) < 0)
 		return -1;
 	return 0;

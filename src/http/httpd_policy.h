@@ -1,6 +1,6 @@
 /* httpd_policy: the inbound recipient policy (SPEC 8) in /status and /metrics,
  * from a stats snapshot (so, like the rest of httpd, it never touches
- * loop-owned memory). Kept apart from httpd.c, which is near its size limit. */
+ * loop-owned memory). Kept apart from httpd.c. */
 #ifndef MAILPORT_HTTPD_POLICY_H
 #define MAILPORT_HTTPD_POLICY_H
 

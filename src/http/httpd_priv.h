@@ -81,6 +81,11 @@ enum MHD_Result httpd_events_route(struct httpd *h, struct MHD_Connection *conn,
 /* /status "retention" and "events" (httpd_events.c). */
 int httpd_events_status(struct httpd *h, json_t *v, const struct stats_counters *c);
 
+/* One Prometheus histogram: counts[0..n] (the last is +Inf) over bounds[0..n-1],
+ * the sum in microseconds. httpd_metrics.c. */
+struct buf;
+void httpd_histogram(struct buf *b, const char *name, const char *help, const double *bounds,
+                     size_t n, const uint64_t *counts, uint64_t sum_us, uint64_t count);
 /* GET /metrics (httpd_metrics.c). */
 enum MHD_Result httpd_metrics(struct httpd *h, struct MHD_Connection *conn);
 

@@ -4,21 +4,18 @@
 #include <inttypes.h>
 #include <stdint.h>
 
+#include "httpd_priv.h"
+
 #include "rspamd.h"
 
 _Static_assert(RSPAMD_ACTIONS == STATS_RSPAMD_ACTIONS, "a counter per rspamd action");
-
-static json_int_t httpd_rspamd_int(uint64_t v)
-{
-	return v > (uint64_t)INT64_MAX ? (json_int_t)INT64_MAX : (json_int_t)v;
-}
 
 int httpd_rspamd_status(json_t *v, const struct stats_counters *c)
 {
 	json_t *checks = json_object();
 	for (size_t i = 0; checks != NULL && i < RSPAMD_ACTIONS; i++)
 		if (json_object_set_new(checks, rspamd_action_names[i],
-		                        json_integer(httpd_rspamd_int(c->rspamd_checks[i]))) < 0) {
+		                        json_integer(httpd_int(c->rspamd_checks[i]))) < 0) {
 			json_decref(checks);
 			checks = NULL;
 		}
@@ -27,10 +24,9 @@ int httpd_rspamd_status(json_t *v, const struct stats_counters *c)
 	double avg = c->rspamd_latency_count
 	                 ? (double)c->rspamd_latency_sum_us / 1e3 / (double)c->rspamd_latency_count
 	                 : 0.0;
-	json_t *r =
-	    json_pack("{s:b, s:o, s:I, s:I, s:f}", "enabled", (int)c->rspamd_enabled, "checks",
-	              checks, "failures", httpd_rspamd_int(c->rspamd_failures), "timeouts",
-	              httpd_rspamd_int(c->rspamd_timeouts), "latency_ms_avg", avg);
+	json_t *r = json_pack("{s:b, s:o, s:I, s:I, s:f}", "enabled", (int)c->rspamd_enabled,
+	                      "checks", checks, "failures", httpd_int(c->rspamd_failures),
+	                      "timeouts", httpd_int(c->rspamd_timeouts), "latency_ms_avg", avg);
 	if (r == NULL || json_object_set_new(v, "rspamd", r) < 0)
 		return -1;
 	return 0;
@@ -54,19 +50,9 @@ void httpd_rspamd_metrics(struct buf *b, const struct stats_counters *c)
 	           "mailport_rspamd_failures_total{reason=\"timeout\"} %" PRIu64 "\n"
 	           "mailport_rspamd_failures_total{reason=\"error\"} %" PRIu64 "\n",
 	           timeouts, errors);
-	const char *name = "mailport_rspamd_check_duration_seconds";
-	buf_printf(b,
-	           "# HELP %s Time from the end of a message's data to rspamd's answer (or its "
-	           "failure), waiting for a connection included.\n# TYPE %s histogram\n",
-	           name, name);
-	uint64_t cum = 0;
-	for (size_t i = 0; i < STATS_LATENCY_BUCKETS; i++) {
-		cum += c->rspamd_latency[i];
-		buf_printf(b, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, stats_latency_bounds[i],
-		           cum);
-	}
-	cum += c->rspamd_latency[STATS_LATENCY_BUCKETS];
-	buf_printf(b, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
-	buf_printf(b, "%s_sum %.6f\n%s_count %" PRIu64 "\n", name,
-	           (double)c->rspamd_latency_sum_us / 1e6, name, c->rspamd_latency_count);
+	httpd_histogram(b, "mailport_rspamd_check_duration_seconds",
+	                "Time from the end of a message's data to rspamd's answer (or its "
+	                "failure), waiting for a connection included.",
+	                stats_latency_bounds, STATS_LATENCY_BUCKETS, c->rspamd_latency,
+	                c->rspamd_latency_sum_us, c->rspamd_latency_count);
 }
