@@ -1,10 +1,11 @@
 /* natspub: JetStream publishing off the loop (natspub.h).
  *
- * Three kinds of threads meet here, always under np->mu:
+ * Four kinds of threads meet here, always under np->mu:
  *   - the loop: natspub_publish queues a request and signals the publisher;
  *     the async callback takes finished requests and the connection's state;
  *   - the publisher (ours): builds each natsMsg and calls js_PublishMsgAsync,
- *     and fails requests the library never answered;
+ *     and every NATSPUB_TICK_MS fails what waited past the timeout, queued or
+ *     sent (a request it is building is SENDING: natspub_stop orphans it);
  *   - the checker (ours): every NATSPUB_CHECK_MS asks JetStream for the stream
  *     (js_GetStreamInfo waits for an answer, so it has a thread of its own and
  *     never holds up a publish) and checks the server's max_payload;
@@ -27,6 +28,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "spool.h"
 #include "stats.h"
 
 #define NATSPUB_CHECK_MS 1000
@@ -35,7 +37,10 @@
 /* JetStream API requests (the stream check) wait at most this long. */
 #define NATSPUB_API_WAIT_MS 2000
 
-enum natspub_state { REQ_QUEUED, REQ_SENT, REQ_DONE };
+/* QUEUED on np->send; SENDING: the publisher is building it (stop never frees
+ * it then, it orphans it: off np->reqs, answered, freed by the publisher);
+ * SENT: handed to libnats, waiting for the acknowledgement. */
+enum natspub_state { REQ_QUEUED, REQ_SENDING, REQ_SENT, REQ_DONE, REQ_ORPHAN };
 
 struct natspub_req {
 	struct natspub_req *prev, *next; /* np->reqs while queued or sent */
@@ -253,9 +258,23 @@ static natsStatus natspub_build(struct natspub *np, struct natspub_req *r, natsM
 	return s;
 }
 
+/* Finish r after a failed publish, if it is still the request it was (stop
+ * or the sweep may have finished and freed it meanwhile). Under np->mu. */
+static void natspub_fail_sent_locked(struct natspub *np, const struct natspub_req *r,
+                                     const char *id, const char *why)
+{
+	for (struct natspub_req *q = np->reqs; q; q = q->next)
+		if (q == r && q->state == REQ_SENT && strcmp(q->id, id) == 0) {
+			natspub_finish_locked(np, q, false, why);
+			return;
+		}
+}
+
+/* The publisher, with r SENDING (so nobody frees it until it is SENT). */
 static void natspub_send(struct natspub *np, struct natspub_req *r)
 {
-	char why[192];
+	char why[192] = "", id[SPOOL_ID_MAX];
+	snprintf(id, sizeof id, "%s", r->id);
 	pthread_mutex_lock(&np->mu);
 	bool small = np->payload_small;
 	if (small)
@@ -263,28 +282,51 @@ static void natspub_send(struct natspub *np, struct natspub_req *r)
 	pthread_mutex_unlock(&np->mu);
 	natsMsg *msg = NULL;
 	natsStatus s = small ? NATS_ERR : natspub_build(np, r, &msg);
-	if (s == NATS_OK) {
-		jsPubOptions po;
-		jsPubOptions_Init(&po);
-		po.MsgId = r->id;
-		po.ExpectStream = np->stream;
-		po.MaxWait = (int64_t)np->timeout_ms;
-		/* Sent before the call: the acknowledgement may come before it returns. */
-		pthread_mutex_lock(&np->mu);
-		r->state = REQ_SENT;
-		pthread_mutex_unlock(&np->mu);
-		s = js_PublishMsgAsync(np->js, &msg, &po);
-		natsMsg_Destroy(msg); /* NULL when the library took it */
-		if (s != NATS_OK)
-			natspub_describe(s, 0, NULL, why, sizeof why);
-	} else if (!small) {
+	if (s != NATS_OK && !small)
 		natspub_describe(s, 0, NULL, why, sizeof why);
+	pthread_mutex_lock(&np->mu);
+	if (r->state == REQ_ORPHAN) { /* stop answered it meanwhile */
+		pthread_mutex_unlock(&np->mu);
+		natsMsg_Destroy(msg);
+		natspub_req_free(r);
+		return;
 	}
+	if (s != NATS_OK) {
+		natspub_finish_locked(np, r, false, why);
+		pthread_mutex_unlock(&np->mu);
+		return;
+	}
+	/* Sent before the call: the acknowledgement may come before it returns,
+	 * and from here on r may be finished and freed by others: only `id`. */
+	r->state = REQ_SENT;
+	pthread_mutex_unlock(&np->mu);
+	jsPubOptions po;
+	jsPubOptions_Init(&po);
+	po.MsgId = id;
+	po.ExpectStream = np->stream;
+	po.MaxWait = (int64_t)np->timeout_ms;
+	s = js_PublishMsgAsync(np->js, &msg, &po);
+	natsMsg_Destroy(msg); /* NULL when the library took it */
 	if (s == NATS_OK)
 		return;
+	natspub_describe(s, 0, NULL, why, sizeof why);
 	pthread_mutex_lock(&np->mu);
-	natspub_finish_locked(np, r, false, why);
+	natspub_fail_sent_locked(np, r, id, why);
 	pthread_mutex_unlock(&np->mu);
+}
+
+/* Fail what waited too long, queued or sent (the library's own MaxWait is the
+ * same timeout; the grace covers a publish it never answers). Under np->mu. */
+static void natspub_sweep_locked(struct natspub *np, uint64_t now)
+{
+	uint64_t limit = (np->timeout_ms + NATSPUB_GRACE_MS) * 1000;
+	for (struct natspub_req *q = np->reqs, *next; q; q = next) {
+		next = q->next;
+		if ((q->state == REQ_SENT || q->state == REQ_QUEUED) && now - q->start_us > limit)
+			natspub_finish_locked(
+			    np, q, false,
+			    "no acknowledgement from JetStream within SMTPD_NATS_TIMEOUT");
+	}
 }
 
 static void natspub_deadline(struct timespec *ts, uint64_t ms)
@@ -301,28 +343,26 @@ static void natspub_deadline(struct timespec *ts, uint64_t ms)
 static void *natspub_publisher(void *arg)
 {
 	struct natspub *np = arg;
+	uint64_t swept = natspub_now_us();
 	pthread_mutex_lock(&np->mu);
 	while (!np->quit) {
+		/* Every tick, busy or not: a steady load must not hold the timeout off. */
+		uint64_t now = natspub_now_us();
+		if (now - swept >= NATSPUB_TICK_MS * 1000) {
+			natspub_sweep_locked(np, now);
+			swept = now;
+		}
 		struct natspub_req *r = np->send_head;
 		if (r != NULL) {
 			np->send_head = r->qnext;
 			if (np->send_head == NULL)
 				np->send_tail = NULL;
 			r->qnext = NULL;
+			r->state = REQ_SENDING;
 			pthread_mutex_unlock(&np->mu);
 			natspub_send(np, r);
 			pthread_mutex_lock(&np->mu);
 			continue;
-		}
-		/* Nothing to send: fail what the library left unanswered. */
-		uint64_t now = natspub_now_us();
-		uint64_t limit = (np->timeout_ms + NATSPUB_GRACE_MS) * 1000;
-		for (struct natspub_req *q = np->reqs, *next; q; q = next) {
-			next = q->next;
-			if (q->state == REQ_SENT && now - q->start_us > limit)
-				natspub_finish_locked(
-				    np, q, false,
-				    "no acknowledgement from JetStream within SMTPD_NATS_TIMEOUT");
 		}
 		struct timespec ts;
 		natspub_deadline(&ts, NATSPUB_TICK_MS);
@@ -490,16 +530,6 @@ int natspub_publish(struct natspub *np, struct natspub_msg *m, natspub_done_fn d
 	np->stats->c.nats_pending = live;
 	stats_unlock(np->stats);
 	return 0;
-}
-
-size_t natspub_pending(const struct natspub *np)
-{
-	if (np == NULL)
-		return 0;
-	pthread_mutex_lock((pthread_mutex_t *)&np->mu);
-	size_t n = np->live;
-	pthread_mutex_unlock((pthread_mutex_t *)&np->mu);
-	return n;
 }
 
 /* ---- set-up and drain ------------------------------------------------------------------ */
@@ -675,8 +705,27 @@ void natspub_stop(struct natspub *np)
 	/* Everything unanswered fails now; the async handle closes (quit keeps
 	 * other threads from waking it). */
 	pthread_mutex_lock(&np->mu);
-	while (np->reqs)
-		natspub_finish_locked(np, np->reqs, false, "delivery stopped: shutting down");
+	/* The one the publisher is building is orphaned, not freed: it frees it. */
+	natspub_done_fn odone = NULL;
+	void *octx = NULL;
+	for (struct natspub_req *r = np->reqs, *next; r; r = next) {
+		next = r->next;
+		if (r->state != REQ_SENDING) {
+			natspub_finish_locked(np, r, false, "delivery stopped: shutting down");
+			continue;
+		}
+		if (r->prev)
+			r->prev->next = r->next;
+		else
+			np->reqs = r->next;
+		if (r->next)
+			r->next->prev = r->prev;
+		r->prev = r->next = NULL;
+		np->live--;
+		r->state = REQ_ORPHAN;
+		odone = r->done;
+		octx = r->ctx;
+	}
 	np->quit = true;
 	struct natspub_req *list = np->done_head;
 	np->done_head = np->done_tail = NULL;
@@ -686,6 +735,8 @@ void natspub_stop(struct natspub *np)
 	pthread_mutex_unlock(&np->mu);
 	if (opened) /* else natspub_new failed before it */
 		uv_close((uv_handle_t *)&np->async, NULL);
+	if (odone != NULL)
+		odone(octx, false, "delivery stopped: shutting down");
 	while (list) {
 		struct natspub_req *r = list;
 		list = r->qnext;

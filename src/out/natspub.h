@@ -2,10 +2,10 @@
  * Debian's libnats (the C client, 3.4).
  *
  * The loop never calls a libnats function that may wait. Every publish goes
- * to a thread of our own (the publisher), which builds the NATS message, hands
- * it to js_PublishMsgAsync and, every NATSPUB_TICK_MS, asks JetStream whether
- * the stream exists. JetStream's acknowledgements arrive on libnats' own
- * threads; they, the publisher and the connection callbacks put results on a
+ * to a thread of our own (the publisher), which builds the NATS message and
+ * hands it to js_PublishMsgAsync; a second thread of ours asks JetStream
+ * every second whether the stream exists. JetStream's acknowledgements arrive
+ * on libnats' own threads; they, the publisher and the connection callbacks put results on a
  * list under a mutex and wake the loop with a uv_async_t. The loop then calls
  * each publish's done callback and updates the stats: the HTTP side reads
  * only those.
@@ -78,8 +78,6 @@ int natspub_new(uv_loop_t *loop, const struct natspub_options *opt, struct stats
  * call. Returns 0, or a negative errno (stopping, out of memory) and done
  * never runs; m->data is freed in every case. */
 int natspub_publish(struct natspub *np, struct natspub_msg *m, natspub_done_fn done, void *ctx);
-/* Publishes in flight (not yet given to done). */
-size_t natspub_pending(const struct natspub *np);
 /* Drain: every publish not yet answered gets done(false, "shutting down"),
  * the publisher thread ends, the connection closes, the async handle closes.
  * Idempotent. */
