@@ -130,13 +130,6 @@ static void httpd_ev_observe(void *ctx, enum spool_index_change ch, const char *
 	pthread_mutex_unlock(&ev->mu);
 }
 
-/* The state word GET /messages uses (messages.c). */
-static const char *httpd_ev_state(enum spool_state st)
-{
-	static const char *const names[SPOOL_STATES] = {"new", "delivered", "failed"};
-	return names[st];
-}
-
 /* The frame of one change; file reads, so called without the mutex. */
 static char *httpd_ev_build(struct httpd_events *ev, const struct httpd_ev_change *c, size_t *len)
 {
@@ -154,7 +147,7 @@ static char *httpd_ev_build(struct httpd_events *ev, const struct httpd_ev_chang
 		json_t *m =
 		    c->ch == SPOOL_INDEX_DELETED
 		        ? json_pack("{s:s}", "id", c->id)
-		        : json_pack("{s:s, s:s}", "id", c->id, "state", httpd_ev_state(c->st));
+		        : json_pack("{s:s, s:s}", "id", c->id, "state", messages_state_name(c->st));
 		data = m ? json_dumps(m, JSON_COMPACT) : NULL;
 		json_decref(m);
 	}

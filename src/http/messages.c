@@ -138,6 +138,11 @@ int messages_parse_count(const char *s, size_t def, size_t max, size_t *out)
 
 static const char *const messages_states[] = {"new", "delivered", "failed"};
 
+const char *messages_state_name(enum spool_state st)
+{
+	return messages_states[st];
+}
+
 static void messages_error(struct messages_reply *out, unsigned status, const char *msg)
 {
 	out->status = status;

@@ -31,7 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct spool;
+#include "spool.h"
+
 struct json_t;
 
 /* Page size of GET /messages without ?limit=, and the largest accepted. */
@@ -89,5 +90,8 @@ int messages_id_newer(const char *a, const char *b);
 
 /* A decimal query parameter in [0, max]; NULL or "" gives def. Returns 0 or -1. */
 int messages_parse_count(const char *s, size_t def, size_t max, size_t *out);
+
+/* The word GET /messages gives a state: "new", "delivered" or "failed". */
+const char *messages_state_name(enum spool_state st);
 
 #endif

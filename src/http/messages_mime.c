@@ -47,14 +47,6 @@ static int messages_mime_queue(struct MHD_Connection *conn, struct MHD_Response 
 
 /* An unnamed file to decode a part into: on disk in the spool's tmp/ (never
  * seen by Maildir readers, gone when closed), else in memory. */
-static int messages_mime_tmpfile(struct spool *sp)
-{
-	int fd = openat(spool_tmp_fd(sp), ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0)
-		fd = memfd_create("mailport-part", MFD_CLOEXEC);
-	return fd;
-}
-
 /* Open message `id` through GMime: 0 with *m (NULL when GMime cannot parse
  * it), or -1 with *err the answer already queued (404 or 500). */
 static int messages_mime_load(struct httpd *h, struct MHD_Connection *conn, const char *id,
@@ -81,7 +73,7 @@ static int messages_mime_part(struct httpd *h, struct MHD_Connection *conn, cons
 	if (messages_mime_load(h, conn, id, &m, &err) < 0)
 		return err;
 	bool parsed = m != NULL;
-	int out = m ? messages_mime_tmpfile(h->spool) : -1;
+	int out = m ? mime_scratch_fd(spool_tmp_fd(h->spool)) : -1;
 	struct mime_part_info pi;
 	int64_t size = out >= 0 ? mime_part_write(m, part, out, &pi) : -ENOMEM;
 	mime_free(m);

@@ -52,14 +52,6 @@ static int wp_json(int fd, json_t *v)
 	return rc;
 }
 
-int webhook_parsed_tmpfile(int dir_fd)
-{
-	int fd = dir_fd >= 0 ? openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
-	if (fd < 0)
-		fd = memfd_create("mailport-webhook", MFD_CLOEXEC);
-	return fd < 0 ? -errno : fd;
-}
-
 /* A text or HTML body as a JSON string, or null. */
 static int wp_body(int fd, struct mime *m, bool html)
 {
@@ -75,7 +67,7 @@ static int wp_body(int fd, struct mime *m, bool html)
 /* The decoded part, base64-encoded, through a temporary file of its own. */
 static int wp_base64_part(int fd, struct mime *m, const char *part, int dir_fd)
 {
-	int tmp = webhook_parsed_tmpfile(dir_fd);
+	int tmp = mime_scratch_fd(dir_fd);
 	if (tmp < 0)
 		return tmp;
 	struct mime_part_info pi;
@@ -143,7 +135,7 @@ int webhook_parsed_body(int msg_fd, json_t *envelope, int dir_fd, int *out_fd, u
 {
 	*out_fd = -1;
 	struct mime *m = mime_open_fd(msg_fd); /* owns msg_fd */
-	int fd = webhook_parsed_tmpfile(dir_fd);
+	int fd = mime_scratch_fd(dir_fd);
 	if (fd < 0) {
 		mime_free(m);
 		return fd;

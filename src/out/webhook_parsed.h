@@ -25,7 +25,4 @@ struct json_t;
 int webhook_parsed_body(int msg_fd, struct json_t *envelope, int dir_fd, int *out_fd,
                         uint64_t *size);
 
-/* An unnamed temporary file in dir_fd (or a memfd): the fd, or -errno. */
-int webhook_parsed_tmpfile(int dir_fd);
-
 #endif

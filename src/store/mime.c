@@ -3,11 +3,13 @@
 #include "mime.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 
 #include <gmime/gmime.h>
 #include <jansson.h>
@@ -476,4 +478,12 @@ void mime_filename_params(const char *name, char *out, size_t n, char *ascii, si
 		out[o < n ? o : n - 1] = '\0';
 	if (an)
 		ascii[a < an ? a : an - 1] = '\0';
+}
+
+int mime_scratch_fd(int dir_fd)
+{
+	int fd = dir_fd >= 0 ? openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600) : -1;
+	if (fd < 0)
+		fd = memfd_create("mailport-mime", MFD_CLOEXEC);
+	return fd < 0 ? -errno : fd;
 }

@@ -92,4 +92,9 @@ char *mime_casefold(const char *s, size_t len);
  * filename= parameter into ascii (size an). */
 void mime_filename_params(const char *name, char *out, size_t n, char *ascii, size_t an);
 
+/* An unnamed scratch file for decoded bytes (a part, a parsed webhook body):
+ * O_TMPFILE in dir_fd (the spool's tmp/, so on its disk), else a memfd. The
+ * fd, or -errno. */
+int mime_scratch_fd(int dir_fd);
+
 #endif

@@ -375,7 +375,9 @@ int spool_index_unobserve(struct spool_index *ix, spool_index_observer fn, void 
 	return rc;
 }
 
-/* Tell every observer, outside ix->mu. */
+/* Tell every observer, under ix->mu, so they see the changes in the order the
+ * index made them (a store, then its removal; never the other way round). An
+ * observer only copies the change: it must not call back into the index. */
 static void spool_ix_notify(struct spool_index *ix, enum spool_index_change ch, const char *id,
                             enum spool_state st)
 {
@@ -427,9 +429,9 @@ int spool_index_put(struct spool_index *ix, const char *id, enum spool_state st)
 		else
 			changed = SPOOL_INDEX_STORED;
 	}
-	pthread_mutex_unlock(&ix->mu);
 	if (changed >= 0)
 		spool_ix_notify(ix, (enum spool_index_change)changed, id, st);
+	pthread_mutex_unlock(&ix->mu);
 	return rc;
 }
 
@@ -446,9 +448,9 @@ int spool_index_update(struct spool_index *ix, const char *id, enum spool_state 
 		e->state = (uint8_t)st;
 		ix->counts[st]++;
 	}
-	pthread_mutex_unlock(&ix->mu);
 	if (changed)
 		spool_ix_notify(ix, SPOOL_INDEX_STATE, id, st);
+	pthread_mutex_unlock(&ix->mu);
 	return e ? 0 : -ENOENT;
 }
 
@@ -464,9 +466,9 @@ int spool_index_del(struct spool_index *ix, const char *id)
 		st = (enum spool_state)ix->c[pos.c]->e[pos.i].state;
 		spool_ix_remove_at(ix, pos);
 	}
-	pthread_mutex_unlock(&ix->mu);
 	if (found)
 		spool_ix_notify(ix, SPOOL_INDEX_DELETED, id, st);
+	pthread_mutex_unlock(&ix->mu);
 	return found ? 0 : -ENOENT;
 }
 

@@ -66,7 +66,7 @@ size_t spool_index_total(struct spool_index *ix, size_t *counts);
 /* Issue 17: who hears about every change, so that /events and anything else
  * that follows the spool need no code of their own in the paths that store,
  * move or delete a message (every one of them goes through put, update or del).
- * Called after the index's mutex is released, on the thread that made the
+ * Called with the index's mutex held (so in the order of the changes), on the thread that made the
  * change (the thread pool, the HTTP thread), once per message: STORED when put
  * inserted it, STATE when put or update changed its state, DELETED when del
  * removed it. The start-up scan (add_batch) calls nobody. An observer must be

@@ -196,10 +196,13 @@ static void test_retention_age(void **state)
 	enum spool_state st;
 	assert_int_equal(spool_index_get(ix, ids[1], &st), -ENOENT);
 	assert_int_equal(spool_index_get(ix, ids[2], &st), 0);
-	/* Both limits: age first leaves 2, count 1 leaves the newest. */
-	assert_int_equal(retention_pass(sp, 1, 0, 1700000350), 1);
+	/* Both limits: nothing is too old now, the count of 1 keeps the newest. */
+	assert_int_equal(retention_pass(sp, 1, 200, 1700000350), 1);
+	assert_int_equal(spool_index_get(ix, ids[2], &st), -ENOENT);
 	assert_int_equal(spool_index_get(ix, ids[3], &st), 0);
+	/* Both off: however old, nothing goes. */
 	assert_int_equal(retention_pass(sp, 0, 0, 1700009999), 0);
+	assert_int_equal(spool_index_total(ix, NULL), 1);
 	spool_close(sp);
 	rm_spool();
 }

@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "messages_search.h"
+#include "buf.h"
 #include "mime.h"
 #include "spool_index.h"
 
@@ -267,6 +268,30 @@ static void test_malformed(void **state)
 	free(raw);
 }
 
+/* 100,000 nested multiparts (6 MB) parse without exhausting the stack, and
+ * the walk stops at MIME_DEPTH_MAX: the text at the bottom is not reached. */
+static void test_deep_nesting(void **state)
+{
+	(void)state;
+	enum { LEVELS = 100000 };
+	struct buf b;
+	buf_init(&b, 16u << 20);
+	buf_printf(&b, "From: a@x.example\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
+	               "Content-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n");
+	for (int i = 0; i < LEVELS; i++)
+		buf_printf(&b, "--b%d\r\nContent-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n",
+		           i, i + 1);
+	buf_printf(&b, "--b%d\r\nContent-Type: text/plain\r\n\r\nbottom\r\n", LEVELS);
+	struct mime *m = mime_open_mem(b.data, b.len);
+	buf_free(&b);
+	assert_non_null(m);
+	json_t *p = mime_parts_json(m);
+	assert_non_null(p);
+	assert_true(json_is_null(json_object_get(p, "text")));
+	json_decref(p);
+	mime_free(m);
+}
+
 static void test_filename_params(void **state)
 {
 	(void)state;
@@ -422,17 +447,12 @@ static void test_index_search(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_nested),
-	    cmocka_unit_test(test_part_bytes),
-	    cmocka_unit_test(test_html_cid),
-	    cmocka_unit_test(test_charsets),
-	    cmocka_unit_test(test_rfc2231),
-	    cmocka_unit_test(test_malformed),
-	    cmocka_unit_test(test_filename_params),
-	    cmocka_unit_test(test_decode_header),
-	    cmocka_unit_test(test_search_text),
-	    cmocka_unit_test(test_index_search),
-	    cmocka_unit_test(test_undeclared_charset),
+	    cmocka_unit_test(test_nested),        cmocka_unit_test(test_part_bytes),
+	    cmocka_unit_test(test_html_cid),      cmocka_unit_test(test_charsets),
+	    cmocka_unit_test(test_rfc2231),       cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_deep_nesting),  cmocka_unit_test(test_filename_params),
+	    cmocka_unit_test(test_decode_header), cmocka_unit_test(test_search_text),
+	    cmocka_unit_test(test_index_search),  cmocka_unit_test(test_undeclared_charset),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
