@@ -173,9 +173,19 @@ class Cluster:
         """Every message of the stream, read through a durable pull consumer
         (acknowledged after reading): a list of dicts with seq, id, envelope
         (parsed), mail_from, rcpt and data (bytes)."""
+        # Just after a cluster healed, the JetStream API (creating the
+        # consumer) may time out while leaders are elected: the reader, not
+        # mailport, retries a few times.
+        for attempt in range(4):
+            try:
+                text = self.tool("dump", self.alive_url(), stream, durable, timeout=180)
+                break
+            except AssertionError as e:
+                if attempt == 3 or "Timeout" not in str(e):
+                    raise
+                time.sleep(3)
         out = []
-        for line in self.tool("dump", self.alive_url(), stream, durable,
-                              timeout=180).splitlines():
+        for line in text.splitlines():
             d = json.loads(line)
             d["data"] = base64.b64decode(d["data"])
             d["envelope"] = json.loads(d["envelope"]) if d.get("envelope") else None
