@@ -45,8 +45,6 @@ static int messages_mime_queue(struct MHD_Connection *conn, struct MHD_Response 
 	return ok;
 }
 
-/* An unnamed file to decode a part into: on disk in the spool's tmp/ (never
- * seen by Maildir readers, gone when closed), else in memory. */
 /* Open message `id` through GMime: 0 with *m (NULL when GMime cannot parse
  * it), or -1 with *err the answer already queued (404 or 500). */
 static int messages_mime_load(struct httpd *h, struct MHD_Connection *conn, const char *id,

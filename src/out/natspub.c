@@ -121,6 +121,19 @@ static void natspub_wake_loop(struct natspub *np)
 		uv_async_send(&np->async);
 }
 
+/* Off np->reqs. Under np->mu. */
+static void natspub_unlink_locked(struct natspub *np, struct natspub_req *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		np->reqs = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	r->prev = r->next = NULL;
+	np->live--;
+}
+
 static void natspub_finish_locked(struct natspub *np, struct natspub_req *r, bool ok,
                                   const char *reason)
 {
@@ -140,14 +153,7 @@ static void natspub_finish_locked(struct natspub *np, struct natspub_req *r, boo
 		}
 	}
 	r->state = REQ_DONE;
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		np->reqs = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-	r->prev = r->next = NULL;
-	np->live--;
+	natspub_unlink_locked(np, r);
 	r->ok = ok;
 	r->end_us = natspub_now_us();
 	snprintf(r->reason, sizeof r->reason, "%s", reason ? reason : "");
@@ -714,14 +720,7 @@ void natspub_stop(struct natspub *np)
 			natspub_finish_locked(np, r, false, "delivery stopped: shutting down");
 			continue;
 		}
-		if (r->prev)
-			r->prev->next = r->next;
-		else
-			np->reqs = r->next;
-		if (r->next)
-			r->next->prev = r->prev;
-		r->prev = r->next = NULL;
-		np->live--;
+		natspub_unlink_locked(np, r);
 		r->state = REQ_ORPHAN;
 		odone = r->done;
 		octx = r->ctx;

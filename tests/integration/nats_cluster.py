@@ -173,17 +173,36 @@ class Cluster:
         """Every message of the stream, read through a durable pull consumer
         (acknowledged after reading): a list of dicts with seq, id, envelope
         (parsed), mail_from, rcpt and data (bytes)."""
-        # Just after a cluster healed, the JetStream API (creating the
-        # consumer) may time out while leaders are elected: the reader, not
-        # mailport, retries a few times.
-        for attempt in range(4):
+        return self._lines(self._settled(lambda a: (
+            "dump", self.alive_url(), stream, durable if a == 0 else "%s%d" % (durable, a))))
+
+    def leader_copy(self, stream):
+        """Every message of the stream as its leader has it, read by sequence
+        (nats_tool get; same dicts as dump). A consumer reads the copy of the
+        replica it was placed on: after a quorum loss nats-server 2.9.10 can
+        leave the replica that stayed up alone holding a message it appended
+        then (one that was answered 451) in place of one a later leader
+        acknowledged; the leader's copy is the one the acknowledgements came
+        from."""
+        return self._lines(self._settled(lambda a: ("get", self.alive_url(), stream)))
+
+    def _settled(self, args):
+        """self.tool(*args(attempt)). Just after a cluster healed, the
+        JetStream API may time out or answer 10008 ("JetStream system
+        temporarily unavailable") while leaders are elected: the reader, not
+        mailport, retries. dump gives each attempt a durable of its own, so a
+        reader that failed half way (having acknowledged some) never hides
+        messages from the next one."""
+        for attempt in range(6):
             try:
-                text = self.tool("dump", self.alive_url(), stream, durable, timeout=180)
-                break
+                return self.tool(*args(attempt), timeout=180)
             except AssertionError as e:
-                if attempt == 3 or "Timeout" not in str(e):
+                if attempt == 5 or not any(w in str(e) for w in ("Timeout", "(10008)")):
                     raise
                 time.sleep(3)
+
+    @staticmethod
+    def _lines(text):
         out = []
         for line in text.splitlines():
             d = json.loads(line)

@@ -80,4 +80,5 @@ class TestJournal(h.MailportTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    # 36 s alone here.
+    h.main(timeout=150)

@@ -10,7 +10,7 @@ with the MIME fixtures of tests/fixtures/mime sent by smtplib:
   the CSP and nosniff headers, ?remote=1;
 - GET /messages?q=: plain, from:/to:/subject: prefixes, quoted phrases, case,
   RFC 2047 subjects, total exact, limit/offset/before on the filtered set;
-- DELETE /messages: 204 and the spool empty;
+- DELETE /messages: 204 and the spool empty, over more than two pages;
 - the token and Host rules on every new route;
 - a malformed message still lists, shows raw, and the server stays up;
 - SMTPD_WEBHOOK_FORMAT=parsed posts the envelope, subject, text, html and the
@@ -279,10 +279,16 @@ class TestSearch(MimeCase):
 
 class TestDeleteAll(MimeCase):
     def test_delete_all(self):
+        """1,100 messages: more than two of delete-all's 512-message pages."""
         self.start()
-        for i in range(12):
-            self.send(b"Subject: m %d\n\nbody\n" % i)
-        self.assertEqual(self.get_json("/messages")["total"], 12)
+        n = 1100
+        s = smtplib.SMTP("127.0.0.1", self.port, timeout=30)
+        for i in range(n):
+            self.assertEqual(s.sendmail("a@x.example", ["b@y.example"],
+                                        b"Subject: m %d\r\n\r\nbody\r\n" % i), {})
+        s.quit()
+        self.assertEqual(self.get_json("/messages")["total"], n)
+        self.assertEqual(len(self.mp.new_files()), n)
         st, hdr, body = self.api("DELETE", "/messages")
         self.assertEqual((st, body), (204, b""))
         self.assertEqual(self.get_json("/messages"), {"total": 0, "messages": []})

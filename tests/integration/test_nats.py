@@ -334,4 +334,5 @@ class TestReadiness(NatsCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    # 22 s alone here (ten cases, each with its own NATS server).
+    h.main(timeout=150)

@@ -218,4 +218,6 @@ class TestCluster(h.MailportTestCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    # 39 s alone here (20,000 messages, a node and a replica killed and restarted):
+    # room for a loaded CI machine; ctest stops it at 300 s.
+    h.main(timeout=240)

@@ -378,4 +378,5 @@ class TestSync(WebhookCase):
 
 
 if __name__ == "__main__":
-    h.main()
+    # 25 s alone here (retries with backoff).
+    h.main(timeout=120)

@@ -9,6 +9,9 @@
  *                                                  durable pull consumer, one JSON
  *                                                  line each on stdout, acknowledged
  *                                                  after it is written
+ *   nats_tool get URL STREAM                       read every message by sequence
+ *                                                  from the stream leader (the
+ *                                                  STREAM.MSG.GET API), same lines
  *
  * A dump line: {"seq":N,"id":"<Nats-Msg-Id>","envelope":"...","mail_from":"...",
  * "rcpt":["..."],"data":"<base64 of the payload>"}. NATS_CA in the
@@ -184,12 +187,53 @@ static int tool_dump(jsCtx *js, const char *stream, const char *durable)
 	return 0;
 }
 
+/* The stream leader's copy, message by message. A consumer reads the copy of
+ * the replica it was placed on; the leader's is the one the acknowledgements
+ * came from. */
+static int tool_get(jsCtx *js, const char *stream)
+{
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
+	if (s != NATS_OK)
+		return die("js_GetStreamInfo", s, jerr);
+	uint64_t first = si->State.FirstSeq, last = si->State.LastSeq, got = 0;
+	fprintf(stderr, "nats_tool: leader %s, sequences %llu..%llu\n",
+	        si->Cluster && si->Cluster->Leader ? si->Cluster->Leader : "-",
+	        (unsigned long long)first, (unsigned long long)last);
+	jsStreamInfo_Destroy(si);
+	for (uint64_t seq = first; seq > 0 && seq <= last; seq++) {
+		natsMsg *m = NULL;
+		for (int attempt = 0; attempt < 10; attempt++) {
+			jerr = 0;
+			s = js_GetMsg(&m, js, stream, seq, NULL, &jerr);
+			if (s != NATS_TIMEOUT)
+				break;
+			sleep(1);
+		}
+		if (s != NATS_OK && jerr == JSNoMessageFoundErr)
+			continue; /* deleted */
+		if (s != NATS_OK)
+			return die("js_GetMsg", s, jerr);
+		json_t *o = tool_line(m, seq);
+		char *text = json_dumps(o, JSON_COMPACT);
+		printf("%s\n", text);
+		free(text);
+		json_decref(o);
+		natsMsg_Destroy(m);
+		got++;
+	}
+	fflush(stdout);
+	fprintf(stderr, "nats_tool: %llu message(s)\n", (unsigned long long)got);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
 		fprintf(stderr,
 		        "usage: nats_tool create URL STREAM SUBJECT REPLICAS | count URL STREAM "
-		        "| dump URL STREAM DURABLE\n");
+		        "| dump URL STREAM DURABLE | get URL STREAM\n");
 		return 2;
 	}
 	natsConnection *nc = NULL;
@@ -204,6 +248,8 @@ int main(int argc, char **argv)
 		rc = tool_count(js, argv[3]);
 	else if (strcmp(argv[1], "dump") == 0 && argc == 5)
 		rc = tool_dump(js, argv[3], argv[4]);
+	else if (strcmp(argv[1], "get") == 0 && argc == 4)
+		rc = tool_get(js, argv[3]);
 	else
 		fprintf(stderr, "nats_tool: bad arguments\n");
 	jsCtx_Destroy(js);
