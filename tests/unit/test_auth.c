@@ -309,8 +309,10 @@ static void test_pool_many(void **state)
 		                        .left = ROUNDS};
 		client_next(&cl[i]);
 	}
-	auth_users_unref(u);
+	/* The clients start each next check with u: it is theirs (this
+	 * reference) until they are done, as a session's is the server's. */
 	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	auth_users_unref(u);
 	for (int i = 0; i < NCLIENTS; i++) {
 		if (cl[i].calls != ROUNDS || cl[i].right != ROUNDS)
 			fprintf(stderr, "client %d (%s): calls=%d right=%d, want %d\n", i,
