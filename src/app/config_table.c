@@ -68,7 +68,8 @@ const struct config_setting config_settings[] = {
 	/* Issue 17: the web UI, live events, retention. */
 	{.name = "http-ui", .env = "SMTPD_HTTP_UI", .kind = CONFIG_BOOL, .offset = F(http_ui),
 	 .def = "on",
-	 .help = "Serve the web UI (a mail catcher's inbox) at / of the HTTP side port; off: 404."},
+	 .help = "Serve the web UI (a mail catcher's inbox) at / of the HTTP side port; off: "
+	         "404. /messages/{id}/html loads no remote image unless asked with ?remote=1."},
 	{.name = "http-max-event-clients", .env = "SMTPD_HTTP_MAX_EVENT_CLIENTS",
 	 .kind = CONFIG_COUNT, .offset = F(http_max_event_clients), .def = "64", .min = 1,
 	 .help = "Most /events (Server-Sent Events) streams at once (10000 at most); more "
@@ -148,7 +149,8 @@ const struct config_setting config_settings[] = {
 		 "451 4.3.0."},
 	{.name = "webhook-url", .env = "SMTPD_WEBHOOK_URL", .kind = CONFIG_STRING,
 	 .offset = F(webhook_url), .def = "", .metavar = "URL", .check = config_check_url,
-	 .help = "http:// or https:// URL every stored message is POSTed to after its 250."},
+	 .help = "http:// or https:// URL every stored message is POSTed to after its 250 "
+	         "(not with SMTPD_NATS_URL: they share one queue)."},
 	{.name = "webhook-format", .env = "SMTPD_WEBHOOK_FORMAT", .kind = CONFIG_ENUM,
 	 .offset = F(webhook_format), .def = "json", .choices = config_webhook_formats,
 	 .help = "Post JSON with the envelope and the base64 message, the raw message, or parsed JSON (text, html, attachments)."},
@@ -255,7 +257,9 @@ const struct config_setting config_settings[] = {
 	 .offset = F(nats_url), .def = "", .metavar = "LIST", .check = config_check_nats_urls,
 	 .help = "Comma-separated nats:// or tls:// server URLs (user:password@ or a token in "
 	         "them; the client learns the rest of the cluster): every message is published "
-	         "into a JetStream stream. Off when empty."},
+	         "into a JetStream stream. Off when empty; not with SMTPD_WEBHOOK_URL (exit 2). A "
+	         "server max_payload below SMTPD_MAX_MESSAGE_SIZE plus headers: exit 2 at start, "
+	         "/readyz 503 when found later."},
 	{.name = "nats-subject", .env = "SMTPD_NATS_SUBJECT", .kind = CONFIG_STRING,
 	 .offset = F(nats_subject), .def = "mailport.messages", .metavar = "SUBJECT",
 	 .help = "Subject the messages are published on."},
@@ -267,7 +271,8 @@ const struct config_setting config_settings[] = {
 	 .offset = F(nats_mode), .def = "forward", .choices = config_nats_modes,
 	 .help = "forward: stored in the spool and answered 250, then published with the "
 	         "webhook's retries and marked delivered; sync: 250 only after JetStream's "
-	         "acknowledgement, else 451 4.3.0."},
+	         "acknowledgement, else 451 4.3.0 (a late acknowledgement can still have "
+	         "stored it)."},
 	{.name = "nats-creds", .env = "SMTPD_NATS_CREDS", .kind = CONFIG_STRING,
 	 .offset = F(nats_creds), .def = "", .metavar = "FILE",
 	 .help = "NATS .creds file (user JWT and NKey seed)."},
