@@ -430,7 +430,9 @@ static enum MHD_Result httpd_messages(struct httpd *h, struct MHD_Connection *co
 		if (MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "message/rfc822") !=
 		        MHD_YES ||
 		    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") !=
-		        MHD_YES)
+		        MHD_YES ||
+		    /* a browser never sniffs the stored bytes into HTML */
+		    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff") != MHD_YES)
 			ok = MHD_NO;
 		if (ok == MHD_YES)
 			ok = MHD_queue_response(conn, MHD_HTTP_OK, resp);

@@ -395,7 +395,7 @@ void messages_handle(struct spool *sp, const char *method, const char *path,
 	out->fd = -1;
 	if (path[0] == '\0' || strcmp(path, "/") == 0) {
 		if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-			out->allow = "GET, HEAD";
+			out->allow = "GET, HEAD, DELETE"; /* DELETE: messages_mime.c */
 			messages_error(out, 405, "method not allowed");
 			return;
 		}

@@ -337,7 +337,7 @@ static void natspub_sweep_locked(struct natspub *np, uint64_t now)
 
 static void natspub_deadline(struct timespec *ts, uint64_t ms)
 {
-	clock_gettime(CLOCK_REALTIME, ts);
+	clock_gettime(CLOCK_MONOTONIC, ts); /* the condition variables' clock */
 	ts->tv_sec += (time_t)(ms / 1000);
 	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (ts->tv_nsec >= 1000000000L) {
@@ -450,14 +450,15 @@ static void natspub_state_to_stats(struct natspub *np, struct stats_counters *c)
 		c->nats_unready[0] = '\0';
 }
 
-static void natspub_on_async(uv_async_t *a)
+/* Take the finished requests, count them (plus `failed` more) and copy the
+ * state into the stats. Under np->mu. */
+static struct natspub_req *natspub_take_done_locked(struct natspub *np, uint64_t failed)
 {
-	struct natspub *np = a->data;
-	pthread_mutex_lock(&np->mu);
 	struct natspub_req *list = np->done_head;
 	np->done_head = np->done_tail = NULL;
 	stats_lock(np->stats);
 	natspub_state_to_stats(np, &np->stats->c);
+	np->stats->c.nats_failed += failed;
 	for (struct natspub_req *r = list; r; r = r->qnext) {
 		if (r->ok) {
 			np->stats->c.nats_published++;
@@ -467,13 +468,27 @@ static void natspub_on_async(uv_async_t *a)
 		}
 	}
 	stats_unlock(np->stats);
-	pthread_mutex_unlock(&np->mu);
+	return list;
+}
+
+/* Answer and free what natspub_take_done_locked took. On the loop. */
+static void natspub_answer(struct natspub_req *list)
+{
 	while (list) {
 		struct natspub_req *r = list;
 		list = r->qnext;
 		r->done(r->ctx, r->ok, r->reason);
 		natspub_req_free(r);
 	}
+}
+
+static void natspub_on_async(uv_async_t *a)
+{
+	struct natspub *np = a->data;
+	pthread_mutex_lock(&np->mu);
+	struct natspub_req *list = natspub_take_done_locked(np, 0);
+	pthread_mutex_unlock(&np->mu);
+	natspub_answer(list);
 }
 
 static char *natspub_copy(const char *s, bool *ok)
@@ -621,8 +636,14 @@ int natspub_new(uv_loop_t *loop, const struct natspub_options *opt, struct stats
 	np->subject = strdup(opt->subject);
 	np->stream = strdup(opt->stream);
 	pthread_mutex_init(&np->mu, NULL);
-	pthread_cond_init(&np->cv, NULL);
-	pthread_cond_init(&np->check_cv, NULL);
+	/* Timed waits on the monotonic clock: a wall clock stepped back must not
+	 * hold up the timeout sweep or the stream check. */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&np->cv, &ca);
+	pthread_cond_init(&np->check_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	if (np->subject == NULL || np->stream == NULL) {
 		snprintf(err, errlen, "NATS: out of memory");
 		return -1;
@@ -674,8 +695,10 @@ int natspub_new(uv_loop_t *loop, const struct natspub_options *opt, struct stats
 	pthread_mutex_unlock(&np->mu);
 	if (pthread_create(&np->publisher, NULL, natspub_publisher, np) != 0) {
 		snprintf(err, errlen, "NATS: cannot start a thread");
-		uv_close((uv_handle_t *)&np->async, NULL);
+		pthread_mutex_lock(&np->mu); /* libnats' callbacks read it */
 		np->async_ready = false;
+		pthread_mutex_unlock(&np->mu);
+		uv_close((uv_handle_t *)&np->async, NULL);
 		np->stopped = true;
 		return -1;
 	}
@@ -686,8 +709,10 @@ int natspub_new(uv_loop_t *loop, const struct natspub_options *opt, struct stats
 		pthread_mutex_unlock(&np->mu);
 		pthread_join(np->publisher, NULL);
 		snprintf(err, errlen, "NATS: cannot start a thread");
-		uv_close((uv_handle_t *)&np->async, NULL);
+		pthread_mutex_lock(&np->mu); /* libnats' callbacks read it */
 		np->async_ready = false;
+		pthread_mutex_unlock(&np->mu);
+		uv_close((uv_handle_t *)&np->async, NULL);
 		np->stopped = true;
 		return -1;
 	}
@@ -726,8 +751,11 @@ void natspub_stop(struct natspub *np)
 		octx = r->ctx;
 	}
 	np->quit = true;
-	struct natspub_req *list = np->done_head;
-	np->done_head = np->done_tail = NULL;
+	/* What finished before stop keeps its result (a publish JetStream
+	 * acknowledged whose answer had not reached the loop yet is a 250, not a
+	 * 451 that would make the client send it again); the counters and the
+	 * state in /status are brought up to date one last time. */
+	struct natspub_req *list = natspub_take_done_locked(np, odone != NULL);
 	pthread_cond_broadcast(&np->cv);
 	pthread_cond_broadcast(&np->check_cv);
 	bool opened = np->async_ready;
@@ -736,12 +764,7 @@ void natspub_stop(struct natspub *np)
 		uv_close((uv_handle_t *)&np->async, NULL);
 	if (odone != NULL)
 		odone(octx, false, "delivery stopped: shutting down");
-	while (list) {
-		struct natspub_req *r = list;
-		list = r->qnext;
-		r->done(r->ctx, false, "delivery stopped: shutting down");
-		natspub_req_free(r);
-	}
+	natspub_answer(list);
 }
 
 void natspub_free(struct natspub *np)

@@ -337,7 +337,11 @@ int64_t mime_part_write(struct mime *m, const char *name, int out_fd, struct mim
 		return rc;
 	}
 	off_t end = lseek(out_fd, 0, SEEK_CUR);
-	return end < 0 ? -EIO : (int64_t)end;
+	if (end < 0) {
+		mime_part_info_free(pi);
+		return -EIO;
+	}
+	return (int64_t)end;
 }
 
 /* ---- HTML -------------------------------------------------------------------------- */
@@ -427,8 +431,15 @@ char *mime_html(struct mime *m, size_t *len)
 
 char *mime_header(struct mime *m, const char *name)
 {
-	const char *raw = g_mime_object_get_header(GMIME_OBJECT(m->msg), name);
-	return raw ? mime_decode_header(raw) : NULL;
+	/* GMime 3 hands the value unfolded and RFC 2047-decoded already: decoding
+	 * it again would turn a subject that reads "=?UTF-8?Q?hi?=" into "hi". */
+	const char *v = g_mime_object_get_header(GMIME_OBJECT(m->msg), name);
+	if (v == NULL)
+		return NULL;
+	char *valid = g_utf8_make_valid(v, -1);
+	char *r = strdup(valid);
+	g_free(valid);
+	return r;
 }
 
 char *mime_decode_header(const char *raw)
@@ -458,11 +469,17 @@ void mime_filename_params(const char *name, char *out, size_t n, char *ascii, si
 {
 	static const char hex[] = "0123456789ABCDEF";
 	size_t o = 0, a = 0;
-	bool full = false; /* out is cut at the first byte that does not fit */
+	bool full = false; /* out is cut before the first character that does not fit */
+	size_t char_o = 0; /* where the character being written began in out */
 	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
 		/* RFC 8187 3.2.1 attr-char */
 		bool plain = g_ascii_isalnum(*p) || strchr("!#$&+-.^_`|~", *p) != NULL;
-		full = full || o + (plain ? 1 : 3) >= n;
+		if ((*p & 0xC0) != 0x80)
+			char_o = o;
+		if (!full && o + (plain ? 1 : 3) >= n) {
+			full = true;
+			o = char_o; /* never half a UTF-8 character */
+		}
 		if (!full && plain) {
 			out[o++] = (char)*p;
 		} else if (!full) {

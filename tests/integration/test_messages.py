@@ -77,6 +77,7 @@ class TestRoundTrip(MessagesCase):
         st, hdr, raw = self.api("GET", "/messages/%s/raw" % ids[1])
         self.assertEqual(st, 200)
         self.assertEqual(hdr["content-type"], "message/rfc822")
+        self.assertEqual(hdr["x-content-type-options"], "nosniff")
         self.assertEqual(raw, mp.read_new(ids[1]))
         st, hdr, raw = self.api("HEAD", "/messages/%s/raw" % ids[1])
         self.assertEqual(st, 200)
@@ -100,7 +101,7 @@ class TestRoundTrip(MessagesCase):
         mid = self.send(0)
         st, hdr, _ = self.api("POST", "/messages")
         self.assertEqual(st, 405)
-        self.assertEqual(hdr["allow"], "GET, HEAD")
+        self.assertEqual(hdr["allow"], "GET, HEAD, DELETE")  # DELETE /messages: delete all
         st, hdr, _ = self.api("PUT", "/messages/" + mid)
         self.assertEqual(st, 405)
         self.assertEqual(hdr["allow"], "GET, HEAD, DELETE")

@@ -223,7 +223,7 @@ static void test_list(void **state)
 	reply_free(&r);
 	messages_handle(fx->s, "POST", "", NULL, &r);
 	assert_int_equal(r.status, 405);
-	assert_string_equal(r.allow, "GET, HEAD");
+	assert_string_equal(r.allow, "GET, HEAD, DELETE");
 	reply_free(&r);
 
 	/* No spool (discard): empty. */

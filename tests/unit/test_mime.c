@@ -302,10 +302,38 @@ static void test_filename_params(void **state)
 	mime_filename_params("a/b\\c\r\n", enc, sizeof enc, ascii, sizeof ascii);
 	assert_string_equal(enc, "a%2Fb%5Cc%0D%0A");
 	assert_string_equal(ascii, "a_b_c__");
-	/* cut short, never overrun */
+	/* cut short, never overrun, and never inside a UTF-8 character (RFC 8187
+	 * wants valid UTF-8, or browsers drop filename*) */
 	mime_filename_params("\xe2\x82\xac\xe2\x82\xac", enc, 5, ascii, 3);
-	assert_true(strlen(enc) < 5);
+	assert_string_equal(enc, "");
 	assert_string_equal(ascii, "__");
+	mime_filename_params("\xe2\x82\xac\xe2\x82\xac", enc, 11, ascii, 3);
+	assert_string_equal(enc, "%E2%82%AC");
+	char big[240 * 3 + 1], out[700];
+	for (int i = 0; i < 240; i++)
+		memcpy(big + 3 * i, "\xe6\x97\xa5", 3); /* 日 */
+	big[sizeof big - 1] = '\0';
+	mime_filename_params(big, out, sizeof out, ascii, sizeof ascii);
+	assert_int_equal(strlen(out) % 9, 0);
+	assert_true(strlen(out) > 600);
+}
+
+/* A header's value comes decoded once: GMime 3 already decodes RFC 2047, so
+ * an encoded word that decodes to text looking like one stays that text. */
+static void test_header_decoded_once(void **state)
+{
+	(void)state;
+	static const char msg[] = "Subject: =?UTF-8?Q?=3D=3FUTF-8=3FQ=3Fhi=3F=3D?=\r\n"
+	                          "X-Word: =?ISO-8859-1?Q?K=F6ln?=\r\n\r\nbody\r\n";
+	struct mime *m = mime_open_mem(msg, sizeof msg - 1);
+	assert_non_null(m);
+	char *v = mime_header(m, "Subject");
+	assert_string_equal(v, "=?UTF-8?Q?hi?=");
+	free(v);
+	v = mime_header(m, "X-Word");
+	assert_string_equal(v, "K\xc3\xb6ln");
+	free(v);
+	mime_free(m);
 }
 
 static void test_decode_header(void **state)
@@ -447,12 +475,19 @@ static void test_index_search(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_nested),        cmocka_unit_test(test_part_bytes),
-	    cmocka_unit_test(test_html_cid),      cmocka_unit_test(test_charsets),
-	    cmocka_unit_test(test_rfc2231),       cmocka_unit_test(test_malformed),
-	    cmocka_unit_test(test_deep_nesting),  cmocka_unit_test(test_filename_params),
-	    cmocka_unit_test(test_decode_header), cmocka_unit_test(test_search_text),
-	    cmocka_unit_test(test_index_search),  cmocka_unit_test(test_undeclared_charset),
+	    cmocka_unit_test(test_nested),
+	    cmocka_unit_test(test_part_bytes),
+	    cmocka_unit_test(test_html_cid),
+	    cmocka_unit_test(test_charsets),
+	    cmocka_unit_test(test_rfc2231),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_deep_nesting),
+	    cmocka_unit_test(test_filename_params),
+	    cmocka_unit_test(test_decode_header),
+	    cmocka_unit_test(test_search_text),
+	    cmocka_unit_test(test_index_search),
+	    cmocka_unit_test(test_undeclared_charset),
+	    cmocka_unit_test(test_header_decoded_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
