@@ -395,7 +395,9 @@ static void smtp_proto_cmd_rcpt(struct smtp_proto *p, char *arg)
 	/* RFC 5321 4.5.3.1.10: 452 past the limit; the client sends the rest
 	 * in another transaction. Not a protocol error. */
 	if (p->nrcpt >= p->cfg.max_recipients) {
-		smtp_proto_reply(p, 452, "4.5.3", "Too many recipients");
+		/* Refused, so logged (SPEC 4), but not counted as an error. */
+		smtp_proto_event(p, SMTP_EV_PROTOCOL,
+		                 smtp_proto_reply(p, 452, "4.5.3", "Too many recipients"));
 		return;
 	}
 	if (p->nrcpt == p->rcpt_cap) {
@@ -404,7 +406,9 @@ static void smtp_proto_cmd_rcpt(struct smtp_proto *p, char *arg)
 			ncap = p->cfg.max_recipients;
 		char *nr = realloc(p->rcpt, ncap * (SMTP_PROTO_PATH_MAX + 1));
 		if (nr == NULL) {
-			smtp_proto_reply(p, 452, "4.3.1", "Insufficient system storage");
+			smtp_proto_event(
+			    p, SMTP_EV_PROTOCOL,
+			    smtp_proto_reply(p, 452, "4.3.1", "Insufficient system storage"));
 			return;
 		}
 		p->rcpt = nr;
@@ -497,6 +501,18 @@ static const struct smtp_cmd smtp_proto_cmds[] = {
     {"AUTH", SMTP_CMD_IF_AUTH | SMTP_CMD_NEED_HELO | SMTP_CMD_ARG, "AUTH mechanism",
      smtp_proto_cmd_auth},
 };
+
+/* p->verb (for the adapter's log): the known command v[0..n) names, else "?". */
+static const struct smtp_cmd *smtp_proto_name_verb(struct smtp_proto *p, const char *v, size_t n)
+{
+	const struct smtp_cmd *cmd = NULL;
+	for (size_t i = 0; i < sizeof smtp_proto_cmds / sizeof smtp_proto_cmds[0]; i++)
+		if (strlen(smtp_proto_cmds[i].verb) == n &&
+		    strncasecmp(v, smtp_proto_cmds[i].verb, n) == 0)
+			cmd = &smtp_proto_cmds[i];
+	snprintf(p->verb, sizeof p->verb, "%s", cmd != NULL ? cmd->verb : "?");
+	return cmd;
+}
 
 /* Answer 502/503/501 for a command that may not run now; true if it may. */
 static bool smtp_proto_cmd_allowed(struct smtp_proto *p, const struct smtp_cmd *cmd,
@@ -599,11 +615,7 @@ static void smtp_proto_command_line(struct smtp_proto *p, char *line, size_t n, 
 	size_t alen = strlen(arg);
 	while (alen > 0 && (arg[alen - 1] == ' ' || arg[alen - 1] == '\t'))
 		arg[--alen] = '\0';
-	const struct smtp_cmd *cmd = NULL;
-	for (size_t i = 0; i < sizeof smtp_proto_cmds / sizeof smtp_proto_cmds[0]; i++)
-		if (strcasecmp(verb, smtp_proto_cmds[i].verb) == 0)
-			cmd = &smtp_proto_cmds[i];
-	snprintf(p->verb, sizeof p->verb, "%s", cmd != NULL ? cmd->verb : "?");
+	const struct smtp_cmd *cmd = smtp_proto_name_verb(p, verb, strlen(verb));
 	if (cmd == NULL) {
 		smtp_proto_error(p, 500, "5.5.2", "Error: %s",
 		                 verb[0] ? "command not recognized" : "bad syntax");
@@ -666,7 +678,15 @@ static size_t smtp_proto_command_feed(struct smtp_proto *p, const char *d, size_
 size_t smtp_proto_feed(struct smtp_proto *p, const char *data, size_t len)
 {
 	if (p->state == SMTP_ST_NEW) {
-		/* Talking before the greeting (Postfix postscreen's pregreet test). */
+		/* Talking before the greeting (Postfix postscreen's pregreet test).
+		 * The log names the verb when the bytes start with a known one. */
+		if (len > 0) {
+			size_t vn = 0;
+			while (vn < len && vn < sizeof p->verb - 1 &&
+			       (unsigned)(((unsigned char)data[vn] | 32) - 'a') < 26)
+				vn++;
+			smtp_proto_name_verb(p, data, vn);
+		}
 		if (len > 0)
 			smtp_proto_close(p, 554, "5.5.0", "%s Error: SMTP protocol synchronization",
 			                 p->hostname);

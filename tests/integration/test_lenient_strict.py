@@ -243,6 +243,28 @@ class TestRefusalsLogged(Case):
         self.assertEqual(log.count("further refused commands not logged"), 0)
 
 
+class TestRecipientLimitLogged(Case):
+    def test_452_past_the_limit_is_logged(self):
+        """SPEC 4: every refused command is logged, the 452 past
+        SMTPD_MAX_RECIPIENTS too (it is not counted as an error)."""
+        self.start({"SMTPD_MAX_RECIPIENTS": "1"})
+        s, f = self.greeted()
+        s.sendall(b"MAIL FROM:<a@x.example>\r\n")
+        self.assertTrue(self.reply(f)[-1].startswith(b"250 "))
+        s.sendall(b"RCPT TO:<b@y.example>\r\n")
+        self.assertTrue(self.reply(f)[-1].startswith(b"250 "))
+        s.sendall(b"RCPT TO:<c@y.example>\r\n")
+        self.assertTrue(self.reply(f)[-1].startswith(b"452 4.5.3"))
+        lines = []
+        for _ in range(30):
+            lines = [l for l in self.mp.stderr().splitlines() if "command refused" in l]
+            if lines:
+                break
+            time.sleep(0.1)
+        self.assertTrue(any("command=RCPT" in l and "452 4.5.3 Too many recipients" in l
+                            for l in lines), lines)
+
+
 class TestStrict(Case):
     def test_early_talker_without_greet_delay(self):
         """Input waiting when the greeting would be written: 554 5.5.0 and
@@ -265,6 +287,9 @@ class TestStrict(Case):
             data += chunk
         self.assertTrue(data.startswith(b"554 5.5.0"), data)
         self.assertNotIn(b"220 ", data)
+        # Logged as a refusal that names the verb the early bytes start with.
+        lines = [l for l in self.mp.stderr().splitlines() if "command refused" in l]
+        self.assertTrue(any("command=EHLO" in l and "554 5.5.0" in l for l in lines), lines)
         # A polite client is served as ever.
         with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as c:
             self.assertEqual(c.noop()[0], 250)
