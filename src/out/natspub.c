@@ -335,15 +335,20 @@ static void natspub_sweep_locked(struct natspub *np, uint64_t now)
 	}
 }
 
-static void natspub_deadline(struct timespec *ts, uint64_t ms)
+/* Wait on cv (under np->mu) for at most ms: the clock is the condition
+ * variables' own, monotonic, so a wall clock stepped back never holds up the
+ * timeout sweep or the stream check. */
+static void natspub_wait_locked(struct natspub *np, pthread_cond_t *cv, uint64_t ms)
 {
-	clock_gettime(CLOCK_MONOTONIC, ts); /* the condition variables' clock */
-	ts->tv_sec += (time_t)(ms / 1000);
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(ms / 1000);
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
 	}
+	pthread_cond_timedwait(cv, &np->mu, &ts);
 }
 
 static void *natspub_publisher(void *arg)
@@ -370,9 +375,7 @@ static void *natspub_publisher(void *arg)
 			pthread_mutex_lock(&np->mu);
 			continue;
 		}
-		struct timespec ts;
-		natspub_deadline(&ts, NATSPUB_TICK_MS);
-		pthread_cond_timedwait(&np->cv, &np->mu, &ts);
+		natspub_wait_locked(np, &np->cv, NATSPUB_TICK_MS);
 	}
 	pthread_mutex_unlock(&np->mu);
 	return NULL;
@@ -410,9 +413,7 @@ static void *natspub_checker(void *arg)
 		pthread_mutex_lock(&np->mu);
 		if (np->quit)
 			break;
-		struct timespec ts;
-		natspub_deadline(&ts, NATSPUB_CHECK_MS);
-		pthread_cond_timedwait(&np->check_cv, &np->mu, &ts);
+		natspub_wait_locked(np, &np->check_cv, NATSPUB_CHECK_MS);
 	}
 	pthread_mutex_unlock(&np->mu);
 	return NULL;
@@ -636,8 +637,7 @@ int natspub_new(uv_loop_t *loop, const struct natspub_options *opt, struct stats
 	np->subject = strdup(opt->subject);
 	np->stream = strdup(opt->stream);
 	pthread_mutex_init(&np->mu, NULL);
-	/* Timed waits on the monotonic clock: a wall clock stepped back must not
-	 * hold up the timeout sweep or the stream check. */
+	/* Timed waits on the monotonic clock (natspub_wait_locked). */
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -693,27 +693,18 @@ int natspub_new(uv_loop_t *loop, const struct natspub_options *opt, struct stats
 	pthread_mutex_lock(&np->mu);
 	np->async_ready = true;
 	pthread_mutex_unlock(&np->mu);
-	if (pthread_create(&np->publisher, NULL, natspub_publisher, np) != 0) {
-		snprintf(err, errlen, "NATS: cannot start a thread");
-		pthread_mutex_lock(&np->mu); /* libnats' callbacks read it */
-		np->async_ready = false;
-		pthread_mutex_unlock(&np->mu);
-		uv_close((uv_handle_t *)&np->async, NULL);
-		np->stopped = true;
-		return -1;
-	}
-	if (pthread_create(&np->checker, NULL, natspub_checker, np) != 0) {
+	bool pub = pthread_create(&np->publisher, NULL, natspub_publisher, np) == 0;
+	if (!pub || pthread_create(&np->checker, NULL, natspub_checker, np) != 0) {
 		pthread_mutex_lock(&np->mu);
 		np->quit = true;
+		np->async_ready = false; /* libnats' callbacks read it */
 		pthread_cond_signal(&np->cv);
 		pthread_mutex_unlock(&np->mu);
-		pthread_join(np->publisher, NULL);
-		snprintf(err, errlen, "NATS: cannot start a thread");
-		pthread_mutex_lock(&np->mu); /* libnats' callbacks read it */
-		np->async_ready = false;
-		pthread_mutex_unlock(&np->mu);
+		if (pub)
+			pthread_join(np->publisher, NULL);
 		uv_close((uv_handle_t *)&np->async, NULL);
 		np->stopped = true;
+		snprintf(err, errlen, "NATS: cannot start a thread");
 		return -1;
 	}
 	np->threads = true;

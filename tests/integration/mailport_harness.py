@@ -283,6 +283,16 @@ def fsync_fault_lib():
     return None
 
 
+def send_message_to(port, data_crlf, mail_from="a@x.example", rcpts=("b@y.example",),
+                    timeout=5.0):
+    """send_message_raw over a connection of its own to 127.0.0.1:port."""
+    c = RawSMTP("127.0.0.1", port, timeout=timeout)
+    try:
+        return send_message_raw(c, mail_from, list(rcpts), data_crlf)
+    finally:
+        c.close()
+
+
 def send_message_raw(c, mail_from, rcpts, data_crlf, ehlo="client.example"):
     """EHLO (if ehlo), MAIL, RCPT..., DATA, the dot-stuffed data (must end with
     CRLF), '.'; returns the final reply (code, lines)."""
@@ -596,11 +606,7 @@ class PortCase(MailportTestCase):
         return self.mp
 
     def send_raw(self, data, mail_from="a@x.example", rcpts=("b@y.example",)):
-        c = RawSMTP("127.0.0.1", self.port)
-        try:
-            r = send_message_raw(c, mail_from, list(rcpts), data)
-        finally:
-            c.close()
+        r = send_message_to(self.port, data, mail_from, rcpts)
         self.assertEqual(r[0], 250, r)
         return queued_id(r[1])
 

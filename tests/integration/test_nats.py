@@ -56,11 +56,7 @@ class NatsCase(h.MailportTestCase):
         return mp
 
     def send(self, n=0, rcpts=("b@y.example",)):
-        c = h.RawSMTP("127.0.0.1", self.port, timeout=20)
-        try:
-            return h.send_message_raw(c, "a@x.example", list(rcpts), msg(n))
-        finally:
-            c.close()
+        return h.send_message_to(self.port, msg(n), rcpts=rcpts, timeout=20)
 
     def send_ok(self, n=0, **kw):
         r = self.send(n, **kw)

@@ -44,12 +44,7 @@ class TestQuorum(h.MailportTestCase):
         self.addCleanup(self.cluster.close)
 
     def send(self, n):
-        c = h.RawSMTP("127.0.0.1", self.port, timeout=30)
-        try:
-            code, lines = h.send_message_raw(c, "a@x.example", ["b@y.example"], msg(n))
-            return code, lines
-        finally:
-            c.close()
+        return h.send_message_to(self.port, msg(n), timeout=30)
 
     def test_quorum_lost_is_451_and_nothing_acknowledged_is_missing(self):
         self.cluster.start()
